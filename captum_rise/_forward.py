@@ -1,0 +1,141 @@
+"""Blending inputs with masks and scoring the perturbed copies with the model."""
+
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
+import torch
+from captum._utils.common import (
+    _expand_additional_forward_args,
+    _expand_target,
+    _run_forward,
+    _select_targets,
+)
+from captum._utils.typing import TargetType
+from torch import Tensor
+
+from captum_rise._validation import check_target_in_range
+
+
+def blend(
+    inputs: Tuple[Tensor, ...],
+    baselines: Tuple[Union[Tensor, float], ...],
+    masks: Tuple[Tensor, ...],
+) -> Tuple[Tensor, ...]:
+    """``input * M + baseline * (1 - M)`` for ``n`` masks.
+
+    Args:
+        inputs: ``(B, *rest_i)`` each.
+        baselines: a number or a tensor broadcastable to each input.
+        masks: ``(n, Bm, ...)`` each, broadcastable to ``(n, B, *rest_i)``.
+
+    Returns:
+        ``(n * B, *rest_i)`` per input, mask-major: row ``k * B + b`` is
+        example ``b`` under mask ``k``.
+    """
+    perturbed = []
+    for x, baseline, mask in zip(inputs, baselines, masks):
+        n = mask.shape[0]
+        mixed = baseline + (x - baseline) * mask.to(x.dtype)
+        mixed = mixed.expand(n, *x.shape)
+        perturbed.append(mixed.reshape(n * x.shape[0], *x.shape[1:]))
+    return tuple(perturbed)
+
+
+class ModelScorer:
+    """Runs ``forward_func`` on ``n`` perturbed copies of a batch of ``B`` examples.
+
+    It expands ``target`` and ``additional_forward_args`` as Captum does
+    (repeated ``n`` times, mask-major), checks the output, and returns scores
+    of shape ``(n, B, 1)``.
+
+    Args:
+        forward_func: the model or any callable.
+        batch_size: ``B``.
+        additional_forward_args: formatted as a tuple, or None.
+        target: any Captum target form.
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Any],
+        batch_size: int,
+        additional_forward_args: Optional[Tuple[Any, ...]],
+        target: TargetType = None,
+    ) -> None:
+        self.forward_func = forward_func
+        self.batch_size = batch_size
+        self.additional_forward_args = additional_forward_args
+        self.target = target
+        self._checked = False
+
+    def __call__(self, perturbed: Sequence[Tensor], n: int) -> Tensor:
+        rows = n * self.batch_size
+        output = _run_forward(
+            self.forward_func,
+            tuple(perturbed),
+            None,
+            _expand_additional_forward_args(self.additional_forward_args, n),
+        )
+        if not isinstance(output, Tensor):
+            raise TypeError(
+                f"forward_func must return a torch.Tensor, got {type(output).__name__}"
+            )
+        if output.dim() == 0 or output.shape[0] != rows:
+            raise ValueError(
+                f"forward_func must return one row per example: for {rows} perturbed "
+                f"inputs it returned shape {tuple(output.shape)}"
+            )
+        scores = self._select(output, n)
+        self._checked = True
+        if not torch.isfinite(scores).all():
+            raise ValueError(
+                "forward_func returned NaN or infinite scores for perturbed inputs; "
+                "check the model on masked inputs (e.g. normalisation by zero)"
+            )
+        return scores.reshape(n, self.batch_size, -1)
+
+    def _select(self, output: Tensor, n: int) -> Tensor:
+        """``(n * B,)`` or ``(n * B, K)`` scores from the raw output."""
+        if not self._checked:
+            check_target_in_range(self.target, output.shape)
+        selected = _select_targets(output, _expand_target(self.target, n))
+        while selected.dim() > 1 and selected.shape[-1] == 1:
+            selected = selected.squeeze(-1)
+        if selected.shape != (output.shape[0],):
+            raise ValueError(
+                f"forward_func output of shape {tuple(output.shape)} with target="
+                f"{self.target!r} gives scores of shape {tuple(selected.shape)}; one "
+                f"score per example is needed: pass a target for (N, C) outputs"
+            )
+        return selected
+
+
+class ClassScorer(ModelScorer):
+    """A :class:`ModelScorer` that keeps several classes: scores ``(n, B, K)``.
+
+    Args:
+        classes: ``(K,)`` indices into the output's second dim, or None for all.
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Any],
+        batch_size: int,
+        additional_forward_args: Optional[Tuple[Any, ...]],
+        classes: Optional[Tensor] = None,
+    ) -> None:
+        super().__init__(forward_func, batch_size, additional_forward_args)
+        self.classes = classes
+
+    def _select(self, output: Tensor, n: int) -> Tensor:
+        if output.dim() != 2:
+            raise ValueError(
+                f"explaining several classes needs (N, C) scores, forward_func returned "
+                f"shape {tuple(output.shape)}"
+            )
+        if self.classes is None:
+            return output
+        if not self._checked and int(self.classes.max()) >= output.shape[1]:
+            raise ValueError(
+                f"classes must be in [0, {output.shape[1]}), got max {int(self.classes.max())}"
+            )
+        return output[:, self.classes.to(output.device)]

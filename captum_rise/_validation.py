@@ -1,0 +1,144 @@
+"""Argument checks that raise clear errors naming the argument."""
+
+import numbers
+from typing import Tuple, Union
+
+import torch
+from captum._utils.typing import BaselineType, TargetType
+from torch import Tensor
+
+
+def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum``, else TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_probability(name: str, value: object) -> float:
+    """``value`` as a float in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float in (0, 1], got {type(value).__name__}")
+    if not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
+    return float(value)
+
+
+def check_inputs(inputs: Tuple[Tensor, ...]) -> None:
+    """Every input is a floating tensor with a batch dim >= 1, all with one batch size."""
+    if len(inputs) == 0:
+        raise ValueError("inputs must hold at least one tensor")
+    for i, inp in enumerate(inputs):
+        if not isinstance(inp, Tensor):
+            raise TypeError(f"inputs[{i}] must be a torch.Tensor, got {type(inp).__name__}")
+        if inp.dim() < 2 or inp.shape[0] < 1:
+            raise ValueError(
+                f"inputs[{i}] must be batch first with batch >= 1 and at least one "
+                f"feature dim, got shape {tuple(inp.shape)}"
+            )
+        if not inp.is_floating_point():
+            raise TypeError(
+                f"inputs[{i}] must be a floating tensor (masks blend it with the "
+                f"baseline), got {inp.dtype}"
+            )
+    batch_sizes = {inp.shape[0] for inp in inputs}
+    if len(batch_sizes) > 1:
+        raise ValueError(f"all inputs must have the same batch size, got {sorted(batch_sizes)}")
+
+
+def format_baselines(
+    baselines: BaselineType, inputs: Tuple[Tensor, ...]
+) -> Tuple[Union[Tensor, float], ...]:
+    """One baseline per input: a number, or a tensor that broadcasts to the input."""
+    if baselines is None:
+        return tuple(0.0 for _ in inputs)
+    if not isinstance(baselines, tuple):
+        baselines = (baselines,)
+    if len(baselines) != len(inputs):
+        raise ValueError(
+            f"baselines must have one entry per input: got {len(baselines)} for {len(inputs)} inputs"
+        )
+    formatted = []
+    for i, (baseline, inp) in enumerate(zip(baselines, inputs)):
+        if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
+            formatted.append(float(baseline))
+            continue
+        if not isinstance(baseline, Tensor):
+            raise TypeError(
+                f"baselines[{i}] must be a number or a tensor, got {type(baseline).__name__}"
+            )
+        try:
+            torch.broadcast_shapes(baseline.shape, inp.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"baselines[{i}] of shape {tuple(baseline.shape)} cannot be broadcast to "
+                f"its input of shape {tuple(inp.shape)}"
+            ) from None
+        if torch.broadcast_shapes(baseline.shape, inp.shape) != inp.shape:
+            raise ValueError(
+                f"baselines[{i}] of shape {tuple(baseline.shape)} is larger than its input "
+                f"of shape {tuple(inp.shape)}"
+            )
+        formatted.append(baseline.to(device=inp.device, dtype=inp.dtype))
+    return tuple(formatted)
+
+
+def check_target(target: TargetType, batch_size: int) -> None:
+    """Checks the type of ``target`` and, for per-example forms, its length."""
+    if target is None or isinstance(target, (int, tuple)) and not isinstance(target, bool):
+        return
+    if isinstance(target, Tensor):
+        if target.is_floating_point():
+            raise TypeError(f"target must hold integer class indices, got {target.dtype}")
+        if target.numel() != 1 and (target.dim() != 1 or target.numel() != batch_size):
+            raise ValueError(
+                f"a target tensor must be a scalar or have one entry per example "
+                f"({batch_size}), got shape {tuple(target.shape)}"
+            )
+        return
+    if isinstance(target, list):
+        if len(target) != batch_size:
+            raise ValueError(
+                f"a target list must have one entry per example ({batch_size}), got {len(target)}"
+            )
+        return
+    raise TypeError(
+        f"target must be None, an int, a tuple, a list or a tensor, got {type(target).__name__}"
+    )
+
+
+def check_target_in_range(target: TargetType, output_shape: torch.Size) -> None:
+    """Every index in ``target`` addresses an existing output of shape ``(N, ...)``."""
+    if target is None:
+        return
+    if len(output_shape) < 2:
+        raise ValueError(
+            f"target={_short(target)} was given, but forward_func returns one score per "
+            f"example (output shape {tuple(output_shape)}); use target=None"
+        )
+    if isinstance(target, Tensor):
+        indices = [(int(t),) for t in target.reshape(-1).tolist()]
+    elif isinstance(target, list):
+        indices = [t if isinstance(t, tuple) else (t,) for t in target]
+    else:
+        indices = [target if isinstance(target, tuple) else (target,)]
+    for index in indices:
+        if len(index) > len(output_shape) - 1:
+            raise ValueError(
+                f"target {index} has more indices than the output of shape "
+                f"{tuple(output_shape)} has dims after the batch"
+            )
+        for position, value in enumerate(index):
+            size = output_shape[position + 1]
+            if not 0 <= int(value) < size:
+                raise ValueError(
+                    f"target {_short(target)} is out of range for forward_func output of "
+                    f"shape {tuple(output_shape)}: indices must be in [0, {size})"
+                )
+
+
+def _short(target: TargetType) -> str:
+    text = repr(target)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,94 @@
+"""Running sums of score-weighted masks, mergeable across workers."""
+
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+NORMALIZATIONS = ("expectation", "coverage")
+
+
+class SaliencyAccumulator:
+    """Accumulates ``sum_n f_n * M_n`` and ``sum_n M_n`` for a tuple of inputs.
+
+    Masks of input ``i`` have shape ``(n, Bm, *rest_i)`` with ``Bm`` 1 (shared
+    by the batch) or ``B``; scores have shape ``(n, B, K)`` for ``K`` outputs.
+    The sums are kept at the masks' resolution, so a mask broadcast over
+    channels costs no channel memory.
+
+    Two accumulators over disjoint sets of masks can be :meth:`merge`-d, e.g.
+    when masks are split across workers.
+
+    Args:
+        batch_size: ``B``.
+        n_outputs: ``K``, the number of scores per example.
+        mask_shapes: ``(Bm, *rest_i)`` per input.
+        device, dtype: of the sums.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        n_outputs: int,
+        mask_shapes: Sequence[Tuple[int, ...]],
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.batch_size = batch_size
+        self.n_outputs = n_outputs
+        self.mask_shapes = [tuple(s) for s in mask_shapes]
+        self.weighted_sums: List[Tensor] = [
+            torch.zeros(batch_size, n_outputs, *shape[1:], device=device, dtype=dtype)
+            for shape in self.mask_shapes
+        ]
+        self.mask_sums: List[Tensor] = [
+            torch.zeros(shape, device=device, dtype=dtype) for shape in self.mask_shapes
+        ]
+        self.n_masks = 0
+
+    def add(self, scores: Tensor, masks: Tuple[Tensor, ...]) -> None:
+        """Add a chunk: ``scores`` ``(n, B, K)``, ``masks[i]`` ``(n, Bm, *rest_i)``."""
+        n = scores.shape[0]
+        scores = scores.to(self.weighted_sums[0].dtype)
+        for weighted_sum, mask_sum, mask in zip(self.weighted_sums, self.mask_sums, masks):
+            mask = mask.to(weighted_sum.dtype)
+            flat = mask.reshape(n, mask.shape[1], -1)
+            if flat.shape[1] == 1:
+                # (B*K, n) @ (n, P): one matmul for every example and output.
+                update = scores.permute(1, 2, 0).reshape(-1, n) @ flat[:, 0]
+            else:
+                update = torch.einsum("nbk,nbp->bkp", scores, flat)
+            weighted_sum += update.reshape(weighted_sum.shape)
+            mask_sum += mask.sum(dim=0)
+        self.n_masks += n
+
+    def merge(self, other: "SaliencyAccumulator") -> "SaliencyAccumulator":
+        """Add the sums of ``other`` (same shapes) into this accumulator; returns self."""
+        if [tuple(w.shape) for w in other.weighted_sums] != [
+            tuple(w.shape) for w in self.weighted_sums
+        ]:
+            raise ValueError("cannot merge accumulators of different shapes")
+        for mine, theirs in zip(self.weighted_sums, other.weighted_sums):
+            mine += theirs.to(mine.device)
+        for mine, theirs in zip(self.mask_sums, other.mask_sums):
+            mine += theirs.to(mine.device)
+        self.n_masks += other.n_masks
+        return self
+
+    def saliency(self, p_keep: float, normalization: str = "expectation") -> List[Tensor]:
+        """The saliency maps, ``(B, K, *rest_i)`` per input.
+
+        ``"expectation"`` divides by ``N * p_keep`` (the paper's eq. 6);
+        ``"coverage"`` divides every feature by the sum of its own mask values,
+        an estimate of ``E[f | M=1]`` that is unbiased for unequal coverage.
+        """
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        if self.n_masks == 0:
+            raise ValueError("no masks were accumulated")
+        if normalization == "expectation":
+            return [w / (self.n_masks * p_keep) for w in self.weighted_sums]
+        return [
+            w / mask_sum.unsqueeze(1).clamp_min(torch.finfo(w.dtype).tiny)
+            for w, mask_sum in zip(self.weighted_sums, self.mask_sums)
+        ]

@@ -1,0 +1,275 @@
+"""Random mask samplers shared by the perturbation methods.
+
+A sampler turns per-mask random parameters into masks for a tuple of inputs.
+Every input ``inputs[i]`` of shape ``(B, *rest_i)`` gets masks of shape
+``(n, Bm, *mask_rest_i)``, where ``Bm`` is 1 (one mask shared by the batch) or
+``B`` (one per example) and ``mask_rest_i`` broadcasts to ``rest_i``.
+
+Masks are rendered on the sampler's device, ``chunk_size`` at a time, so that
+peak memory depends on the chunk and never on the total number of masks.
+The random parameters are drawn from a private :class:`torch.Generator` in
+fixed blocks of :data:`DRAW_BLOCK` masks, so mask ``k`` is the same whatever
+``chunk_size`` is, and the global RNG is never touched.
+"""
+
+import math
+from abc import ABC, abstractmethod
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DRAW_BLOCK = 1024
+"""Number of masks whose random parameters are drawn from the generator at once."""
+
+GridSize = Union[int, Sequence[int]]
+
+_INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def spatial_grid_shape(input_shape: torch.Size, grid_size: GridSize) -> Tuple[int, ...]:
+    """The per-axis grid for an input of shape ``(B, *rest)``.
+
+    An int ``grid_size`` covers the trailing spatial dims: all dims after the
+    channel dim for inputs of rank 3 to 5 (``(B, C, L)``, ``(B, C, H, W)``,
+    ``(B, C, D, H, W)``), the feature dim for rank 2 (``(B, F)``) and the last three
+    dims above rank 5. A tuple names one grid size per trailing dim.
+
+    Raises:
+        TypeError: ``grid_size`` is not an int or a tuple of ints.
+        ValueError: a grid size is below 1 or larger than its input dim.
+    """
+    rank = len(input_shape)
+    if isinstance(grid_size, bool) or not isinstance(grid_size, (int, tuple, list)):
+        raise TypeError(f"grid_size must be an int or a tuple of ints, got {grid_size!r}")
+    if isinstance(grid_size, int):
+        n_spatial = max(1, min(rank - 2, 3))
+        grid = (grid_size,) * n_spatial
+    else:
+        grid = tuple(grid_size)
+        if not grid or not all(isinstance(g, int) and not isinstance(g, bool) for g in grid):
+            raise TypeError(f"grid_size must be an int or a tuple of ints, got {grid_size!r}")
+        if len(grid) > min(rank - 1, 3):
+            raise ValueError(
+                f"grid_size {grid_size!r} has {len(grid)} axes, but an input of shape "
+                f"{tuple(input_shape)} has at most {min(rank - 1, 3)} spatial axes"
+            )
+    spatial = tuple(input_shape[rank - len(grid) :])
+    for g, size in zip(grid, spatial):
+        if g < 1 or g > size:
+            raise ValueError(
+                f"grid_size must be between 1 and the input's spatial size {spatial}, "
+                f"got {grid_size!r}"
+            )
+    return grid
+
+
+class MaskSampler(ABC):
+    """Base class: draws per-mask parameters in fixed blocks and renders chunks.
+
+    Subclasses say how many uniform numbers a mask needs (:attr:`n_params`) and
+    how to turn them into masks (:meth:`render`).
+    """
+
+    n_params: int
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+
+    @abstractmethod
+    def render(self, params: Tensor) -> Tuple[Tensor, ...]:
+        """Masks from parameters of shape ``(n, n_params)``; one ``(n, Bm, ...)`` per input."""
+
+    def draw(self, n: int, generator: torch.Generator) -> Tensor:
+        """``(n, n_params)`` uniform numbers in [0, 1) from ``generator``."""
+        return torch.rand(n, self.n_params, generator=generator, device=self.device)
+
+    def chunks(
+        self, n_masks: int, chunk_size: int, generator: torch.Generator
+    ) -> Iterator[Tuple[Tensor, ...]]:
+        """Yield ``ceil(n_masks / chunk_size)`` chunks of at most ``chunk_size`` masks.
+
+        Mask ``k`` does not depend on ``chunk_size``: parameters are drawn in
+        blocks of :data:`DRAW_BLOCK` and sliced.
+        """
+        pending = torch.empty(0, self.n_params, device=self.device)
+        for start in range(0, n_masks, chunk_size):
+            size = min(chunk_size, n_masks - start)
+            while pending.shape[0] < size:
+                pending = torch.cat([pending, self.draw(DRAW_BLOCK, generator)])
+            params, pending = pending[:size], pending[size:]
+            yield self.render(params)
+
+
+class GridMaskSampler(MaskSampler):
+    """RISE masks (Petsiuk et al. 2018, section 3.2), for each input of a tuple.
+
+    For an input whose spatial size is ``S`` (per axis) and a grid ``s``:
+
+    1. a binary ``s`` grid with ``P(1) = p_keep``;
+    2. upsampled (bi/trilinear) to ``(s + 1) * cell`` with ``cell = ceil(S / s)``;
+    3. cropped to ``S`` at a uniformly random integer shift in ``[0, cell)``
+       per axis.
+
+    Masks have shape ``(n, 1, 1, ..., *S)``: shared by the batch and broadcast
+    over the channel (and any other non-spatial) dims.
+
+    Args:
+        input_shapes: shape ``(B, *rest)`` of each input.
+        grid_size: int or per-axis tuple, see :func:`spatial_grid_shape`.
+        p_keep: probability that a grid cell is kept.
+        device: where masks are made.
+    """
+
+    def __init__(
+        self,
+        input_shapes: Sequence[torch.Size],
+        grid_size: GridSize,
+        p_keep: float,
+        device: torch.device,
+    ) -> None:
+        super().__init__(device)
+        self.p_keep = p_keep
+        self.grids: List[Tuple[int, ...]] = []
+        self.spatial: List[Tuple[int, ...]] = []
+        self.cells: List[Tuple[int, ...]] = []
+        self.mask_shapes: List[Tuple[int, ...]] = []
+        for shape in input_shapes:
+            grid = spatial_grid_shape(shape, grid_size)
+            spatial = tuple(shape[len(shape) - len(grid) :])
+            self.grids.append(grid)
+            self.spatial.append(spatial)
+            self.cells.append(tuple(math.ceil(s / g) for s, g in zip(spatial, grid)))
+            self.mask_shapes.append((1,) * (len(shape) - len(grid)) + spatial)
+        self.n_params = sum(math.prod(g) + len(g) for g in self.grids)
+
+    def split_params(self, params: Tensor) -> List[Tuple[Tensor, Tensor]]:
+        """Per input: the binary grids ``(n, *s)`` and integer shifts ``(n, d)``."""
+        out = []
+        offset = 0
+        n = params.shape[0]
+        for grid, cell in zip(self.grids, self.cells):
+            n_cells = math.prod(grid)
+            cells = params[:, offset : offset + n_cells].reshape(n, *grid)
+            offset += n_cells
+            shift_u = params[:, offset : offset + len(grid)]
+            offset += len(grid)
+            binary = (cells < self.p_keep).to(params.dtype)
+            cell_t = torch.tensor(cell, device=params.device, dtype=params.dtype)
+            shifts = torch.floor(shift_u * cell_t).long()
+            out.append((binary, shifts))
+        return out
+
+    def render(self, params: Tensor) -> Tuple[Tensor, ...]:
+        masks = []
+        for (binary, shifts), grid, cell, spatial, mask_shape in zip(
+            self.split_params(params), self.grids, self.cells, self.spatial, self.mask_shapes
+        ):
+            upsampled_size = tuple((g + 1) * c for g, c in zip(grid, cell))
+            upsampled = F.interpolate(
+                binary.unsqueeze(1),
+                size=upsampled_size,
+                mode=_INTERPOLATION_MODES[len(grid)],
+                align_corners=False,
+            ).squeeze(1)
+            upsampled.clamp_(0.0, 1.0)  # interpolation round-off can exceed 1 by an ulp
+            cropped = _crop_at_shifts(upsampled, shifts, spatial)
+            masks.append(cropped.reshape(params.shape[0], *mask_shape))
+        return tuple(masks)
+
+
+def _crop_at_shifts(volume: Tensor, shifts: Tensor, size: Tuple[int, ...]) -> Tensor:
+    """Crop ``volume`` ``(n, *U)`` to ``(n, *size)``, mask ``k`` starting at ``shifts[k]``."""
+    n = volume.shape[0]
+    out = volume
+    for axis, length in enumerate(size):
+        dim = axis + 1
+        index = shifts[:, axis, None] + torch.arange(length, device=volume.device)
+        view_shape = [n] + [1] * (out.dim() - 1)
+        view_shape[dim] = length
+        target_shape = list(out.shape)
+        target_shape[dim] = length
+        out = torch.gather(out, dim, index.reshape(view_shape).expand(target_shape))
+    return out
+
+
+class GroupIndex:
+    """Feature groups shared across a tuple of inputs, as Captum's ``feature_mask``.
+
+    Group ids (any integers) are mapped to ``0..n_groups-1``. Each feature mask
+    is left-padded with singleton dims to its input's rank, so it has shape
+    ``(Bm, ...)`` with ``Bm`` 1 or the batch size.
+
+    Raises:
+        TypeError: a feature mask is not an integer tensor.
+        ValueError: the number of feature masks differs from the number of
+            inputs, or a feature mask does not broadcast to its input.
+    """
+
+    def __init__(self, feature_mask: Tuple[Tensor, ...], inputs: Tuple[Tensor, ...]) -> None:
+        if len(feature_mask) != len(inputs):
+            raise ValueError(
+                f"feature_mask must have one tensor per input: got {len(feature_mask)} "
+                f"for {len(inputs)} inputs"
+            )
+        padded = []
+        for i, (mask, inp) in enumerate(zip(feature_mask, inputs)):
+            if not isinstance(mask, Tensor) or mask.is_floating_point() or mask.is_complex():
+                raise TypeError(
+                    f"feature_mask[{i}] must be an integer tensor of group ids, got "
+                    f"{mask.dtype if isinstance(mask, Tensor) else type(mask).__name__}"
+                )
+            if mask.dim() > inp.dim() or any(
+                m not in (1, s) for m, s in zip(mask.shape[::-1], inp.shape[::-1])
+            ):
+                raise ValueError(
+                    f"feature_mask[{i}] of shape {tuple(mask.shape)} cannot be broadcast "
+                    f"to its input of shape {tuple(inp.shape)}"
+                )
+            padded.append(mask.reshape((1,) * (inp.dim() - mask.dim()) + tuple(mask.shape)))
+        flat = torch.cat([m.reshape(-1).to(inputs[0].device) for m in padded])
+        ids, inverse = torch.unique(flat, return_inverse=True)
+        self.n_groups = int(ids.numel())
+        self.index: List[Tensor] = []
+        offset = 0
+        for mask in padded:
+            self.index.append(inverse[offset : offset + mask.numel()].reshape(mask.shape))
+            offset += mask.numel()
+
+    def expand(self, group_values: Tensor) -> Tuple[Tensor, ...]:
+        """``(n, n_groups)`` values per group to one ``(n, *feature_mask_i.shape)`` per input."""
+        return tuple(group_values[:, index] for index in self.index)
+
+
+class GroupMaskSampler(MaskSampler):
+    """Masks that keep each feature group with probability ``p_keep``.
+
+    Works for any input rank: superpixels, token groups, tabular columns,
+    time-series windows. Masks are binary with the feature masks' shapes.
+    """
+
+    def __init__(self, groups: GroupIndex, p_keep: float, device: torch.device) -> None:
+        super().__init__(device)
+        self.groups = groups
+        self.p_keep = p_keep
+        self.n_params = groups.n_groups
+        self.mask_shapes = [tuple(index.shape) for index in groups.index]
+
+    def render(self, params: Tensor) -> Tuple[Tensor, ...]:
+        return self.groups.expand((params < self.p_keep).to(params.dtype))
+
+
+def make_generator(seed: Optional[int], device: torch.device) -> torch.Generator:
+    """A private generator on ``device``: seeded with ``seed``, or freshly when None.
+
+    The global RNG state is left untouched either way.
+    """
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()
+    else:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        generator.manual_seed(seed)
+    return generator

@@ -1,0 +1,287 @@
+"""RISE: Randomized Input Sampling for Explanation (Petsiuk et al., BMVC 2018)."""
+
+import math
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from captum._utils.common import (
+    _format_additional_forward_args,
+    _format_output,
+    _format_tensor_into_tuples,
+    _is_tuple,
+)
+from captum._utils.progress import NullProgress, Progress, progress
+from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
+from captum.attr import PerturbationAttribution
+from captum.log import log_usage
+from torch import Tensor
+
+from captum_rise._forward import ClassScorer, ModelScorer, blend
+from captum_rise._validation import (
+    check_inputs,
+    check_int,
+    check_probability,
+    check_target,
+    format_baselines,
+)
+from captum_rise.accumulator import NORMALIZATIONS, SaliencyAccumulator
+from captum_rise.masks import (
+    GridMaskSampler,
+    GridSize,
+    GroupIndex,
+    GroupMaskSampler,
+    MaskSampler,
+    make_generator,
+)
+
+FeatureMaskType = Union[None, Tensor, Tuple[Tensor, ...]]
+
+
+class RISE(PerturbationAttribution):
+    r"""RISE (Petsiuk, Das & Saenko, BMVC 2018): black-box saliency from random masks.
+
+    The model is probed with ``N`` randomly masked copies of the input,
+    ``x_k = input * M_k + baseline * (1 - M_k)``, and the saliency of every
+    feature is the score-weighted average of the masks, normalised by the keep
+    probability:
+
+    .. math::
+        S = \frac{1}{N \cdot p_{keep}} \sum_{k=1}^{N} f(x_k) \, M_k
+          \approx E[f(x) \mid M = 1]
+
+    Without ``feature_mask`` the masks are the paper's: a binary ``s x s`` grid
+    (keep probability ``p_keep``), bilinearly upsampled to ``(s + 1) * cell``
+    and cropped at a random shift; they cover the trailing 1, 2 or 3 spatial
+    dims and are broadcast over channels. With ``feature_mask`` each feature
+    group is kept with probability ``p_keep``, for inputs of any rank.
+
+    Masks are generated on the inputs' device from a private
+    :class:`torch.Generator`, ``perturbations_per_eval`` at a time, so peak
+    memory does not grow with ``n_masks``. The same ``seed`` gives the same
+    result for any ``perturbations_per_eval``, and for a batch as for its
+    examples one by one.
+
+    Args:
+        forward_func: the model or any callable returning ``(B, C)`` scores,
+            or ``(B,)`` scores (then ``target=None``). Scores are used as
+            returned: pass probabilities (e.g. a softmax) as in the paper.
+    """
+
+    def __init__(self, forward_func: Callable[..., Tensor]) -> None:
+        PerturbationAttribution.__init__(self, forward_func)
+
+    @classmethod
+    def get_name(cls) -> str:
+        return "RISE"
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return False
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: Optional[object] = None,
+        feature_mask: FeatureMaskType = None,
+        n_masks: int = 4000,
+        grid_size: GridSize = 7,
+        p_keep: float = 0.5,
+        perturbations_per_eval: int = 1,
+        show_progress: bool = False,
+        seed: Optional[int] = None,
+        normalization: str = "expectation",
+    ) -> TensorOrTupleOfTensorsGeneric:
+        r"""Saliency of every input feature for ``target``.
+
+        Args:
+            inputs: a tensor ``(B, ...)`` or a tuple of them, batch first.
+            baselines: what a masked-out feature becomes: None (0, the
+                paper's dimming), a number, a tensor broadcastable to the input,
+                or a tuple of those, one per input.
+            target: output index for each example, in any Captum form: None
+                (for ``(B,)`` outputs), int, tuple, list or tensor of length B.
+            additional_forward_args: extra arguments to ``forward_func``;
+                tensors are repeated for every mask, as Captum does.
+            feature_mask: integer group ids broadcastable to each input (first
+                dim 1 or B), ids shared across a tuple. When given, groups are
+                kept or dropped instead of the grid.
+            n_masks: ``N``, the number of masks (paper: 4000 for VGG16, 8000
+                for ResNet50).
+            grid_size: ``s``, an int or a per-axis tuple for the trailing
+                spatial dims (paper: 7).
+            p_keep: probability that a cell or group is kept (paper: 0.5).
+            perturbations_per_eval: masks per forward call; each call sees
+                ``perturbations_per_eval * B`` inputs.
+            show_progress: show a progress bar over forward calls.
+            seed: seeds the private mask generator; None draws a fresh seed.
+            normalization: ``"expectation"`` divides by ``N * p_keep`` (the
+                paper); ``"coverage"`` divides each feature by the sum of its
+                mask values, ``sum_k f_k M_k / sum_k M_k``.
+
+        Returns:
+            Attributions with the shape and tuple-ness of ``inputs``: a tensor
+            ``(B, ...)`` or a tuple of them.
+        """
+        is_inputs_tuple = _is_tuple(inputs)
+        formatted_inputs = _format_tensor_into_tuples(inputs)
+        check_inputs(formatted_inputs)
+        check_target(target, formatted_inputs[0].shape[0])
+        scorer = ModelScorer(
+            self.forward_func,
+            formatted_inputs[0].shape[0],
+            _format_additional_forward_args(additional_forward_args),
+            target=target,
+        )
+        maps = self._estimate(
+            formatted_inputs,
+            baselines,
+            scorer,
+            feature_mask,
+            n_masks,
+            grid_size,
+            p_keep,
+            perturbations_per_eval,
+            show_progress,
+            seed,
+            normalization,
+        )
+        attributions = tuple(
+            saliency[:, 0].expand_as(inp).contiguous()
+            for saliency, inp in zip(maps, formatted_inputs)
+        )
+        return _format_output(is_inputs_tuple, attributions)
+
+    @log_usage()
+    def attribute_classes(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        classes: Union[None, Sequence[int], Tensor] = None,
+        baselines: BaselineType = None,
+        additional_forward_args: Optional[object] = None,
+        feature_mask: FeatureMaskType = None,
+        n_masks: int = 4000,
+        grid_size: GridSize = 7,
+        p_keep: float = 0.5,
+        perturbations_per_eval: int = 1,
+        show_progress: bool = False,
+        seed: Optional[int] = None,
+        normalization: str = "expectation",
+    ) -> TensorOrTupleOfTensorsGeneric:
+        r"""Saliency maps for several classes from one set of forward passes.
+
+        The ``(N, B, C)`` scores of the masked inputs are multiplied with the
+        masks in one matmul per chunk, so explaining 1000 classes costs the same
+        forwards as explaining one. Arguments are those of :meth:`attribute`,
+        with ``classes`` in place of ``target``.
+
+        Args:
+            classes: ``K`` class indices into the ``(B, C)`` output, or None for
+                all ``C`` classes.
+
+        Returns:
+            ``(B, K, ...)`` per input, map ``[:, k]`` explaining ``classes[k]``.
+            Sums are kept at the masks' resolution; a map broadcast over
+            channels is returned as an expanded view (``.contiguous()`` makes
+            a copy).
+        """
+        is_inputs_tuple = _is_tuple(inputs)
+        formatted_inputs = _format_tensor_into_tuples(inputs)
+        check_inputs(formatted_inputs)
+        class_index = None
+        if classes is not None:
+            class_index = torch.as_tensor(classes, device=formatted_inputs[0].device).reshape(-1)
+            if (
+                class_index.numel() == 0
+                or class_index.is_floating_point()
+                or bool(class_index.min() < 0)
+            ):
+                raise ValueError(f"classes must be non-negative class indices, got {classes!r}")
+        scorer = ClassScorer(
+            self.forward_func,
+            formatted_inputs[0].shape[0],
+            _format_additional_forward_args(additional_forward_args),
+            classes=class_index,
+        )
+        maps = self._estimate(
+            formatted_inputs,
+            baselines,
+            scorer,
+            feature_mask,
+            n_masks,
+            grid_size,
+            p_keep,
+            perturbations_per_eval,
+            show_progress,
+            seed,
+            normalization,
+        )
+        attributions = tuple(
+            saliency.expand(inp.shape[0], saliency.shape[1], *inp.shape[1:])
+            for saliency, inp in zip(maps, formatted_inputs)
+        )
+        return _format_output(is_inputs_tuple, attributions)
+
+    def _estimate(
+        self,
+        inputs: Tuple[Tensor, ...],
+        baselines: BaselineType,
+        scorer: ModelScorer,
+        feature_mask: FeatureMaskType,
+        n_masks: int,
+        grid_size: GridSize,
+        p_keep: float,
+        perturbations_per_eval: int,
+        show_progress: bool,
+        seed: Optional[int],
+        normalization: str,
+    ) -> List[Tensor]:
+        """Runs the masked forwards; returns ``(B, K, *mask_rest_i)`` per input,
+        ``K`` being the number of scores ``scorer`` returns per example."""
+        n_masks = check_int("n_masks", n_masks)
+        perturbations_per_eval = check_int("perturbations_per_eval", perturbations_per_eval)
+        p_keep = check_probability("p_keep", p_keep)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        formatted_baselines = format_baselines(baselines, inputs)
+        device = inputs[0].device
+        sampler = _make_sampler(inputs, feature_mask, grid_size, p_keep, device)
+        generator = make_generator(seed, device)
+        accumulator: Optional[SaliencyAccumulator] = None
+        n_evals = math.ceil(n_masks / perturbations_per_eval)
+        bar: Progress = (
+            progress(desc=f"{self.get_name()} attribution", total=n_evals)
+            if show_progress
+            else NullProgress()
+        )
+        with torch.no_grad():
+            for masks in sampler.chunks(n_masks, perturbations_per_eval, generator):
+                scores = scorer(blend(inputs, formatted_baselines, masks), masks[0].shape[0])
+                if accumulator is None:
+                    accumulator = SaliencyAccumulator(
+                        inputs[0].shape[0],
+                        scores.shape[2],
+                        sampler.mask_shapes,
+                        device,
+                        torch.promote_types(inputs[0].dtype, torch.float32),
+                    )
+                accumulator.add(scores, masks)
+                bar.update()
+        bar.close()
+        assert accumulator is not None  # n_masks >= 1
+        return accumulator.saliency(p_keep, normalization)
+
+
+def _make_sampler(
+    inputs: Tuple[Tensor, ...],
+    feature_mask: FeatureMaskType,
+    grid_size: GridSize,
+    p_keep: float,
+    device: torch.device,
+) -> MaskSampler:
+    if feature_mask is None:
+        return GridMaskSampler([inp.shape for inp in inputs], grid_size, p_keep, device)
+    groups = GroupIndex(_format_tensor_into_tuples(feature_mask), inputs)
+    return GroupMaskSampler(groups, p_keep, device)

@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from captum_rise import SaliencyAccumulator
+
+
+def test_add_matches_explicit_weighted_sum_and_merge_matches_whole():
+    torch.manual_seed(0)
+    scores = torch.rand(10, 2, 3)
+    shared = torch.rand(10, 1, 1, 4, 4)
+    per_example = torch.rand(10, 2, 5)
+    whole = SaliencyAccumulator(2, 3, [(1, 1, 4, 4), (2, 5)], torch.device("cpu"))
+    whole.add(scores, (shared, per_example))
+    expected_shared = torch.einsum("nbk,nhw->bkhw", scores, shared[:, 0, 0])
+    torch.testing.assert_close(whole.weighted_sums[0][:, :, 0], expected_shared)
+    expected_example = torch.einsum("nbk,nbf->bkf", scores, per_example)
+    torch.testing.assert_close(whole.weighted_sums[1], expected_example)
+
+    first = SaliencyAccumulator(2, 3, [(1, 1, 4, 4), (2, 5)], torch.device("cpu"))
+    second = SaliencyAccumulator(2, 3, [(1, 1, 4, 4), (2, 5)], torch.device("cpu"))
+    first.add(scores[:4], (shared[:4], per_example[:4]))
+    second.add(scores[4:], (shared[4:], per_example[4:]))
+    merged = first.merge(second)
+    assert merged.n_masks == 10
+    for mode in ("expectation", "coverage"):
+        for a, b in zip(merged.saliency(0.5, mode), whole.saliency(0.5, mode)):
+            torch.testing.assert_close(a, b)
+
+
+def test_merge_rejects_other_shapes_and_empty_saliency():
+    a = SaliencyAccumulator(1, 1, [(1, 4)], torch.device("cpu"))
+    b = SaliencyAccumulator(1, 2, [(1, 4)], torch.device("cpu"))
+    with pytest.raises(ValueError, match="shapes"):
+        a.merge(b)
+    with pytest.raises(ValueError, match="no masks"):
+        a.saliency(0.5)

@@ -1,0 +1,83 @@
+"""Bad input to RISE gets a clear error that names the argument."""
+
+import pytest
+import torch
+
+from captum_rise import RISE
+
+X = torch.rand(2, 3, 8, 8)
+
+
+def _model(inp):
+    return torch.softmax(inp.flatten(1)[:, :4], dim=-1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(n_masks=0), ValueError, "n_masks"),
+        (dict(n_masks=2.5), TypeError, "n_masks"),
+        (dict(p_keep=0.0), ValueError, "p_keep"),
+        (dict(p_keep=1.5), ValueError, "p_keep"),
+        (dict(grid_size=0), ValueError, "grid_size"),
+        (dict(grid_size=9), ValueError, "grid_size"),
+        (dict(grid_size=(2, 2, 2, 2)), ValueError, "grid_size"),
+        (dict(perturbations_per_eval=0), ValueError, "perturbations_per_eval"),
+        (dict(feature_mask=torch.zeros(1, 3, 7, 8, dtype=torch.long)), ValueError, "feature_mask"),
+        (dict(feature_mask=torch.zeros(1, 1, 8, 8)), TypeError, "feature_mask"),
+        (dict(baselines=torch.zeros(3, 3, 8, 8)), ValueError, "baselines"),
+        (dict(baselines="black"), TypeError, "baselines"),
+        (dict(target=4), ValueError, "target"),
+        (dict(target=[0, 1, 2]), ValueError, "target"),
+        (dict(target=torch.tensor([0, 9])), ValueError, "target"),
+        (dict(target=1.5), TypeError, "target"),
+        (dict(normalization="max"), ValueError, "normalization"),
+        (dict(seed="zero"), TypeError, "seed"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    arguments = dict(target=0, n_masks=4)
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        RISE(_model).attribute(X, **arguments)
+
+
+def test_bad_inputs():
+    with pytest.raises(TypeError, match="inputs"):
+        RISE(_model).attribute(torch.ones(2, 3, 8, 8, dtype=torch.long), target=0)
+    with pytest.raises(ValueError, match="inputs"):
+        RISE(_model).attribute(torch.rand(5), target=0)
+    with pytest.raises(ValueError, match="batch size"):
+        RISE(lambda a, b: a.sum((1, 2, 3))).attribute((torch.rand(2, 3, 8, 8), torch.rand(3, 2)))
+
+
+def test_model_output_of_wrong_shape():
+    with pytest.raises(ValueError, match="one row per example"):
+        RISE(lambda inp: inp.sum().reshape(1)).attribute(X, n_masks=4)
+    with pytest.raises(ValueError, match="pass a target"):
+        RISE(_model).attribute(X, n_masks=4)  # (B, C) scores need a target
+    with pytest.raises(ValueError, match="target=None"):
+        RISE(lambda inp: inp.sum((1, 2, 3))).attribute(X, target=0, n_masks=4)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        RISE(lambda inp: inp.sum().item()).attribute(X, n_masks=4)
+
+
+def test_nan_and_inf_scores():
+    def nan_model(inp):
+        return inp.flatten(1)[:, :2] / 0.0 * 0.0
+
+    def inf_model(inp):
+        return inp.flatten(1)[:, :2] / 0.0 + 1.0
+
+    for model in (nan_model, inf_model):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            RISE(model).attribute(X, target=0, n_masks=4)
+
+
+def test_attribute_classes_bad_classes():
+    with pytest.raises(ValueError, match="classes"):
+        RISE(_model).attribute_classes(X, classes=[0, 7], n_masks=4)
+    with pytest.raises(ValueError, match="classes"):
+        RISE(_model).attribute_classes(X, classes=[-1], n_masks=4)
+    with pytest.raises(ValueError, match="several classes"):
+        RISE(lambda inp: inp.sum((1, 2, 3))).attribute_classes(X, n_masks=4)
