@@ -1,13 +1,31 @@
-"""captum_rise: black-box perturbation attribution for Captum, and causal metrics for Quantus."""
+"""captum_rise: black-box perturbation attribution for Captum, and causal metrics for Quantus.
+
+Importing the package registers :class:`~captum_rise.metrics.Deletion` and
+:class:`~captum_rise.metrics.Insertion` in ``quantus.AVAILABLE_METRICS``
+under "Faithfulness".
+"""
 
 from captum_rise.accumulator import SaliencyAccumulator
 from captum_rise.masks import GridMaskSampler, GroupIndex, GroupMaskSampler, MaskSampler
+from captum_rise.metrics import Deletion, Insertion, deletion, insertion, register_with_quantus
+from captum_rise.plotting import overlay_saliency, plot_causal_curves
+from captum_rise.quantus_explain import explain, make_explain_func
 from captum_rise.rise import RISE
+
+register_with_quantus()
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RISE",
+    "deletion",
+    "insertion",
+    "Deletion",
+    "Insertion",
+    "explain",
+    "make_explain_func",
+    "plot_causal_curves",
+    "overlay_saliency",
     "SaliencyAccumulator",
     "MaskSampler",
     "GridMaskSampler",

@@ -1,0 +1,276 @@
+"""Deletion and insertion, the causal metrics of Petsiuk et al. (2018, section 4.1).
+
+Pixels are moved from a *start* image to an *end* image in the order of their
+saliency, a fixed number per step, and the model's score for the target is
+recorded after every step:
+
+* **deletion** starts from the image and ends at a substrate (a constant 0 in
+  model-input space by default): a sharp drop, a *low* AUC, is good;
+* **insertion** starts from a blurred canvas (Gaussian, kernel 11, sigma 5)
+  and ends at the image: a fast rise, a *high* AUC, is good.
+
+The perturbed images of all steps and samples are built on the inputs' device
+and sent through the model ``batch_size`` at a time, so memory is bounded by
+the batch size, not by the number of steps.
+"""
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+
+import torch
+import torchvision.transforms.functional as TF
+from torch import Tensor
+
+SubstrateType = Union[str, float, Tensor]
+
+BLUR_KERNEL_SIZE = 11
+BLUR_SIGMA = 5.0
+
+
+@dataclass
+class CausalCurve:
+    """A deletion or insertion result.
+
+    Attributes:
+        fractions: ``(S + 1,)`` fraction of pixels moved after each step, 0 to 1.
+        scores: ``(B, S + 1)`` the target's score after each step.
+        auc: ``(B,)`` area under ``scores`` over ``fractions`` (trapezoid rule).
+    """
+
+    fractions: Tensor
+    scores: Tensor
+    auc: Tensor
+
+
+def deletion(
+    model: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    attributions: Tensor,
+    target: Union[None, int, Tensor, list] = None,
+    substrate: SubstrateType = 0.0,
+    step: Optional[int] = None,
+    n_steps: Optional[int] = None,
+    apply_softmax: Optional[bool] = None,
+    batch_size: int = 64,
+) -> CausalCurve:
+    """Deletion curve: the most salient pixels are replaced by ``substrate`` first.
+
+    Args:
+        model: any callable from ``(N, C, H, W)`` to ``(N, K)`` or ``(N,)`` scores.
+        inputs: ``(B, C, H, W)`` images, in the model's input space.
+        attributions: saliency broadcastable to ``inputs`` (e.g. ``(B, 1, H, W)``
+            or ``(B, H, W)``); channels are summed for the ranking, and ties
+            are broken by pixel index (row-major), deterministically.
+        target: class per example: int, list or ``(B,)`` tensor; None for
+            models that return one score per example.
+        substrate: what deleted pixels become: a number (default 0, the
+            paper's constant), ``"mean"`` (per-image, per-channel mean),
+            ``"blur"`` (Gaussian, kernel 11, sigma 5) or a tensor broadcastable
+            to ``inputs``.
+        step: pixels moved per step (default: one image row, ``W``).
+        n_steps: alternatively, the number of steps; ``step = ceil(H*W / n_steps)``.
+        apply_softmax: softmax over the model's ``(N, K)`` output before taking
+            the target. None (default) applies it unless the rows already sum
+            to 1 (a model ending in softmax) or the model returns one score per
+            example.
+        batch_size: perturbed images per forward call.
+
+    Returns:
+        :class:`CausalCurve` with ``S = ceil(H*W / step)`` steps.
+    """
+    end = make_substrate(inputs, substrate)
+    return causal_curve(
+        model, inputs, end, attributions, target, step, n_steps, apply_softmax, batch_size
+    )
+
+
+def insertion(
+    model: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    attributions: Tensor,
+    target: Union[None, int, Tensor, list] = None,
+    substrate: SubstrateType = "blur",
+    step: Optional[int] = None,
+    n_steps: Optional[int] = None,
+    apply_softmax: Optional[bool] = None,
+    batch_size: int = 64,
+) -> CausalCurve:
+    """Insertion curve: the most salient pixels of the image are put on a canvas first.
+
+    Arguments are those of :func:`deletion`; ``substrate`` is the starting
+    canvas, a blur of the image (kernel 11, sigma 5) by default.
+    """
+    start = make_substrate(inputs, substrate)
+    return causal_curve(
+        model, start, inputs, attributions, target, step, n_steps, apply_softmax, batch_size
+    )
+
+
+def make_substrate(inputs: Tensor, substrate: SubstrateType) -> Tensor:
+    """The ``(B, C, H, W)`` image that pixels are taken from or put on."""
+    _check_images(inputs)
+    if isinstance(substrate, Tensor):
+        try:
+            return torch.broadcast_to(substrate.to(inputs), inputs.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"substrate of shape {tuple(substrate.shape)} cannot be broadcast to the "
+                f"inputs of shape {tuple(inputs.shape)}"
+            ) from None
+    if isinstance(substrate, numbers.Real) and not isinstance(substrate, bool):
+        return torch.full_like(inputs, float(substrate))
+    if substrate == "mean":
+        return inputs.mean(dim=(2, 3), keepdim=True).expand_as(inputs)
+    if substrate == "blur":
+        return TF.gaussian_blur(
+            inputs, kernel_size=[BLUR_KERNEL_SIZE] * 2, sigma=[BLUR_SIGMA] * 2
+        )
+    raise ValueError(
+        f"substrate must be a number, 'mean', 'blur' or a tensor, got {substrate!r}"
+    )
+
+
+def causal_curve(
+    model: Callable[[Tensor], Tensor],
+    start: Tensor,
+    end: Tensor,
+    attributions: Tensor,
+    target: Union[None, int, Tensor, list] = None,
+    step: Optional[int] = None,
+    n_steps: Optional[int] = None,
+    apply_softmax: Optional[bool] = None,
+    batch_size: int = 64,
+) -> CausalCurve:
+    """Scores while pixels move from ``start`` to ``end`` in decreasing saliency.
+
+    After step ``k`` the ``k * step`` most salient pixels come from ``end``
+    and the others from ``start`` (all channels of a pixel move together).
+    :func:`deletion` and :func:`insertion` are this with a substrate as
+    ``end`` or ``start``. Shapes and arguments are those of :func:`deletion`.
+    """
+    _check_images(start)
+    batch, _, height, width = start.shape
+    n_pixels = height * width
+    step = _resolve_step(step, n_steps, n_pixels, width)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    rank = pixel_rank(attributions, start)
+    targets = _format_target(target, batch, start.device)
+    total_steps = math.ceil(n_pixels / step)
+    moved = torch.clamp(torch.arange(total_steps + 1, device=start.device) * step, max=n_pixels)
+
+    jobs_sample = torch.arange(batch, device=start.device).repeat_interleave(total_steps + 1)
+    jobs_step = torch.arange(total_steps + 1, device=start.device).repeat(batch)
+    scores = torch.empty(batch * (total_steps + 1), device=start.device)
+    softmax_flag = apply_softmax
+    with torch.no_grad():
+        for lo in range(0, jobs_sample.numel(), batch_size):
+            sample = jobs_sample[lo : lo + batch_size]
+            from_end = (rank[sample] < moved[jobs_step[lo : lo + batch_size], None]).to(start.dtype)
+            from_end = from_end.reshape(-1, 1, height, width)
+            images = start[sample] + (end[sample] - start[sample]) * from_end
+            output = model(images)
+            if softmax_flag is None:
+                softmax_flag = _needs_softmax(output)
+            scores[lo : lo + batch_size] = _target_scores(
+                output, sample, targets, softmax_flag
+            ).to(scores.dtype)
+    scores = scores.reshape(batch, total_steps + 1)
+    fractions = moved.to(scores.dtype) / n_pixels
+    return CausalCurve(fractions, scores, torch.trapezoid(scores, fractions, dim=1))
+
+
+def pixel_rank(attributions: Tensor, inputs: Tensor) -> Tensor:
+    """``(B, H*W)`` rank of every pixel, 0 for the most salient.
+
+    Channels are summed; ties go to the lower (row-major) pixel index.
+    """
+    if not isinstance(attributions, Tensor):
+        raise TypeError(f"attributions must be a torch.Tensor, got {type(attributions).__name__}")
+    if attributions.dim() == 3:
+        attributions = attributions.unsqueeze(1)
+    try:
+        saliency = torch.broadcast_to(attributions.to(inputs.device), inputs.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"attributions of shape {tuple(attributions.shape)} cannot be broadcast to the "
+            f"inputs of shape {tuple(inputs.shape)}"
+        ) from None
+    if not torch.isfinite(saliency).all():
+        raise ValueError("attributions contain NaN or infinite values")
+    flat = saliency.sum(dim=1).reshape(inputs.shape[0], -1).double()
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order)
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    rank.scatter_(1, order, positions)
+    return rank
+
+
+def _check_images(inputs: Tensor) -> None:
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
+    if inputs.dim() != 4 or inputs.shape[0] < 1:
+        raise ValueError(f"inputs must have shape (B, C, H, W), got {tuple(inputs.shape)}")
+    if not inputs.is_floating_point():
+        raise TypeError(f"inputs must be a floating tensor, got {inputs.dtype}")
+
+
+def _resolve_step(step: Optional[int], n_steps: Optional[int], n_pixels: int, width: int) -> int:
+    if step is not None and n_steps is not None:
+        raise ValueError("give either step (pixels per step) or n_steps, not both")
+    if n_steps is not None:
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be an int >= 1, got {n_steps!r}")
+        return math.ceil(n_pixels / n_steps)
+    if step is None:
+        return width
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"step must be an int >= 1 (pixels per step), got {step!r}")
+    return step
+
+
+def _format_target(
+    target: Union[None, int, Tensor, list], batch: int, device: torch.device
+) -> Optional[Tensor]:
+    if target is None:
+        return None
+    targets = torch.as_tensor(target, device=device).reshape(-1)
+    if targets.is_floating_point():
+        raise TypeError(f"target must hold integer class indices, got {targets.dtype}")
+    if targets.numel() == 1:
+        targets = targets.expand(batch)
+    if targets.numel() != batch:
+        raise ValueError(f"target must be an int or have one entry per example ({batch})")
+    return targets
+
+
+def _needs_softmax(output: Tensor) -> bool:
+    """Softmax unless the output is one score per example or already sums to 1."""
+    if output.dim() == 1 or (output.dim() == 2 and output.shape[1] == 1):
+        return False
+    sums = output.sum(dim=1)
+    is_probability = bool((output >= 0).all()) and bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3))
+    return not is_probability
+
+
+def _target_scores(
+    output: Tensor, sample: Tensor, targets: Optional[Tensor], apply_softmax: bool
+) -> Tensor:
+    if output.dim() == 2 and output.shape[1] == 1:
+        output = output[:, 0]
+    if output.dim() == 1:
+        if targets is not None and bool((targets != 0).any()):
+            raise ValueError("the model returns one score per example: use target=None")
+        return output
+    if output.dim() != 2:
+        raise ValueError(f"the model must return (N, K) or (N,) scores, got {tuple(output.shape)}")
+    if targets is None:
+        raise ValueError(f"the model returns (N, {output.shape[1]}) scores: give a target")
+    if apply_softmax:
+        output = torch.softmax(output, dim=1)
+    chosen = targets[sample]
+    if bool((chosen < 0).any()) or bool((chosen >= output.shape[1]).any()):
+        raise ValueError(f"target is out of range for {output.shape[1]} classes")
+    return output.gather(1, chosen[:, None])[:, 0]

@@ -1,0 +1,186 @@
+"""Deletion and Insertion as Quantus metrics, registered under Faithfulness.
+
+They compute through :func:`captum_rise.metrics.deletion` and
+:func:`~captum_rise.metrics.insertion` on the wrapped torch model, so
+Quantus and plain-function results agree exactly, and they are numpy-2 safe
+(the AUC is ``torch.trapezoid``, not ``np.trapz``).
+"""
+
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import quantus
+import torch
+from quantus.helpers import warn
+from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
+
+from captum_rise.metrics.causal import SubstrateType, deletion, insertion
+
+_CITATION = (
+    "Petsiuk, Das and Saenko. 'RISE: Randomized Input Sampling for Explanation of "
+    "Black-box Models.' BMVC 2018"
+)
+
+
+class _CausalMetric(quantus.Metric):
+    """Shared body of :class:`Deletion` and :class:`Insertion`."""
+
+    data_applicability = {DataType.IMAGE}
+    model_applicability = {ModelType.TORCH}
+    evaluation_category = EvaluationCategory.FAITHFULNESS
+    _curve: Callable[..., Any]
+    _default_substrate: SubstrateType
+
+    def __init__(
+        self,
+        substrate: Optional[SubstrateType] = None,
+        step: Optional[int] = None,
+        n_steps: Optional[int] = None,
+        apply_softmax: Optional[bool] = None,
+        perturb_batch_size: int = 64,
+        abs: bool = False,
+        normalise: bool = False,
+        normalise_func: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+        normalise_func_kwargs: Optional[Dict[str, Any]] = None,
+        return_aggregate: bool = False,
+        aggregate_func: Optional[Callable] = None,
+        default_plot_func: Optional[Callable] = None,
+        disable_warnings: bool = False,
+        display_progressbar: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Parameters
+        ----------
+        substrate: number, "mean", "blur" or tensor
+            Deletion: what removed pixels become (default 0). Insertion: the
+            starting canvas (default "blur", Gaussian kernel 11, sigma 5).
+        step, n_steps: int
+            Pixels per step (default one image row) or number of steps.
+        apply_softmax: bool, optional
+            Softmax over the model output. None follows the ``softmax`` argument
+            of ``__call__`` (Quantus' convention), and then skips it for a model
+            whose outputs already sum to 1.
+        perturb_batch_size: int
+            Perturbed images per forward call.
+        abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate,
+        aggregate_func, default_plot_func, disable_warnings, display_progressbar:
+            As in every Quantus metric. Normalisation does not change the
+            ranking, so it is off by default.
+        """
+        super().__init__(
+            abs=abs,
+            normalise=normalise,
+            normalise_func=normalise_func,
+            normalise_func_kwargs=normalise_func_kwargs,
+            return_aggregate=return_aggregate,
+            aggregate_func=aggregate_func,
+            default_plot_func=default_plot_func,
+            display_progressbar=display_progressbar,
+            disable_warnings=disable_warnings,
+            **kwargs,
+        )
+        self.substrate = self._default_substrate if substrate is None else substrate
+        self.step = step
+        self.n_steps = n_steps
+        self.apply_softmax = apply_softmax
+        self.perturb_batch_size = perturb_batch_size
+        if not self.disable_warnings:
+            warn.warn_parameterisation(
+                metric_name=self.__class__.__name__,
+                sensitive_params="the substrate 'substrate' and the step size 'step'",
+                citation=_CITATION,
+            )
+
+    def __call__(
+        self,
+        model: Any,
+        x_batch: np.ndarray,
+        y_batch: np.ndarray,
+        a_batch: Optional[np.ndarray] = None,
+        s_batch: Optional[np.ndarray] = None,
+        channel_first: Optional[bool] = None,
+        explain_func: Optional[Callable] = None,
+        explain_func_kwargs: Optional[Dict] = None,
+        model_predict_kwargs: Optional[Dict] = None,
+        softmax: Optional[bool] = True,
+        device: Optional[str] = None,
+        batch_size: int = 64,
+        **kwargs: Any,
+    ) -> List[float]:
+        """Per-sample AUCs for ``(x_batch, y_batch, a_batch)``, as every Quantus metric.
+
+        ``x_batch`` is ``(B, C, H, W)`` (or channel-last), ``a_batch`` broadcastable
+        to it; when ``a_batch`` is None it is computed with ``explain_func``.
+        Returns a list of ``B`` floats (or their aggregate with ``return_aggregate``).
+        """
+        return super().__call__(
+            model=model,
+            x_batch=x_batch,
+            y_batch=y_batch,
+            a_batch=a_batch,
+            s_batch=s_batch,
+            custom_batch=None,
+            channel_first=channel_first,
+            explain_func=explain_func,
+            explain_func_kwargs=explain_func_kwargs,
+            softmax=softmax,
+            device=device,
+            model_predict_kwargs=model_predict_kwargs,
+            batch_size=batch_size,
+            **kwargs,
+        )
+
+    def evaluate_batch(
+        self,
+        model: Any,
+        x_batch: np.ndarray,
+        y_batch: np.ndarray,
+        a_batch: np.ndarray,
+        **kwargs: Any,
+    ) -> List[float]:
+        """AUC per sample of one batch; ``model`` is Quantus' wrapped torch model."""
+        torch_model = model.get_model()
+        device = next(torch_model.parameters(), torch.empty(0)).device
+        apply_softmax = self.apply_softmax
+        if apply_softmax is None and not getattr(model, "softmax", True):
+            apply_softmax = False
+        curve = self._curve(
+            torch_model,
+            torch.as_tensor(np.asarray(x_batch), dtype=torch.float32, device=device),
+            torch.as_tensor(np.asarray(a_batch), dtype=torch.float32, device=device),
+            target=torch.as_tensor(np.asarray(y_batch), device=device).long(),
+            substrate=self.substrate,
+            step=self.step,
+            n_steps=self.n_steps,
+            apply_softmax=apply_softmax,
+            batch_size=self.perturb_batch_size,
+        )
+        return curve.auc.cpu().tolist()
+
+
+class Deletion(_CausalMetric):
+    """Deletion (Petsiuk et al. 2018): AUC of the target probability as the most
+    salient pixels are set to a constant; lower is better."""
+
+    name = "Deletion"
+    score_direction = ScoreDirection.LOWER
+    _curve = staticmethod(deletion)
+    _default_substrate = 0.0
+
+
+class Insertion(_CausalMetric):
+    """Insertion (Petsiuk et al. 2018): AUC of the target probability as the most
+    salient pixels are put back on a blurred canvas; higher is better."""
+
+    name = "Insertion"
+    score_direction = ScoreDirection.HIGHER
+    _curve = staticmethod(insertion)
+    _default_substrate = "blur"
+
+
+def register_with_quantus() -> None:
+    """Adds Deletion and Insertion to ``quantus.AVAILABLE_METRICS["Faithfulness"]``."""
+    faithfulness = quantus.AVAILABLE_METRICS["Faithfulness"]
+    faithfulness["Deletion"] = Deletion
+    faithfulness["Insertion"] = Insertion

@@ -1,0 +1,101 @@
+"""Matplotlib figures: deletion/insertion curves and saliency overlays."""
+
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from captum_rise.metrics.causal import CausalCurve
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+def plot_causal_curves(
+    curves: Dict[str, Tuple[CausalCurve, CausalCurve]],
+    index: int = 0,
+    axes: Optional[Sequence[Axes]] = None,
+) -> Figure:
+    """Deletion and insertion curves of one or several methods, AUC shaded.
+
+    Args:
+        curves: method name -> ``(deletion_curve, insertion_curve)``.
+        index: which example of the batch to draw.
+        axes: two axes to draw into; a new ``1 x 2`` figure when None.
+
+    Returns:
+        The figure; every legend entry gives the method's AUC.
+    """
+    if axes is None:
+        figure = Figure(figsize=(9, 3.6), layout="constrained")
+        axes = figure.subplots(1, 2)
+    figure = axes[0].figure
+    titles = ("Deletion (lower is better)", "Insertion (higher is better)")
+    for column, (ax, title) in enumerate(zip(axes, titles)):
+        for name, pair in curves.items():
+            curve = pair[column]
+            x = curve.fractions.detach().cpu().numpy()
+            y = curve.scores[index].detach().cpu().numpy()
+            (line,) = ax.plot(x, y, label=f"{name} (AUC {float(curve.auc[index]):.3f})")
+            ax.fill_between(x, y, alpha=0.15, color=line.get_color())
+        ax.set_title(title)
+        ax.set_xlabel("fraction of pixels " + ("removed" if column == 0 else "inserted"))
+        ax.set_ylabel("score of the target")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize="small")
+    return figure
+
+
+def overlay_saliency(
+    image: ArrayLike,
+    saliency: ArrayLike,
+    ax: Optional[Axes] = None,
+    title: Optional[str] = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+) -> Figure:
+    """The image with its saliency map drawn over it.
+
+    Args:
+        image: ``(C, H, W)`` or ``(H, W, C)`` or ``(H, W)``, values in [0, 1]
+            (min-max scaled otherwise).
+        saliency: ``(H, W)``, or ``(C, H, W)``/``(1, H, W)`` (channels summed).
+        ax: axes to draw into; a new figure when None.
+        title: axes title.
+        alpha: opacity of the saliency layer.
+        cmap: colour map of the saliency layer.
+
+    Returns:
+        The figure.
+    """
+    picture = _to_numpy(image)
+    if picture.ndim == 3 and picture.shape[0] in (1, 3) and picture.shape[-1] not in (1, 3):
+        picture = picture.transpose(1, 2, 0)
+    if picture.ndim == 3 and picture.shape[-1] == 1:
+        picture = picture[..., 0]
+    if picture.min() < 0 or picture.max() > 1:
+        picture = (picture - picture.min()) / max(float(picture.max() - picture.min()), 1e-12)
+    heat = _to_numpy(saliency)
+    if heat.ndim == 3:
+        heat = heat.sum(axis=0)
+    if heat.shape != picture.shape[:2]:
+        raise ValueError(
+            f"saliency of shape {heat.shape} does not match the image's {picture.shape[:2]}"
+        )
+    if ax is None:
+        figure = Figure(figsize=(4, 4), layout="constrained")
+        ax = figure.subplots()
+    ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+    ax.imshow(heat, cmap=cmap, alpha=alpha)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def _to_numpy(array: ArrayLike) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    return np.asarray(array, dtype=np.float64)
