@@ -6,7 +6,15 @@ under "Faithfulness".
 """
 
 from captum_rise.accumulator import SaliencyAccumulator
-from captum_rise.masks import GridMaskSampler, GroupIndex, GroupMaskSampler, MaskSampler
+from captum_rise.hsic import HSICAttribution
+from captum_rise.masks import (
+    CellMaskSampler,
+    GridMaskSampler,
+    GroupIndex,
+    GroupMaskSampler,
+    MaskSampler,
+)
+from captum_rise.meaningful_perturbation import MeaningfulPerturbation
 from captum_rise.metrics import Deletion, Insertion, deletion, insertion, register_with_quantus
 from captum_rise.plotting import overlay_saliency, plot_causal_curves
 from captum_rise.quantus_explain import explain, make_explain_func
@@ -18,6 +26,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "RISE",
+    "HSICAttribution",
+    "MeaningfulPerturbation",
     "deletion",
     "insertion",
     "Deletion",
@@ -29,6 +39,7 @@ __all__ = [
     "SaliencyAccumulator",
     "MaskSampler",
     "GridMaskSampler",
+    "CellMaskSampler",
     "GroupMaskSampler",
     "GroupIndex",
 ]

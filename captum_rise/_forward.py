@@ -68,6 +68,11 @@ class ModelScorer:
         self._checked = False
 
     def __call__(self, perturbed: Sequence[Tensor], n: int) -> Tensor:
+        """Scores ``(n, B, K)`` of the ``n * B`` perturbed inputs."""
+        return self.select(self.forward_raw(perturbed, n), n)
+
+    def forward_raw(self, perturbed: Sequence[Tensor], n: int) -> Tensor:
+        """The model's output for ``n * B`` perturbed inputs, checked to have one row each."""
         rows = n * self.batch_size
         output = _run_forward(
             self.forward_func,
@@ -84,6 +89,10 @@ class ModelScorer:
                 f"forward_func must return one row per example: for {rows} perturbed "
                 f"inputs it returned shape {tuple(output.shape)}"
             )
+        return output
+
+    def select(self, output: Tensor, n: int) -> Tensor:
+        """Scores ``(n, B, K)`` from an output of ``n * B`` rows; they must be finite."""
         scores = self._select(output, n)
         self._checked = True
         if not torch.isfinite(scores).all():
@@ -139,3 +148,15 @@ class ClassScorer(ModelScorer):
                 f"classes must be in [0, {output.shape[1]}), got max {int(self.classes.max())}"
             )
         return output[:, self.classes.to(output.device)]
+
+
+def needs_softmax(output: Tensor) -> bool:
+    """Whether ``(N, K)`` outputs are logits: not one score per example, and rows
+    that are not already probabilities (non-negative, summing to 1)."""
+    if output.dim() == 1 or (output.dim() == 2 and output.shape[1] == 1):
+        return False
+    sums = output.sum(dim=1)
+    is_probability = bool((output >= 0).all()) and bool(
+        torch.allclose(sums, torch.ones_like(sums), atol=1e-3)
+    )
+    return not is_probability

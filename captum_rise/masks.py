@@ -194,6 +194,54 @@ def _crop_at_shifts(volume: Tensor, shifts: Tensor, size: Tuple[int, ...]) -> Te
     return out
 
 
+class CellMaskSampler(MaskSampler):
+    """Binary masks over a grid of cells, upsampled by nearest neighbour (no shift).
+
+    One uniform number per cell; a cell is kept when it is below ``p_keep``.
+    Used by HSIC attribution, whose designs are these per-cell variables
+    (:meth:`keep`). The grid convention is that of :class:`GridMaskSampler`.
+    """
+
+    def __init__(
+        self,
+        input_shapes: Sequence[torch.Size],
+        grid_size: GridSize,
+        p_keep: float,
+        device: torch.device,
+    ) -> None:
+        super().__init__(device)
+        self.p_keep = p_keep
+        self.grids = [spatial_grid_shape(shape, grid_size) for shape in input_shapes]
+        if len(set(self.grids)) > 1:
+            raise ValueError(
+                "inputs of a tuple need grids of the same shape to share cells; give a "
+                "feature_mask instead"
+            )
+        self.spatial = [tuple(shape[len(shape) - len(g) :]) for shape, g in zip(input_shapes, self.grids)]
+        self.mask_shapes = [
+            (1,) * (len(shape) - len(g)) + spatial
+            for shape, g, spatial in zip(input_shapes, self.grids, self.spatial)
+        ]
+        self.n_params = math.prod(self.grids[0])
+
+    def keep(self, params: Tensor) -> Tensor:
+        """``(n, n_cells)`` binary design: 1 where the cell is kept."""
+        return (params < self.p_keep).to(params.dtype)
+
+    def expand(self, values: Tensor) -> Tuple[Tensor, ...]:
+        """``(n, n_cells)`` values per cell to one ``(n, *mask_shape_i)`` per input."""
+        n = values.shape[0]
+        out = []
+        for grid, spatial, mask_shape in zip(self.grids, self.spatial, self.mask_shapes):
+            cells = values.reshape(n, 1, *grid)
+            upsampled = F.interpolate(cells, size=spatial, mode="nearest")
+            out.append(upsampled.reshape(n, *mask_shape))
+        return tuple(out)
+
+    def render(self, params: Tensor) -> Tuple[Tensor, ...]:
+        return self.expand(self.keep(params))
+
+
 class GroupIndex:
     """Feature groups shared across a tuple of inputs, as Captum's ``feature_mask``.
 
@@ -256,8 +304,16 @@ class GroupMaskSampler(MaskSampler):
         self.n_params = groups.n_groups
         self.mask_shapes = [tuple(index.shape) for index in groups.index]
 
+    def keep(self, params: Tensor) -> Tensor:
+        """``(n, n_groups)`` binary design: 1 where the group is kept."""
+        return (params < self.p_keep).to(params.dtype)
+
+    def expand(self, values: Tensor) -> Tuple[Tensor, ...]:
+        """``(n, n_groups)`` values per group to one ``(n, *feature_mask_i.shape)`` per input."""
+        return self.groups.expand(values)
+
     def render(self, params: Tensor) -> Tuple[Tensor, ...]:
-        return self.groups.expand((params < self.p_keep).to(params.dtype))
+        return self.expand(self.keep(params))
 
 
 def make_generator(seed: Optional[int], device: torch.device) -> torch.Generator:

@@ -35,10 +35,16 @@ import quantus
 import torch
 from captum.attr import Attribution
 
-from captum_rise.metrics.causal import _needs_softmax
+from captum_rise._forward import needs_softmax
+from captum_rise.hsic import HSICAttribution
+from captum_rise.meaningful_perturbation import MeaningfulPerturbation
 from captum_rise.rise import RISE
 
-METHODS: Dict[str, Type[Attribution]] = {"RISE": RISE}
+METHODS: Dict[str, Type[Attribution]] = {
+    "RISE": RISE,
+    "HSIC": HSICAttribution,
+    "MeaningfulPerturbation": MeaningfulPerturbation,
+}
 """captum_rise methods known to :func:`explain`, by name."""
 
 _QUANTUS_ONLY_KEYS = {
@@ -68,7 +74,7 @@ def probabilities(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[to
 
     def forward(*args: Any) -> torch.Tensor:
         output = model(*args)
-        return torch.softmax(output, dim=1) if _needs_softmax(output) else output
+        return torch.softmax(output, dim=1) if needs_softmax(output) else output
 
     return forward
 

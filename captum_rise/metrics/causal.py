@@ -23,6 +23,8 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor
 
+from captum_rise._forward import needs_softmax
+
 SubstrateType = Union[str, float, Tensor]
 
 BLUR_KERNEL_SIZE = 11
@@ -173,7 +175,7 @@ def causal_curve(
             images = start[sample] + (end[sample] - start[sample]) * from_end
             output = model(images)
             if softmax_flag is None:
-                softmax_flag = _needs_softmax(output)
+                softmax_flag = needs_softmax(output)
             scores[lo : lo + batch_size] = _target_scores(
                 output, sample, targets, softmax_flag
             ).to(scores.dtype)
@@ -244,15 +246,6 @@ def _format_target(
     if targets.numel() != batch:
         raise ValueError(f"target must be an int or have one entry per example ({batch})")
     return targets
-
-
-def _needs_softmax(output: Tensor) -> bool:
-    """Softmax unless the output is one score per example or already sums to 1."""
-    if output.dim() == 1 or (output.dim() == 2 and output.shape[1] == 1):
-        return False
-    sums = output.sum(dim=1)
-    is_probability = bool((output >= 0).all()) and bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3))
-    return not is_probability
 
 
 def _target_scores(
