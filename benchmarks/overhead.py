@@ -15,13 +15,11 @@ Usage: ``python benchmarks/overhead.py [--device cpu|cuda] [--n-time 256]``
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import time
 
 import torch
 import torchvision
+from _common import peak_memory_bytes, run_child, synchronize
 
 from captum_rise import RISE
 from captum_rise._forward import blend
@@ -31,11 +29,6 @@ from captum_rise.masks import GridMaskSampler, make_generator
 def _model(name: str, device: str) -> torch.nn.Module:
     model = getattr(torchvision.models, name)(weights=None).eval().to(device)
     return model
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_ratio(device: str, n_masks: int, batch: int, repeats: int) -> dict:
@@ -51,16 +44,16 @@ def time_ratio(device: str, n_masks: int, batch: int, repeats: int) -> dict:
         rise.attribute(x, target=0, n_masks=batch * 2, perturbations_per_eval=batch, seed=0)
     bare, full = [], []
     for _ in range(repeats):  # interleaved, so drifts hit both alike
-        _sync(device)
+        synchronize(torch.device(device))
         start = time.perf_counter()
         with torch.no_grad():
             for chunk in masked:
                 torch.softmax(model(chunk), dim=1)[:, 0]
-        _sync(device)
+        synchronize(torch.device(device))
         bare.append(time.perf_counter() - start)
         start = time.perf_counter()
         rise.attribute(x, target=0, n_masks=n_masks, perturbations_per_eval=batch, seed=0)
-        _sync(device)
+        synchronize(torch.device(device))
         full.append(time.perf_counter() - start)
     return {
         "n_masks": n_masks,
@@ -78,21 +71,12 @@ def peak_memory_child(device: str, n_masks: int, batch: int) -> None:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rise.attribute(x, target=0, n_masks=n_masks, perturbations_per_eval=batch, seed=0)
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"n_masks": n_masks, "peak_bytes": peak}))
+    print(json.dumps({"n_masks": n_masks, "peak_bytes": peak_memory_bytes(device)}))
 
 
 def peak_memory(device: str, n_masks: int, batch: int) -> int:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", str(n_masks), "--device", device, "--batch", str(batch)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])["peak_bytes"]
+    arguments = ["--child", str(n_masks), "--device", device, "--batch", str(batch)]
+    return run_child(__file__, arguments)["peak_bytes"]
 
 
 def main() -> None:

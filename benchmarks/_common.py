@@ -1,0 +1,69 @@
+"""Helpers shared by the benchmark scripts: photos, timing and peak-memory measurement."""
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+import torch
+from PIL import Image
+
+
+def bundled_photos() -> Dict[str, Image.Image]:
+    """Real photos that ship inside installed packages (no download)."""
+    import matplotlib.cbook
+    from skimage import data
+    from sklearn.datasets import load_sample_images
+
+    photos = {name: Image.fromarray(getattr(data, name)()) for name in ("chelsea", "coffee", "astronaut", "rocket")}
+    samples = load_sample_images()
+    for path, image in zip(samples.filenames, samples.images):
+        photos[path.rsplit("/", 1)[-1].split(".")[0]] = Image.fromarray(image)
+    photos["grace_hopper"] = Image.open(
+        matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    ).convert("RGB")
+    return photos
+
+
+class ForwardTimer(torch.nn.Module):
+    """Wraps a model and adds up the wall time spent in its forward."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.seconds = 0.0
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        synchronize(x.device)
+        start = time.perf_counter()
+        out = self.model(x)
+        synchronize(x.device)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+
+def synchronize(device: torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_memory_bytes(device: str) -> int:
+    """Peak memory of this process: CUDA allocator peak, or the resident-set high-water mark."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_child(script: str, arguments: List[str]) -> dict:
+    """Runs ``script`` in a fresh Python process and parses the JSON of its last output line.
+
+    Peak-memory figures need a process of their own, since the high-water mark only grows.
+    """
+    out = subprocess.run(
+        [sys.executable, script, *arguments], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
