@@ -15,7 +15,14 @@ from captum_rise.masks import (
     MaskSampler,
 )
 from captum_rise.meaningful_perturbation import MeaningfulPerturbation
-from captum_rise.metrics import Deletion, Insertion, deletion, insertion, register_with_quantus
+from captum_rise.metrics import (
+    Deletion,
+    Insertion,
+    deletion,
+    insertion,
+    pointing_game,
+    register_with_quantus,
+)
 from captum_rise.plotting import overlay_saliency, plot_causal_curves
 from captum_rise.quantus_explain import explain, make_explain_func
 from captum_rise.rise import RISE
@@ -32,6 +39,7 @@ __all__ = [
     "insertion",
     "Deletion",
     "Insertion",
+    "pointing_game",
     "explain",
     "make_explain_func",
     "plot_causal_curves",
