@@ -16,13 +16,12 @@ from captum._utils.common import (
     _format_tensor_into_tuples,
     _is_tuple,
 )
-from captum._utils.progress import NullProgress, Progress, progress
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
-from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from scipy.stats import qmc
 from torch import Tensor
 
+from captum_rise._base import MaskAttribution
 from captum_rise._forward import ModelScorer, blend
 from captum_rise._validation import (
     check_inputs,
@@ -114,7 +113,7 @@ def hsic_scores(
     return torch.cat(scores)
 
 
-class HSICAttribution(PerturbationAttribution):
+class HSICAttribution(MaskAttribution):
     r"""HSIC attribution (Novello, Fel & Vigouroux, NeurIPS 2022), black box.
 
     ``n_designs`` binary designs over a grid (default 7x7) are drawn by Latin
@@ -137,16 +136,7 @@ class HSICAttribution(PerturbationAttribution):
     Results do not depend on ``perturbations_per_eval`` or on batching.
     """
 
-    def __init__(self, forward_func: Callable[..., Tensor]) -> None:
-        PerturbationAttribution.__init__(self, forward_func)
-
-    @classmethod
-    def get_name(cls) -> str:
-        return "HSIC"
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
+    method_name = "HSIC"
 
     @log_usage()
     def attribute(
@@ -217,14 +207,7 @@ class HSICAttribution(PerturbationAttribution):
             _format_additional_forward_args(additional_forward_args),
             target=target,
         )
-        bar: Progress = (
-            progress(
-                desc=f"{self.get_name()} attribution",
-                total=math.ceil(n_designs / perturbations_per_eval),
-            )
-            if show_progress
-            else NullProgress()
-        )
+        bar = self._progress(show_progress, math.ceil(n_designs / perturbations_per_eval))
         outputs: List[Tensor] = []
         with torch.no_grad():
             for lo in range(0, n_designs, perturbations_per_eval):

@@ -14,6 +14,7 @@ fixed blocks of :data:`DRAW_BLOCK` masks, so mask ``k`` is the same whatever
 
 import math
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -63,6 +64,28 @@ def spatial_grid_shape(input_shape: torch.Size, grid_size: GridSize) -> Tuple[in
                 f"got {grid_size!r}"
             )
     return grid
+
+
+@dataclass(frozen=True)
+class GridLayout:
+    """How a grid covers one input of shape ``(B, *rest)``.
+
+    Attributes:
+        grid: cells per spatial axis.
+        spatial: the trailing dims the grid covers.
+        mask_shape: ``(1, ..., 1, *spatial)``, of the input's rank, so a mask
+            is shared by the batch and broadcast over channels.
+    """
+
+    grid: Tuple[int, ...]
+    spatial: Tuple[int, ...]
+    mask_shape: Tuple[int, ...]
+
+    @classmethod
+    def of(cls, input_shape: torch.Size, grid_size: GridSize) -> "GridLayout":
+        grid = spatial_grid_shape(input_shape, grid_size)
+        spatial = tuple(input_shape[len(input_shape) - len(grid) :])
+        return cls(grid, spatial, (1,) * (len(input_shape) - len(grid)) + spatial)
 
 
 class MaskSampler(ABC):
@@ -131,25 +154,21 @@ class GridMaskSampler(MaskSampler):
     ) -> None:
         super().__init__(device)
         self.p_keep = p_keep
-        self.grids: List[Tuple[int, ...]] = []
-        self.spatial: List[Tuple[int, ...]] = []
-        self.cells: List[Tuple[int, ...]] = []
-        self.mask_shapes: List[Tuple[int, ...]] = []
-        for shape in input_shapes:
-            grid = spatial_grid_shape(shape, grid_size)
-            spatial = tuple(shape[len(shape) - len(grid) :])
-            self.grids.append(grid)
-            self.spatial.append(spatial)
-            self.cells.append(tuple(math.ceil(s / g) for s, g in zip(spatial, grid)))
-            self.mask_shapes.append((1,) * (len(shape) - len(grid)) + spatial)
-        self.n_params = sum(math.prod(g) + len(g) for g in self.grids)
+        self.layouts = [GridLayout.of(shape, grid_size) for shape in input_shapes]
+        self.cells = [
+            tuple(math.ceil(s / g) for s, g in zip(layout.spatial, layout.grid))
+            for layout in self.layouts
+        ]
+        self.mask_shapes = [layout.mask_shape for layout in self.layouts]
+        self.n_params = sum(math.prod(layout.grid) + len(layout.grid) for layout in self.layouts)
 
     def split_params(self, params: Tensor) -> List[Tuple[Tensor, Tensor]]:
         """Per input: the binary grids ``(n, *s)`` and integer shifts ``(n, d)``."""
         out = []
         offset = 0
         n = params.shape[0]
-        for grid, cell in zip(self.grids, self.cells):
+        for layout, cell in zip(self.layouts, self.cells):
+            grid = layout.grid
             n_cells = math.prod(grid)
             cells = params[:, offset : offset + n_cells].reshape(n, *grid)
             offset += n_cells
@@ -163,19 +182,19 @@ class GridMaskSampler(MaskSampler):
 
     def render(self, params: Tensor) -> Tuple[Tensor, ...]:
         masks = []
-        for (binary, shifts), grid, cell, spatial, mask_shape in zip(
-            self.split_params(params), self.grids, self.cells, self.spatial, self.mask_shapes
+        for (binary, shifts), layout, cell in zip(
+            self.split_params(params), self.layouts, self.cells
         ):
-            upsampled_size = tuple((g + 1) * c for g, c in zip(grid, cell))
+            upsampled_size = tuple((g + 1) * c for g, c in zip(layout.grid, cell))
             upsampled = F.interpolate(
                 binary.unsqueeze(1),
                 size=upsampled_size,
-                mode=_INTERPOLATION_MODES[len(grid)],
+                mode=_INTERPOLATION_MODES[len(layout.grid)],
                 align_corners=False,
             ).squeeze(1)
             upsampled.clamp_(0.0, 1.0)  # interpolation round-off can exceed 1 by an ulp
-            cropped = _crop_at_shifts(upsampled, shifts, spatial)
-            masks.append(cropped.reshape(params.shape[0], *mask_shape))
+            cropped = _crop_at_shifts(upsampled, shifts, layout.spatial)
+            masks.append(cropped.reshape(params.shape[0], *layout.mask_shape))
         return tuple(masks)
 
 
@@ -211,18 +230,14 @@ class CellMaskSampler(MaskSampler):
     ) -> None:
         super().__init__(device)
         self.p_keep = p_keep
-        self.grids = [spatial_grid_shape(shape, grid_size) for shape in input_shapes]
-        if len(set(self.grids)) > 1:
+        self.layouts = [GridLayout.of(shape, grid_size) for shape in input_shapes]
+        if len({layout.grid for layout in self.layouts}) > 1:
             raise ValueError(
                 "inputs of a tuple need grids of the same shape to share cells; give a "
                 "feature_mask instead"
             )
-        self.spatial = [tuple(shape[len(shape) - len(g) :]) for shape, g in zip(input_shapes, self.grids)]
-        self.mask_shapes = [
-            (1,) * (len(shape) - len(g)) + spatial
-            for shape, g, spatial in zip(input_shapes, self.grids, self.spatial)
-        ]
-        self.n_params = math.prod(self.grids[0])
+        self.mask_shapes = [layout.mask_shape for layout in self.layouts]
+        self.n_params = math.prod(self.layouts[0].grid)
 
     def keep(self, params: Tensor) -> Tensor:
         """``(n, n_cells)`` binary design: 1 where the cell is kept."""
@@ -232,10 +247,10 @@ class CellMaskSampler(MaskSampler):
         """``(n, n_cells)`` values per cell to one ``(n, *mask_shape_i)`` per input."""
         n = values.shape[0]
         out = []
-        for grid, spatial, mask_shape in zip(self.grids, self.spatial, self.mask_shapes):
-            cells = values.reshape(n, 1, *grid)
-            upsampled = F.interpolate(cells, size=spatial, mode="nearest")
-            out.append(upsampled.reshape(n, *mask_shape))
+        for layout in self.layouts:
+            cells = values.reshape(n, 1, *layout.grid)
+            upsampled = F.interpolate(cells, size=layout.spatial, mode="nearest")
+            out.append(upsampled.reshape(n, *layout.mask_shape))
         return tuple(out)
 
     def render(self, params: Tensor) -> Tuple[Tensor, ...]:

@@ -6,12 +6,11 @@ from typing import Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
-from captum._utils.progress import NullProgress, Progress, progress
 from captum._utils.typing import TargetType
-from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_rise._base import MaskAttribution
 from captum_rise._forward import ModelScorer, needs_softmax
 from captum_rise._validation import check_int, check_target
 from captum_rise.masks import make_generator
@@ -34,7 +33,7 @@ def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     return TF.gaussian_blur(images, kernel_size=[size, size], sigma=[sigma, sigma])
 
 
-class MeaningfulPerturbation(PerturbationAttribution):
+class MeaningfulPerturbation(MaskAttribution):
     r"""Meaningful perturbation (Fong & Vedaldi, ICCV 2017). White box: needs gradients.
 
     A low-resolution mask ``m`` in [0, 1] is learned per example, upsampled
@@ -63,16 +62,7 @@ class MeaningfulPerturbation(PerturbationAttribution):
     train mode would update their statistics.
     """
 
-    def __init__(self, forward_func: Callable[..., Tensor]) -> None:
-        PerturbationAttribution.__init__(self, forward_func)
-
-    @classmethod
-    def get_name(cls) -> str:
-        return "MeaningfulPerturbation"
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
+    method_name = "MeaningfulPerturbation"
 
     @log_usage()
     def attribute(
@@ -138,11 +128,7 @@ class MeaningfulPerturbation(PerturbationAttribution):
         mask = torch.full((batch, 1, *mask_shape), initial, device=inputs.device, requires_grad=True)
         optimizer = torch.optim.Adam([mask], lr=learning_rate)
         softmax = apply_softmax
-        bar: Progress = (
-            progress(desc=f"{self.get_name()} attribution", total=n_iter)
-            if show_progress
-            else NullProgress()
-        )
+        bar = self._progress(show_progress, n_iter)
         with torch.enable_grad():
             for _ in range(n_iter):
                 upsampled = F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False)

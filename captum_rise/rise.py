@@ -10,12 +10,11 @@ from captum._utils.common import (
     _format_tensor_into_tuples,
     _is_tuple,
 )
-from captum._utils.progress import NullProgress, Progress, progress
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
-from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_rise._base import MaskAttribution
 from captum_rise._forward import ClassScorer, ModelScorer, blend
 from captum_rise._validation import (
     check_inputs,
@@ -37,7 +36,7 @@ from captum_rise.masks import (
 FeatureMaskType = Union[None, Tensor, Tuple[Tensor, ...]]
 
 
-class RISE(PerturbationAttribution):
+class RISE(MaskAttribution):
     r"""RISE (Petsiuk, Das & Saenko, BMVC 2018): black-box saliency from random masks.
 
     The model is probed with ``N`` randomly masked copies of the input,
@@ -67,16 +66,7 @@ class RISE(PerturbationAttribution):
             returned: pass probabilities (e.g. a softmax) as in the paper.
     """
 
-    def __init__(self, forward_func: Callable[..., Tensor]) -> None:
-        PerturbationAttribution.__init__(self, forward_func)
-
-    @classmethod
-    def get_name(cls) -> str:
-        return "RISE"
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
+    method_name = "RISE"
 
     @log_usage()
     def attribute(
@@ -251,11 +241,7 @@ class RISE(PerturbationAttribution):
         generator = make_generator(seed, device)
         accumulator: Optional[SaliencyAccumulator] = None
         n_evals = math.ceil(n_masks / perturbations_per_eval)
-        bar: Progress = (
-            progress(desc=f"{self.get_name()} attribution", total=n_evals)
-            if show_progress
-            else NullProgress()
-        )
+        bar = self._progress(show_progress, n_evals)
         with torch.no_grad():
             for masks in sampler.chunks(n_masks, perturbations_per_eval, generator):
                 scores = scorer(blend(inputs, formatted_baselines, masks), masks[0].shape[0])
