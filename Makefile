@@ -20,6 +20,7 @@ test: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(PYTHON) benchmarks/overhead.py
+	$(PYTHON) benchmarks/batch_size.py
 	$(PYTHON) benchmarks/speed.py
 	$(PYTHON) benchmarks/faithfulness.py
 
