@@ -34,8 +34,7 @@ def blend(
     perturbed = []
     for x, baseline, mask in zip(inputs, baselines, masks):
         n = mask.shape[0]
-        mixed = baseline + (x - baseline) * mask.to(x.dtype)
-        mixed = mixed.expand(n, *x.shape)
+        mixed = baseline + (x - baseline) * mask.to(x.dtype)  # (n, B, *rest_i)
         perturbed.append(mixed.reshape(n * x.shape[0], *x.shape[1:]))
     return tuple(perturbed)
 
