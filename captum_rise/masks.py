@@ -27,6 +27,7 @@ DRAW_BLOCK = 1024
 GridSize = Union[int, Sequence[int]]
 
 _INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+_SMOOTH_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
 
 
 def spatial_grid_shape(input_shape: torch.Size, grid_size: GridSize) -> Tuple[int, ...]:
@@ -250,6 +251,17 @@ class CellMaskSampler(MaskSampler):
         for layout in self.layouts:
             cells = values.reshape(n, 1, *layout.grid)
             upsampled = F.interpolate(cells, size=layout.spatial, mode="nearest")
+            out.append(upsampled.reshape(n, *layout.mask_shape))
+        return tuple(out)
+
+    def interpolate(self, values: Tensor) -> Tuple[Tensor, ...]:
+        """Like :meth:`expand`, but smooth: bicubic for 2-D grids, (tri)linear for 1-D/3-D."""
+        n = values.shape[0]
+        out = []
+        for layout in self.layouts:
+            cells = values.reshape(n, 1, *layout.grid)
+            mode = _SMOOTH_MODES[len(layout.grid)]
+            upsampled = F.interpolate(cells, size=layout.spatial, mode=mode, align_corners=False)
             out.append(upsampled.reshape(n, *layout.mask_shape))
         return tuple(out)
 

@@ -24,7 +24,7 @@ def _cells(attribution):
 def test_two_relevant_cells_get_the_largest_hsic_and_others_near_zero():
     x = torch.rand(2, 1, 14, 14) * 0.5 + 0.5
     attr = HSICAttribution(two_cell_model).attribute(
-        x, n_designs=512, perturbations_per_eval=128, seed=0
+        x, n_designs=512, perturbations_per_eval=128, seed=0, smooth_map=False
     )
     assert attr.shape == x.shape
     for b in range(2):
@@ -34,6 +34,20 @@ def test_two_relevant_cells_get_the_largest_hsic_and_others_near_zero():
         others = cells.clone()
         others[A], others[B] = 0.0, 0.0
         assert float(others.abs().max()) < 0.1 * float(min(cells[A], cells[B]))
+
+
+def test_smooth_map_peaks_in_the_relevant_cells():
+    x = torch.rand(1, 1, 14, 14) * 0.5 + 0.5
+    hsic = HSICAttribution(two_cell_model)
+    constant = hsic.attribute(x, n_designs=256, seed=0, smooth_map=False)[0, 0]
+    smooth = hsic.attribute(x, n_designs=256, seed=0)[0, 0]
+    assert not torch.allclose(constant, smooth)
+    peak_y, peak_x = divmod(int(smooth.argmax()), 14)
+    assert (peak_y // CELL, peak_x // CELL) == B  # the cell with the larger weight
+    # the smooth map is the bicubic upsampling of the same cell values
+    cells = constant[::CELL, ::CELL][None, None]
+    expected = torch.nn.functional.interpolate(cells, size=(14, 14), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(smooth, expected[0, 0])
 
 
 def _reference_hsic(x, y, width):
