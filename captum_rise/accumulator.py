@@ -16,6 +16,11 @@ class SaliencyAccumulator:
     The sums are kept at the masks' resolution, so a mask broadcast over
     channels costs no channel memory.
 
+    Chunks are buffered up to ``buffer_bytes`` of masks and added with one
+    matmul per flush: with many outputs (``K`` = 1000 classes) and small
+    chunks, updating the ``(B, K, ...)`` sums once per chunk would be bound by
+    memory traffic. Memory stays bounded by the buffer, whatever ``N`` is.
+
     Two accumulators over disjoint sets of masks can be :meth:`merge`-d, e.g.
     when masks are split across workers.
 
@@ -24,6 +29,7 @@ class SaliencyAccumulator:
         n_outputs: ``K``, the number of scores per example.
         mask_shapes: ``(Bm, *rest_i)`` per input.
         device, dtype: of the sums.
+        buffer_bytes: masks held before they are added to the sums.
     """
 
     def __init__(
@@ -33,6 +39,7 @@ class SaliencyAccumulator:
         mask_shapes: Sequence[Tuple[int, ...]],
         device: torch.device,
         dtype: torch.dtype = torch.float32,
+        buffer_bytes: int = 64 * 2**20,
     ) -> None:
         self.batch_size = batch_size
         self.n_outputs = n_outputs
@@ -45,11 +52,28 @@ class SaliencyAccumulator:
             torch.zeros(shape, device=device, dtype=dtype) for shape in self.mask_shapes
         ]
         self.n_masks = 0
+        self.buffer_bytes = buffer_bytes
+        self._pending_scores: List[Tensor] = []
+        self._pending_masks: List[Tuple[Tensor, ...]] = []
+        self._pending_bytes = 0
 
     def add(self, scores: Tensor, masks: Tuple[Tensor, ...]) -> None:
         """Add a chunk: ``scores`` ``(n, B, K)``, ``masks[i]`` ``(n, Bm, *rest_i)``."""
+        self._pending_scores.append(scores)
+        self._pending_masks.append(masks)
+        self._pending_bytes += sum(m.numel() * m.element_size() for m in masks)
+        self.n_masks += scores.shape[0]
+        if self._pending_bytes >= self.buffer_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Adds the buffered chunks to the sums, with one matmul per input."""
+        if not self._pending_scores:
+            return
+        scores = torch.cat(self._pending_scores).to(self.weighted_sums[0].dtype)
+        masks = tuple(torch.cat(parts) for parts in zip(*self._pending_masks))
+        self._pending_scores, self._pending_masks, self._pending_bytes = [], [], 0
         n = scores.shape[0]
-        scores = scores.to(self.weighted_sums[0].dtype)
         for weighted_sum, mask_sum, mask in zip(self.weighted_sums, self.mask_sums, masks):
             mask = mask.to(weighted_sum.dtype)
             flat = mask.reshape(n, mask.shape[1], -1)
@@ -60,7 +84,6 @@ class SaliencyAccumulator:
                 update = torch.einsum("nbk,nbp->bkp", scores, flat)
             weighted_sum += update.reshape(weighted_sum.shape)
             mask_sum += mask.sum(dim=0)
-        self.n_masks += n
 
     def merge(self, other: "SaliencyAccumulator") -> "SaliencyAccumulator":
         """Add the sums of ``other`` (same shapes) into this accumulator; returns self."""
@@ -68,6 +91,8 @@ class SaliencyAccumulator:
             tuple(w.shape) for w in self.weighted_sums
         ]:
             raise ValueError("cannot merge accumulators of different shapes")
+        self._flush()
+        other._flush()
         for mine, theirs in zip(self.weighted_sums, other.weighted_sums):
             mine += theirs.to(mine.device)
         for mine, theirs in zip(self.mask_sums, other.mask_sums):
@@ -86,6 +111,7 @@ class SaliencyAccumulator:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         if self.n_masks == 0:
             raise ValueError("no masks were accumulated")
+        self._flush()
         if normalization == "expectation":
             return [w / (self.n_masks * p_keep) for w in self.weighted_sums]
         return [

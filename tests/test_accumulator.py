@@ -9,7 +9,7 @@ def test_add_matches_explicit_weighted_sum_and_merge_matches_whole():
     scores = torch.rand(10, 2, 3)
     shared = torch.rand(10, 1, 1, 4, 4)
     per_example = torch.rand(10, 2, 5)
-    whole = SaliencyAccumulator(2, 3, [(1, 1, 4, 4), (2, 5)], torch.device("cpu"))
+    whole = SaliencyAccumulator(2, 3, [(1, 1, 4, 4), (2, 5)], torch.device("cpu"), buffer_bytes=0)
     whole.add(scores, (shared, per_example))
     expected_shared = torch.einsum("nbk,nhw->bkhw", scores, shared[:, 0, 0])
     torch.testing.assert_close(whole.weighted_sums[0][:, :, 0], expected_shared)
@@ -34,3 +34,16 @@ def test_merge_rejects_other_shapes_and_empty_saliency():
         a.merge(b)
     with pytest.raises(ValueError, match="no masks"):
         a.saliency(0.5)
+
+
+def test_buffered_chunks_give_the_same_saliency_as_immediate_adds():
+    torch.manual_seed(0)
+    scores, masks = torch.rand(12, 1, 4), torch.rand(12, 1, 1, 6, 6)
+    immediate = SaliencyAccumulator(1, 4, [(1, 1, 6, 6)], torch.device("cpu"), buffer_bytes=0)
+    buffered = SaliencyAccumulator(1, 4, [(1, 1, 6, 6)], torch.device("cpu"), buffer_bytes=10**6)
+    for lo in range(0, 12, 3):
+        immediate.add(scores[lo : lo + 3], (masks[lo : lo + 3],))
+        buffered.add(scores[lo : lo + 3], (masks[lo : lo + 3],))
+    assert torch.count_nonzero(buffered.weighted_sums[0]) == 0  # still in the buffer
+    for mode in ("expectation", "coverage"):
+        torch.testing.assert_close(buffered.saliency(0.5, mode)[0], immediate.saliency(0.5, mode)[0])
