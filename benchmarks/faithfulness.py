@@ -22,7 +22,6 @@ Usage: ``python benchmarks/faithfulness.py [--seeds 2] [--rise-masks 4000]
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Callable, Dict, List

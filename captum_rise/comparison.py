@@ -2,7 +2,6 @@
 
 from typing import Callable, Dict, Tuple, Union
 
-import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import Tensor, nn
 

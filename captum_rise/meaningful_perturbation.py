@@ -1,7 +1,7 @@
 """Meaningful perturbation (Fong & Vedaldi, ICCV 2017): a learned deletion mask."""
 
 import math
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -1,7 +1,7 @@
 """RISE: Randomized Input Sampling for Explanation (Petsiuk et al., BMVC 2018)."""
 
 import math
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum._utils.common import (
