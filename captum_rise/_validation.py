@@ -1,7 +1,7 @@
 """Argument checks that raise clear errors naming the argument."""
 
 import numbers
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from captum._utils.typing import BaselineType, TargetType
@@ -24,6 +24,13 @@ def check_probability(name: str, value: object) -> float:
     if not 0.0 < float(value) <= 1.0:
         raise ValueError(f"{name} must be in (0, 1], got {value}")
     return float(value)
+
+
+def check_seed(seed: object) -> Optional[int]:
+    """``seed`` as an int, or None."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    return None if seed is None else int(seed)
 
 
 def check_inputs(inputs: Tuple[Tensor, ...]) -> None:

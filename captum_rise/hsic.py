@@ -27,6 +27,7 @@ from captum_rise._validation import (
     check_inputs,
     check_int,
     check_probability,
+    check_seed,
     check_target,
     format_baselines,
 )
@@ -193,8 +194,7 @@ class HSICAttribution(MaskAttribution):
         p_keep = check_probability("p_keep", p_keep)
         if input_kernel not in INPUT_KERNELS:
             raise ValueError(f"input_kernel must be one of {INPUT_KERNELS}, got {input_kernel!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+        seed = check_seed(seed)
         formatted_baselines = format_baselines(baselines, formatted_inputs)
         device = formatted_inputs[0].device
 

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from captum_rise._validation import check_seed
+
 DRAW_BLOCK = 1024
 """Number of masks whose random parameters are drawn from the generator at once."""
 
@@ -246,22 +248,22 @@ class CellMaskSampler(MaskSampler):
 
     def expand(self, values: Tensor) -> Tuple[Tensor, ...]:
         """``(n, n_cells)`` values per cell to one ``(n, *mask_shape_i)`` per input."""
-        n = values.shape[0]
-        out = []
-        for layout in self.layouts:
-            cells = values.reshape(n, 1, *layout.grid)
-            upsampled = F.interpolate(cells, size=layout.spatial, mode="nearest")
-            out.append(upsampled.reshape(n, *layout.mask_shape))
-        return tuple(out)
+        return self._upsample(values, smooth=False)
 
     def interpolate(self, values: Tensor) -> Tuple[Tensor, ...]:
         """Like :meth:`expand`, but smooth: bicubic for 2-D grids, (tri)linear for 1-D/3-D."""
+        return self._upsample(values, smooth=True)
+
+    def _upsample(self, values: Tensor, smooth: bool) -> Tuple[Tensor, ...]:
         n = values.shape[0]
         out = []
         for layout in self.layouts:
             cells = values.reshape(n, 1, *layout.grid)
-            mode = _SMOOTH_MODES[len(layout.grid)]
-            upsampled = F.interpolate(cells, size=layout.spatial, mode=mode, align_corners=False)
+            if smooth:
+                mode = _SMOOTH_MODES[len(layout.grid)]
+                upsampled = F.interpolate(cells, size=layout.spatial, mode=mode, align_corners=False)
+            else:
+                upsampled = F.interpolate(cells, size=layout.spatial, mode="nearest")
             out.append(upsampled.reshape(n, *layout.mask_shape))
         return tuple(out)
 
@@ -349,10 +351,8 @@ def make_generator(seed: Optional[int], device: torch.device) -> torch.Generator
     The global RNG state is left untouched either way.
     """
     generator = torch.Generator(device=device)
-    if seed is None:
+    if check_seed(seed) is None:
         generator.seed()
     else:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
         generator.manual_seed(seed)
     return generator

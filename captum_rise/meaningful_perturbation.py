@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from captum._utils.common import _format_additional_forward_args
 from captum._utils.typing import TargetType
 from captum.log import log_usage
 from torch import Tensor
@@ -52,8 +53,8 @@ class MeaningfulPerturbation(MaskAttribution):
     Defaults, from the paper and its code: mask 28x28 for 224x224 inputs
     (``H/8 x W/8``), ``lambda1 = 1e-4`` and ``lambda2 = 1e-2`` on sums over the
     pixels of the upsampled mask (so, like in the paper, their weight grows with
-    the image size: scale them for images far from 224x224), ``beta = 3``, blur sigma 10, Adam with learning rate 0.1, 300
-    iterations, a random jitter of up to 4 pixels per iteration, the mask
+    the image size: scale them for images far from 224x224), ``beta = 3``,
+    blur sigma 10, Adam with learning rate 0.1, 300 iterations, a random jitter of up to 4 pixels per iteration, the mask
     clipped to [0, 1] after every step.
 
     The model's parameters, their ``requires_grad`` flags and ``.grad``, and
@@ -120,7 +121,7 @@ class MeaningfulPerturbation(MaskAttribution):
         scorer = ModelScorer(
             self.forward_func,
             batch,
-            _as_tuple(additional_forward_args),
+            _format_additional_forward_args(additional_forward_args),
             target=target,
         )
         generator = make_generator(seed, torch.device("cpu"))
@@ -155,10 +156,4 @@ class MeaningfulPerturbation(MaskAttribution):
             final = F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False)
             importance = 1 - final if variant == "delete" else final
         return importance.expand_as(inputs).contiguous()
-
-
-def _as_tuple(args: Optional[object]) -> Optional[tuple]:
-    if args is None or isinstance(args, tuple):
-        return args
-    return (args,)
 
