@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: photos, timing and peak-memory measurement."""
+"""Helpers shared by the benchmark scripts: photos, timing, peak memory, a naive RISE."""
 
 import json
 import resource
@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Dict, List
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -67,3 +68,28 @@ def run_child(script: str, arguments: List[str]) -> dict:
         [sys.executable, script, *arguments], check=True, capture_output=True, text=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def naive_rise(model, image: torch.Tensor, target: int, n_masks: int, batch: int, seed: int) -> torch.Tensor:
+    """RISE as the original code does it: every mask in memory, made on the CPU with numpy."""
+    from skimage.transform import resize
+
+    grid_size, p_keep = 7, 0.5
+    height, width = image.shape[-2:]
+    cell = np.ceil(np.array([height, width]) / grid_size)
+    up_size = ((grid_size + 1) * cell).astype(int)
+    rng = np.random.default_rng(seed)
+    grid = (rng.random((n_masks, grid_size, grid_size)) < p_keep).astype("float32")
+    masks = np.empty((n_masks, height, width), dtype="float32")
+    for i in range(n_masks):
+        dy, dx = rng.integers(0, cell[0]), rng.integers(0, cell[1])
+        upsampled = resize(grid[i], up_size, order=1, mode="reflect", anti_aliasing=False)
+        masks[i] = upsampled[dy : dy + height, dx : dx + width]
+    masks_t = torch.from_numpy(masks).to(image.device)
+    scores = []
+    with torch.no_grad():
+        for lo in range(0, n_masks, batch):
+            masked = image * masks_t[lo : lo + batch, None]
+            scores.append(torch.softmax(model(masked), dim=1)[:, target])
+    saliency = torch.cat(scores) @ masks_t.reshape(n_masks, -1)
+    return saliency.reshape(height, width) / n_masks / p_keep

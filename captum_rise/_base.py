@@ -27,8 +27,8 @@ class MaskAttribution(PerturbationAttribution):
     def multiplies_by_inputs(self) -> bool:
         return False
 
-    def _progress(self, show_progress: bool, total: int) -> Progress:
-        """Captum's progress bar over ``total`` steps, or a silent one."""
+    def _progress(self, show_progress: bool, total: int, unit: str = "it") -> Progress:
+        """Captum's progress bar over ``total`` ``unit``\ s, or a silent one."""
         if not show_progress:
             return NullProgress()
-        return progress(desc=f"{self.get_name()} attribution", total=total)
+        return progress(desc=f"{self.get_name()} attribution", total=total, unit=unit)

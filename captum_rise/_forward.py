@@ -15,12 +15,72 @@ from torch import Tensor
 from captum_rise._validation import check_target_in_range
 
 
+def memory_format_of(x: Tensor) -> torch.memory_format:
+    """``channels_last`` (or ``channels_last_3d``) for a 4-D (5-D) tensor laid out so
+    and not also contiguous, else ``contiguous_format``."""
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
+class Blender:
+    """``baseline + (input - baseline) * M`` for chunks of masks.
+
+    ``input - baseline`` is computed once; every chunk is then one fused
+    multiply-add written straight into a batch in the input's dtype and memory
+    layout (a ``channels_last`` input gives ``channels_last`` batches).
+
+    Args:
+        inputs: ``(B, *rest_i)`` each.
+        baselines: a number or a tensor broadcastable to each input.
+    """
+
+    def __init__(
+        self, inputs: Tuple[Tensor, ...], baselines: Tuple[Union[Tensor, float], ...]
+    ) -> None:
+        self.inputs = inputs
+        self.baselines = [torch.as_tensor(b, dtype=x.dtype, device=x.device) for x, b in zip(inputs, baselines)]
+        self.differences = [x - b for x, b in zip(inputs, self.baselines)]
+        self.formats = [memory_format_of(x) for x in inputs]
+
+    @property
+    def bytes_per_mask(self) -> int:
+        """Bytes of the perturbed inputs that one mask sends to the model."""
+        return sum(x.numel() * x.element_size() for x in self.inputs)
+
+    def __call__(self, masks: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+        """Perturbed inputs for ``n`` masks.
+
+        Args:
+            masks: ``(n, Bm, ...)`` each, broadcastable to ``(n, B, *rest_i)``.
+
+        Returns:
+            ``(n * B, *rest_i)`` per input, mask-major: row ``k * B + b`` is
+            example ``b`` under mask ``k``.
+        """
+        perturbed = []
+        for x, baseline, difference, layout, mask in zip(
+            self.inputs, self.baselines, self.differences, self.formats, masks
+        ):
+            n = mask.shape[0]
+            out = torch.empty(
+                (n * x.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=layout
+            )
+            torch.addcmul(baseline, difference, mask.to(x.dtype), out=out.view(n, *x.shape))
+            perturbed.append(out)
+        return tuple(perturbed)
+
+
 def blend(
     inputs: Tuple[Tensor, ...],
     baselines: Tuple[Union[Tensor, float], ...],
     masks: Tuple[Tensor, ...],
 ) -> Tuple[Tensor, ...]:
-    """``input * M + baseline * (1 - M)`` for ``n`` masks.
+    """``input * M + baseline * (1 - M)`` for ``n`` masks: one call of :class:`Blender`.
 
     Args:
         inputs: ``(B, *rest_i)`` each.
@@ -28,15 +88,22 @@ def blend(
         masks: ``(n, Bm, ...)`` each, broadcastable to ``(n, B, *rest_i)``.
 
     Returns:
-        ``(n * B, *rest_i)`` per input, mask-major: row ``k * B + b`` is
-        example ``b`` under mask ``k``.
+        ``(n * B, *rest_i)`` per input, mask-major.
     """
-    perturbed = []
-    for x, baseline, mask in zip(inputs, baselines, masks):
-        n = mask.shape[0]
-        mixed = baseline + (x - baseline) * mask.to(x.dtype)  # (n, B, *rest_i)
-        perturbed.append(mixed.reshape(n * x.shape[0], *x.shape[1:]))
-    return tuple(perturbed)
+    return Blender(inputs, baselines)(masks)
+
+
+def check_finite_scores(scores: Tensor) -> None:
+    """Raises a ValueError when the model's scores hold NaN or infinite values.
+
+    It reads a flag back from the device, so callers check once per batch of
+    chunks, not per forward call.
+    """
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError(
+            "forward_func returned NaN or infinite scores for perturbed inputs; "
+            "check the model on masked inputs (e.g. normalisation by zero)"
+        )
 
 
 class ModelScorer:
@@ -91,14 +158,13 @@ class ModelScorer:
         return output
 
     def select(self, output: Tensor, n: int) -> Tensor:
-        """Scores ``(n, B, K)`` from an output of ``n * B`` rows; they must be finite."""
+        """Scores ``(n, B, K)`` from an output of ``n * B`` rows.
+
+        Their finiteness is not checked here (that would wait for the device
+        on every call): see :func:`check_finite_scores`.
+        """
         scores = self._select(output, n)
         self._checked = True
-        if not torch.isfinite(scores).all():
-            raise ValueError(
-                "forward_func returned NaN or infinite scores for perturbed inputs; "
-                "check the model on masked inputs (e.g. normalisation by zero)"
-            )
         return scores.reshape(n, self.batch_size, -1)
 
     def _select(self, output: Tensor, n: int) -> Tensor:

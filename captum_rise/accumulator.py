@@ -5,6 +5,8 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from captum_rise._forward import check_finite_scores
+
 NORMALIZATIONS = ("expectation", "coverage")
 
 
@@ -20,6 +22,11 @@ class SaliencyAccumulator:
     matmul per flush: with many outputs (``K`` = 1000 classes) and small
     chunks, updating the ``(B, K, ...)`` sums once per chunk would be bound by
     memory traffic. Memory stays bounded by the buffer, whatever ``N`` is.
+    Scores are checked to be finite once per flush, the only point where the
+    accumulator waits for the device.
+
+    Masks and scores may come in any floating dtype (e.g. float16 from a
+    half-precision model); the sums are kept in ``dtype``.
 
     Two accumulators over disjoint sets of masks can be :meth:`merge`-d, e.g.
     when masks are split across workers.
@@ -73,6 +80,7 @@ class SaliencyAccumulator:
         scores = torch.cat(self._pending_scores).to(self.weighted_sums[0].dtype)
         masks = tuple(torch.cat(parts) for parts in zip(*self._pending_masks))
         self._pending_scores, self._pending_masks, self._pending_bytes = [], [], 0
+        check_finite_scores(scores)
         n = scores.shape[0]
         for weighted_sum, mask_sum, mask in zip(self.weighted_sums, self.mask_sums, masks):
             mask = mask.to(weighted_sum.dtype)

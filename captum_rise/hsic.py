@@ -22,7 +22,7 @@ from scipy.stats import qmc
 from torch import Tensor
 
 from captum_rise._base import MaskAttribution
-from captum_rise._forward import ModelScorer, blend
+from captum_rise._forward import Blender, ModelScorer, check_finite_scores
 from captum_rise._validation import (
     check_inputs,
     check_int,
@@ -31,6 +31,7 @@ from captum_rise._validation import (
     check_target,
     format_baselines,
 )
+from captum_rise.batching import check_chunk_size, item_signature, run_in_chunks, sizer_for
 from captum_rise.masks import CellMaskSampler, GridSize, GroupIndex, GroupMaskSampler
 
 INPUT_KERNELS = ("binary", "rbf")
@@ -156,7 +157,7 @@ class HSICAttribution(MaskAttribution):
         sampler: str = "lhs",
         input_kernel: str = "binary",
         p_keep: float = 0.5,
-        perturbations_per_eval: int = 1,
+        perturbations_per_eval: Optional[int] = None,
         estimator_batch_size: int = 4,
         smooth_map: bool = True,
         show_progress: bool = False,
@@ -166,7 +167,9 @@ class HSICAttribution(MaskAttribution):
 
         Args:
             inputs, baselines, target, additional_forward_args, feature_mask,
-            perturbations_per_eval, show_progress: as in :meth:`RISE.attribute`.
+            perturbations_per_eval, show_progress: as in :meth:`RISE.attribute`
+                (``perturbations_per_eval=None``, the default, chooses the
+                designs per forward call automatically).
             n_designs: number of designs, i.e. forward passes per example
                 (paper: 1536).
             grid_size: int or per-axis tuple (paper: 7).
@@ -189,7 +192,7 @@ class HSICAttribution(MaskAttribution):
         batch_size = formatted_inputs[0].shape[0]
         check_target(target, batch_size)
         n_designs = check_int("n_designs", n_designs, minimum=2)
-        perturbations_per_eval = check_int("perturbations_per_eval", perturbations_per_eval)
+        perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
         estimator_batch_size = check_int("estimator_batch_size", estimator_batch_size)
         p_keep = check_probability("p_keep", p_keep)
         if input_kernel not in INPUT_KERNELS:
@@ -198,13 +201,14 @@ class HSICAttribution(MaskAttribution):
         formatted_baselines = format_baselines(baselines, formatted_inputs)
         device = formatted_inputs[0].device
 
+        dtype = formatted_inputs[0].dtype
         if feature_mask is None:
             mask_sampler: Union[CellMaskSampler, GroupMaskSampler] = CellMaskSampler(
-                [inp.shape for inp in formatted_inputs], grid_size, p_keep, device
+                [inp.shape for inp in formatted_inputs], grid_size, p_keep, device, dtype
             )
         else:
             groups = GroupIndex(_format_tensor_into_tuples(feature_mask), formatted_inputs)
-            mask_sampler = GroupMaskSampler(groups, p_keep, device)
+            mask_sampler = GroupMaskSampler(groups, p_keep, device, dtype)
         points = sample_designs(n_designs, mask_sampler.n_params, sampler, seed)
         params = torch.as_tensor(points, dtype=torch.float32, device=device)
 
@@ -214,28 +218,45 @@ class HSICAttribution(MaskAttribution):
             _format_additional_forward_args(additional_forward_args),
             target=target,
         )
-        bar = self._progress(show_progress, math.ceil(n_designs / perturbations_per_eval))
-        outputs: List[Tensor] = []
+        blender = Blender(formatted_inputs, formatted_baselines)
+        scores = torch.empty(n_designs, batch_size, device=device, dtype=torch.float32)
+
+        def evaluate(lo: int, hi: int) -> Tensor:
+            return scorer(blender(mask_sampler.render(params[lo:hi])), hi - lo)[..., 0]
+
+        def consume(lo: int, hi: int, chunk_scores: Tensor) -> None:
+            scores[lo:hi] = chunk_scores
+
+        bar = self._progress(show_progress, n_designs, unit="design")
         with torch.no_grad():
-            for lo in range(0, n_designs, perturbations_per_eval):
-                chunk = params[lo : lo + perturbations_per_eval]
-                masks = mask_sampler.render(chunk)
-                perturbed = blend(formatted_inputs, formatted_baselines, masks)
-                outputs.append(scorer(perturbed, chunk.shape[0])[..., 0])
-                bar.update()
+            run_in_chunks(
+                n_designs,
+                evaluate,
+                consume,
+                perturbations_per_eval,
+                lambda: sizer_for(
+                    self.forward_func,
+                    item_signature(*formatted_inputs),
+                    blender.bytes_per_mask,
+                    device,
+                ),
+                device,
+                bar,
+            )
             bar.close()
-            scores = torch.cat(outputs)  # (n_designs, B)
+            check_finite_scores(scores)
             designs = mask_sampler.keep(params)
             importance = torch.stack(
                 [
                     hsic_scores(designs, scores[:, b], input_kernel, estimator_batch_size)
                     for b in range(batch_size)
                 ]
-            ).to(torch.promote_types(formatted_inputs[0].dtype, torch.float32))
+            ).to(torch.promote_types(dtype, torch.float32))
             smooth = smooth_map and isinstance(mask_sampler, CellMaskSampler)
             maps = (mask_sampler.interpolate if smooth else mask_sampler.expand)(importance)
         attributions = tuple(
-            _own_map(m).expand_as(inp).contiguous() for m, inp in zip(maps, formatted_inputs)
+            _own_map(m).to(inp.dtype).expand_as(inp).contiguous()
+            for m, inp in zip(maps, formatted_inputs)
         )
         return _format_output(is_inputs_tuple, attributions)
 

@@ -5,11 +5,13 @@ Every input ``inputs[i]`` of shape ``(B, *rest_i)`` gets masks of shape
 ``(n, Bm, *mask_rest_i)``, where ``Bm`` is 1 (one mask shared by the batch) or
 ``B`` (one per example) and ``mask_rest_i`` broadcasts to ``rest_i``.
 
-Masks are rendered on the sampler's device, ``chunk_size`` at a time, so that
-peak memory depends on the chunk and never on the total number of masks.
-The random parameters are drawn from a private :class:`torch.Generator` in
-fixed blocks of :data:`DRAW_BLOCK` masks, so mask ``k`` is the same whatever
-``chunk_size`` is, and the global RNG is never touched.
+Masks are rendered on the sampler's device, in the inputs' dtype, a chunk at
+a time, so that peak memory depends on the chunk and never on the total
+number of masks. The random parameters (a few numbers per mask) are drawn
+from a private CPU :class:`torch.Generator` in fixed blocks of
+:data:`DRAW_BLOCK` masks and sent to the device a block at a time
+(:class:`ParamStream`), so mask ``k`` is the same whatever the chunk size and
+whatever the device, and the global RNG is never touched.
 """
 
 import math
@@ -100,32 +102,64 @@ class MaskSampler(ABC):
 
     n_params: int
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.device = torch.device(device)
+        self.dtype = dtype
 
     @abstractmethod
     def render(self, params: Tensor) -> Tuple[Tensor, ...]:
-        """Masks from parameters of shape ``(n, n_params)``; one ``(n, Bm, ...)`` per input."""
+        """Masks from parameters of shape ``(n, n_params)``; one ``(n, Bm, ...)`` per input,
+        in :attr:`dtype`."""
 
     def draw(self, n: int, generator: torch.Generator) -> Tensor:
-        """``(n, n_params)`` uniform numbers in [0, 1) from ``generator``."""
-        return torch.rand(n, self.n_params, generator=generator, device=self.device)
+        """``(n, n_params)`` float32 uniform numbers in [0, 1) from ``generator``, on
+        :attr:`device` (drawn where the generator lives)."""
+        drawn = torch.rand(n, self.n_params, generator=generator, device=generator.device)
+        return drawn.to(self.device)
 
     def chunks(
         self, n_masks: int, chunk_size: int, generator: torch.Generator
     ) -> Iterator[Tuple[Tensor, ...]]:
         """Yield ``ceil(n_masks / chunk_size)`` chunks of at most ``chunk_size`` masks.
 
-        Mask ``k`` does not depend on ``chunk_size``: parameters are drawn in
-        blocks of :data:`DRAW_BLOCK` and sliced.
+        Mask ``k`` does not depend on ``chunk_size`` (see :class:`ParamStream`).
         """
-        pending = torch.empty(0, self.n_params, device=self.device)
+        stream = ParamStream(self, generator)
         for start in range(0, n_masks, chunk_size):
-            size = min(chunk_size, n_masks - start)
-            while pending.shape[0] < size:
-                pending = torch.cat([pending, self.draw(DRAW_BLOCK, generator)])
-            params, pending = pending[:size], pending[size:]
-            yield self.render(params)
+            yield self.render(stream.params(start, min(start + chunk_size, n_masks)))
+
+
+class ParamStream:
+    """The parameters of masks ``0, 1, 2, ...``, drawn in blocks of :data:`DRAW_BLOCK`.
+
+    :meth:`params` hands out any range at or after the last one asked for, so a
+    chunk that failed (e.g. out of memory) can be asked for again in parts.
+    Parameters before the range asked for are dropped.
+
+    Args:
+        sampler: says how many numbers a mask needs and where they go.
+        generator: the private generator they are drawn from.
+    """
+
+    def __init__(self, sampler: MaskSampler, generator: torch.Generator) -> None:
+        self.sampler = sampler
+        self.generator = generator
+        self._buffer = torch.empty(0, sampler.n_params, device=sampler.device)
+        self._start = 0
+
+    def params(self, lo: int, hi: int) -> Tensor:
+        """``(hi - lo, n_params)`` parameters of masks ``lo .. hi - 1``."""
+        if lo < self._start or hi <= lo:
+            raise ValueError(
+                f"mask parameters are handed out in order: asked for [{lo}, {hi}) after "
+                f"dropping those before {self._start}"
+            )
+        self._buffer = self._buffer[lo - self._start :]
+        self._start = lo
+        while self._buffer.shape[0] < hi - lo:
+            block = self.sampler.draw(DRAW_BLOCK, self.generator)
+            self._buffer = torch.cat([self._buffer, block])
+        return self._buffer[: hi - lo]
 
 
 class GridMaskSampler(MaskSampler):
@@ -146,6 +180,7 @@ class GridMaskSampler(MaskSampler):
         grid_size: int or per-axis tuple, see :func:`spatial_grid_shape`.
         p_keep: probability that a grid cell is kept.
         device: where masks are made.
+        dtype: of the masks (the inputs' dtype): the upsampling runs in it.
     """
 
     def __init__(
@@ -154,32 +189,33 @@ class GridMaskSampler(MaskSampler):
         grid_size: GridSize,
         p_keep: float,
         device: torch.device,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
-        super().__init__(device)
+        super().__init__(device, dtype)
         self.p_keep = p_keep
         self.layouts = [GridLayout.of(shape, grid_size) for shape in input_shapes]
         self.cells = [
             tuple(math.ceil(s / g) for s, g in zip(layout.spatial, layout.grid))
             for layout in self.layouts
         ]
+        self._cell_sizes = [torch.tensor(cell, device=self.device) for cell in self.cells]
         self.mask_shapes = [layout.mask_shape for layout in self.layouts]
         self.n_params = sum(math.prod(layout.grid) + len(layout.grid) for layout in self.layouts)
 
     def split_params(self, params: Tensor) -> List[Tuple[Tensor, Tensor]]:
-        """Per input: the binary grids ``(n, *s)`` and integer shifts ``(n, d)``."""
+        """Per input: the binary grids ``(n, *s)`` in :attr:`dtype` and integer shifts ``(n, d)``."""
         out = []
         offset = 0
         n = params.shape[0]
-        for layout, cell in zip(self.layouts, self.cells):
+        for layout, cell_size in zip(self.layouts, self._cell_sizes):
             grid = layout.grid
             n_cells = math.prod(grid)
             cells = params[:, offset : offset + n_cells].reshape(n, *grid)
             offset += n_cells
             shift_u = params[:, offset : offset + len(grid)]
             offset += len(grid)
-            binary = (cells < self.p_keep).to(params.dtype)
-            cell_t = torch.tensor(cell, device=params.device, dtype=params.dtype)
-            shifts = torch.floor(shift_u * cell_t).long()
+            binary = (cells < self.p_keep).to(self.dtype)
+            shifts = torch.floor(shift_u * cell_size.to(params.dtype)).long()
             out.append((binary, shifts))
         return out
 
@@ -230,8 +266,9 @@ class CellMaskSampler(MaskSampler):
         grid_size: GridSize,
         p_keep: float,
         device: torch.device,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
-        super().__init__(device)
+        super().__init__(device, dtype)
         self.p_keep = p_keep
         self.layouts = [GridLayout.of(shape, grid_size) for shape in input_shapes]
         if len({layout.grid for layout in self.layouts}) > 1:
@@ -268,7 +305,7 @@ class CellMaskSampler(MaskSampler):
         return tuple(out)
 
     def render(self, params: Tensor) -> Tuple[Tensor, ...]:
-        return self.expand(self.keep(params))
+        return self.expand(self.keep(params).to(self.dtype))
 
 
 class GroupIndex:
@@ -326,8 +363,14 @@ class GroupMaskSampler(MaskSampler):
     time-series windows. Masks are binary with the feature masks' shapes.
     """
 
-    def __init__(self, groups: GroupIndex, p_keep: float, device: torch.device) -> None:
-        super().__init__(device)
+    def __init__(
+        self,
+        groups: GroupIndex,
+        p_keep: float,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__(device, dtype)
         self.groups = groups
         self.p_keep = p_keep
         self.n_params = groups.n_groups
@@ -342,13 +385,16 @@ class GroupMaskSampler(MaskSampler):
         return self.groups.expand(values)
 
     def render(self, params: Tensor) -> Tuple[Tensor, ...]:
-        return self.expand(self.keep(params))
+        return self.expand(self.keep(params).to(self.dtype))
 
 
-def make_generator(seed: Optional[int], device: torch.device) -> torch.Generator:
+def make_generator(
+    seed: Optional[int], device: torch.device = torch.device("cpu")
+) -> torch.Generator:
     """A private generator on ``device``: seeded with ``seed``, or freshly when None.
 
-    The global RNG state is left untouched either way.
+    The samplers draw from a CPU generator (the default), so that a seed gives
+    the same masks on every device. The global RNG state is left untouched.
     """
     generator = torch.Generator(device=device)
     if check_seed(seed) is None:

@@ -1,6 +1,5 @@
 """RISE: Randomized Input Sampling for Explanation (Petsiuk et al., BMVC 2018)."""
 
-import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -15,7 +14,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_rise._base import MaskAttribution
-from captum_rise._forward import ClassScorer, ModelScorer, blend
+from captum_rise._forward import Blender, ClassScorer, ModelScorer
 from captum_rise._validation import (
     check_inputs,
     check_int,
@@ -24,12 +23,14 @@ from captum_rise._validation import (
     format_baselines,
 )
 from captum_rise.accumulator import NORMALIZATIONS, SaliencyAccumulator
+from captum_rise.batching import check_chunk_size, item_signature, run_in_chunks, sizer_for
 from captum_rise.masks import (
     GridMaskSampler,
     GridSize,
     GroupIndex,
     GroupMaskSampler,
     MaskSampler,
+    ParamStream,
     make_generator,
 )
 
@@ -54,11 +55,17 @@ class RISE(MaskAttribution):
     dims and are broadcast over channels. With ``feature_mask`` each feature
     group is kept with probability ``p_keep``, for inputs of any rank.
 
-    Masks are generated on the inputs' device from a private
-    :class:`torch.Generator`, ``perturbations_per_eval`` at a time, so peak
-    memory does not grow with ``n_masks``. The same ``seed`` gives the same
-    result for any ``perturbations_per_eval``, and for a batch as for its
-    examples one by one.
+    Masks are rendered on the inputs' device, in the inputs' dtype, a chunk of
+    ``perturbations_per_eval`` at a time, so peak memory does not grow with
+    ``n_masks``; their random parameters come from a private CPU
+    :class:`torch.Generator`. The same ``seed`` gives the same result for any
+    ``perturbations_per_eval`` (automatic or fixed), for a batch as for its
+    examples one by one, and on the CPU as on a GPU (to rounding).
+
+    float16 and bfloat16 inputs (with a model in the same dtype) are blended
+    in their dtype while the sums are kept in float32; the maps come back in
+    the inputs' dtype. ``channels_last`` inputs give ``channels_last``
+    perturbed batches.
 
     Args:
         forward_func: the model or any callable returning ``(B, C)`` scores,
@@ -79,7 +86,7 @@ class RISE(MaskAttribution):
         n_masks: int = 4000,
         grid_size: GridSize = 7,
         p_keep: float = 0.5,
-        perturbations_per_eval: int = 1,
+        perturbations_per_eval: Optional[int] = None,
         show_progress: bool = False,
         seed: Optional[int] = None,
         normalization: str = "expectation",
@@ -104,8 +111,15 @@ class RISE(MaskAttribution):
                 spatial dims (paper: 7).
             p_keep: probability that a cell or group is kept (paper: 0.5).
             perturbations_per_eval: masks per forward call; each call sees
-                ``perturbations_per_eval * B`` inputs.
-            show_progress: show a progress bar over forward calls.
+                ``perturbations_per_eval * B`` inputs. None (the default, unlike
+                Captum's 1: RISE runs thousands of perturbations, not tens)
+                chooses it while the masks are used, at no extra forwards: it
+                starts at 1 and doubles while the time per mask improves by
+                more than 5%, within a memory bound (a share of the free GPU
+                memory, or 64 MiB of perturbed inputs on the CPU), halving it
+                on an out-of-memory error; the size found is remembered for
+                this ``forward_func`` and input shape. An int is used as given.
+            show_progress: show a progress bar over the masks.
             seed: seeds the private mask generator; None draws a fresh seed.
             normalization: ``"expectation"`` divides by ``N * p_keep`` (the
                 paper); ``"coverage"`` divides each feature by the sum of its
@@ -155,7 +169,7 @@ class RISE(MaskAttribution):
         n_masks: int = 4000,
         grid_size: GridSize = 7,
         p_keep: float = 0.5,
-        perturbations_per_eval: int = 1,
+        perturbations_per_eval: Optional[int] = None,
         show_progress: bool = False,
         seed: Optional[int] = None,
         normalization: str = "expectation",
@@ -223,41 +237,57 @@ class RISE(MaskAttribution):
         n_masks: int,
         grid_size: GridSize,
         p_keep: float,
-        perturbations_per_eval: int,
+        perturbations_per_eval: Optional[int],
         show_progress: bool,
         seed: Optional[int],
         normalization: str,
     ) -> List[Tensor]:
-        """Runs the masked forwards; returns ``(B, K, *mask_rest_i)`` per input,
-        ``K`` being the number of scores ``scorer`` returns per example."""
+        """Runs the masked forwards; returns ``(B, K, *mask_rest_i)`` per input in the
+        inputs' dtype, ``K`` being the number of scores ``scorer`` returns per example."""
         n_masks = check_int("n_masks", n_masks)
-        perturbations_per_eval = check_int("perturbations_per_eval", perturbations_per_eval)
+        perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
         p_keep = check_probability("p_keep", p_keep)
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-        formatted_baselines = format_baselines(baselines, inputs)
-        device = inputs[0].device
-        sampler = _make_sampler(inputs, feature_mask, grid_size, p_keep, device)
-        generator = make_generator(seed, device)
+        blender = Blender(inputs, format_baselines(baselines, inputs))
+        device, dtype = inputs[0].device, inputs[0].dtype
+        sampler = _make_sampler(inputs, feature_mask, grid_size, p_keep, device, dtype)
+        stream = ParamStream(sampler, make_generator(seed))
         accumulator: Optional[SaliencyAccumulator] = None
-        n_evals = math.ceil(n_masks / perturbations_per_eval)
-        bar = self._progress(show_progress, n_evals)
+
+        def evaluate(lo: int, hi: int) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+            masks = sampler.render(stream.params(lo, hi))
+            return scorer(blender(masks), hi - lo), masks
+
+        def consume(lo: int, hi: int, result: Tuple[Tensor, Tuple[Tensor, ...]]) -> None:
+            nonlocal accumulator
+            scores, masks = result
+            if accumulator is None:
+                accumulator = SaliencyAccumulator(
+                    inputs[0].shape[0],
+                    scores.shape[2],
+                    sampler.mask_shapes,
+                    device,
+                    torch.promote_types(dtype, torch.float32),
+                )
+            accumulator.add(scores, masks)
+
+        bar = self._progress(show_progress, n_masks, unit="mask")
         with torch.no_grad():
-            for masks in sampler.chunks(n_masks, perturbations_per_eval, generator):
-                scores = scorer(blend(inputs, formatted_baselines, masks), masks[0].shape[0])
-                if accumulator is None:
-                    accumulator = SaliencyAccumulator(
-                        inputs[0].shape[0],
-                        scores.shape[2],
-                        sampler.mask_shapes,
-                        device,
-                        torch.promote_types(inputs[0].dtype, torch.float32),
-                    )
-                accumulator.add(scores, masks)
-                bar.update()
+            run_in_chunks(
+                n_masks,
+                evaluate,
+                consume,
+                perturbations_per_eval,
+                lambda: sizer_for(
+                    self.forward_func, item_signature(*inputs), blender.bytes_per_mask, device
+                ),
+                device,
+                bar,
+            )
         bar.close()
         assert accumulator is not None  # n_masks >= 1
-        return accumulator.saliency(p_keep, normalization)
+        return [m.to(dtype) for m in accumulator.saliency(p_keep, normalization)]
 
 
 def _make_sampler(
@@ -266,8 +296,9 @@ def _make_sampler(
     grid_size: GridSize,
     p_keep: float,
     device: torch.device,
+    dtype: torch.dtype,
 ) -> MaskSampler:
     if feature_mask is None:
-        return GridMaskSampler([inp.shape for inp in inputs], grid_size, p_keep, device)
+        return GridMaskSampler([inp.shape for inp in inputs], grid_size, p_keep, device, dtype)
     groups = GroupIndex(_format_tensor_into_tuples(feature_mask), inputs)
-    return GroupMaskSampler(groups, p_keep, device)
+    return GroupMaskSampler(groups, p_keep, device, dtype)

@@ -9,9 +9,10 @@ recorded after every step:
 * **insertion** starts from a blurred canvas (Gaussian, kernel 11, sigma 5)
   and ends at the image: a fast rise, a *high* AUC, is good.
 
-The perturbed images of all steps and samples are built on the inputs' device
-and sent through the model ``batch_size`` at a time, so memory is bounded by
-the batch size, not by the number of steps.
+The perturbed images of all steps and samples are built on the inputs' device,
+in their dtype and memory layout, and sent through the model ``batch_size`` at
+a time (chosen automatically by default), so memory is bounded by the batch
+size, not by the number of steps.
 """
 
 import math
@@ -21,9 +22,11 @@ from typing import Callable, Optional, Union
 
 import torch
 import torchvision.transforms.functional as TF
+from captum._utils.progress import NullProgress
 from torch import Tensor
 
-from captum_rise._forward import needs_softmax
+from captum_rise._forward import memory_format_of, needs_softmax
+from captum_rise.batching import check_chunk_size, item_signature, run_in_chunks, sizer_for
 
 SubstrateType = Union[str, float, Tensor]
 
@@ -55,7 +58,7 @@ def deletion(
     step: Optional[int] = None,
     n_steps: Optional[int] = None,
     apply_softmax: Optional[bool] = None,
-    batch_size: int = 64,
+    batch_size: Optional[int] = None,
 ) -> CausalCurve:
     """Deletion curve: the most salient pixels are replaced by ``substrate`` first.
 
@@ -77,7 +80,9 @@ def deletion(
             the target. None (default) applies it unless the rows already sum
             to 1 (a model ending in softmax) or the model returns one score per
             example.
-        batch_size: perturbed images per forward call.
+        batch_size: perturbed images per forward call; None (default) chooses
+            it while the curve is computed, as ``perturbations_per_eval=None``
+            does in :meth:`captum_rise.RISE.attribute`.
 
     Returns:
         :class:`CausalCurve` with ``S = ceil(H*W / step)`` steps.
@@ -97,7 +102,7 @@ def insertion(
     step: Optional[int] = None,
     n_steps: Optional[int] = None,
     apply_softmax: Optional[bool] = None,
-    batch_size: int = 64,
+    batch_size: Optional[int] = None,
 ) -> CausalCurve:
     """Insertion curve: the most salient pixels of the image are put on a canvas first.
 
@@ -143,7 +148,7 @@ def causal_curve(
     step: Optional[int] = None,
     n_steps: Optional[int] = None,
     apply_softmax: Optional[bool] = None,
-    batch_size: int = 64,
+    batch_size: Optional[int] = None,
 ) -> CausalCurve:
     """Scores while pixels move from ``start`` to ``end`` in decreasing saliency.
 
@@ -156,8 +161,7 @@ def causal_curve(
     batch, _, height, width = start.shape
     n_pixels = height * width
     step = _resolve_step(step, n_steps, n_pixels, width)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = check_chunk_size("batch_size", batch_size)
     rank = pixel_rank(attributions, start)
     targets = _format_target(target, batch, start.device)
     total_steps = math.ceil(n_pixels / step)
@@ -166,19 +170,45 @@ def causal_curve(
     jobs_sample = torch.arange(batch, device=start.device).repeat_interleave(total_steps + 1)
     jobs_step = torch.arange(total_steps + 1, device=start.device).repeat(batch)
     scores = torch.empty(batch * (total_steps + 1), device=start.device)
+    difference = end - start
+    layout = memory_format_of(start)
     softmax_flag = apply_softmax
+    checked = False
+
+    def evaluate(lo: int, hi: int) -> Tensor:
+        nonlocal softmax_flag, checked
+        sample = jobs_sample[lo:hi]
+        from_end = (rank[sample] < moved[jobs_step[lo:hi], None]).to(start.dtype)
+        images = torch.empty(
+            (hi - lo, *start.shape[1:]), dtype=start.dtype, device=start.device, memory_format=layout
+        )
+        torch.addcmul(start[sample], difference[sample], from_end.reshape(-1, 1, height, width), out=images)
+        output = model(images)
+        if softmax_flag is None:
+            softmax_flag = needs_softmax(output)
+        if not checked:
+            _check_output(output, targets)
+            checked = True
+        return _target_scores(output, sample, targets, softmax_flag)
+
+    def consume(lo: int, hi: int, chunk_scores: Tensor) -> None:
+        scores[lo:hi] = chunk_scores
+
     with torch.no_grad():
-        for lo in range(0, jobs_sample.numel(), batch_size):
-            sample = jobs_sample[lo : lo + batch_size]
-            from_end = (rank[sample] < moved[jobs_step[lo : lo + batch_size], None]).to(start.dtype)
-            from_end = from_end.reshape(-1, 1, height, width)
-            images = start[sample] + (end[sample] - start[sample]) * from_end
-            output = model(images)
-            if softmax_flag is None:
-                softmax_flag = needs_softmax(output)
-            scores[lo : lo + batch_size] = _target_scores(
-                output, sample, targets, softmax_flag
-            ).to(scores.dtype)
+        run_in_chunks(
+            jobs_sample.numel(),
+            evaluate,
+            consume,
+            batch_size,
+            lambda: sizer_for(
+                model,
+                item_signature(start[:1]),
+                start[:1].numel() * start.element_size(),
+                start.device,
+            ),
+            start.device,
+            NullProgress(),
+        )
     scores = scores.reshape(batch, total_steps + 1)
     fractions = moved.to(scores.dtype) / n_pixels
     return CausalCurve(fractions, scores, torch.trapezoid(scores, fractions, dim=1))
@@ -248,22 +278,29 @@ def _format_target(
     return targets
 
 
-def _target_scores(
-    output: Tensor, sample: Tensor, targets: Optional[Tensor], apply_softmax: bool
-) -> Tensor:
-    if output.dim() == 2 and output.shape[1] == 1:
-        output = output[:, 0]
-    if output.dim() == 1:
+def _check_output(output: Tensor, targets: Optional[Tensor]) -> None:
+    """The model's output has a supported shape, and the targets address it."""
+    if output.dim() == 1 or (output.dim() == 2 and output.shape[1] == 1):
         if targets is not None and bool((targets != 0).any()):
             raise ValueError("the model returns one score per example: use target=None")
-        return output
+        return
     if output.dim() != 2:
         raise ValueError(f"the model must return (N, K) or (N,) scores, got {tuple(output.shape)}")
     if targets is None:
         raise ValueError(f"the model returns (N, {output.shape[1]}) scores: give a target")
-    if apply_softmax:
-        output = torch.softmax(output, dim=1)
-    chosen = targets[sample]
-    if bool((chosen < 0).any()) or bool((chosen >= output.shape[1]).any()):
+    if bool((targets < 0).any()) or bool((targets >= output.shape[1]).any()):
         raise ValueError(f"target is out of range for {output.shape[1]} classes")
-    return output.gather(1, chosen[:, None])[:, 0]
+
+
+def _target_scores(
+    output: Tensor, sample: Tensor, targets: Optional[Tensor], apply_softmax: bool
+) -> Tensor:
+    """``(N,)`` float32 scores of the targets (checked by :func:`_check_output`)."""
+    if output.dim() == 2 and output.shape[1] == 1:
+        output = output[:, 0]
+    if output.dim() == 1:
+        return output.float()
+    if apply_softmax:
+        output = torch.softmax(output.float(), dim=1)
+    assert targets is not None
+    return output.gather(1, targets[sample, None])[:, 0].float()

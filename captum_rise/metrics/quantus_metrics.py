@@ -37,7 +37,7 @@ class _CausalMetric(quantus.Metric):
         step: Optional[int] = None,
         n_steps: Optional[int] = None,
         apply_softmax: Optional[bool] = None,
-        perturb_batch_size: int = 64,
+        perturb_batch_size: Optional[int] = None,
         abs: bool = False,
         normalise: bool = False,
         normalise_func: Optional[Callable[[np.ndarray], np.ndarray]] = None,
@@ -61,8 +61,9 @@ class _CausalMetric(quantus.Metric):
             Softmax over the model output. None follows the ``softmax`` argument
             of ``__call__`` (Quantus' convention), and then skips it for a model
             whose outputs already sum to 1.
-        perturb_batch_size: int
-            Perturbed images per forward call.
+        perturb_batch_size: int, optional
+            Perturbed images per forward call; None (default) chooses it
+            automatically (see :func:`captum_rise.metrics.deletion`).
         abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate,
         aggregate_func, default_plot_func, disable_warnings, display_progressbar:
             As in every Quantus metric. Normalisation does not change the

@@ -1,0 +1,232 @@
+"""captum_rise's RISE, with its defaults, against the RISE implementations users would pick instead.
+
+One model, one photo, one N, every variant in a fresh process (for its peak
+memory), all in one run:
+
+* ``captum_rise default``: ``RISE(probs).attribute(x, target=t, n_masks=N, seed=0)``;
+* ``captum_rise fixed``: the same at the best fixed ``perturbations_per_eval``,
+  found by a sweep over ``--sizes`` on ``--sweep-masks`` masks in the same run;
+* ``limit``: bare forwards of the N masked images, made beforehand, at the
+  batch size that the same kind of sweep finds fastest: no mask making, no sums;
+* ``captum-rise 1.0`` (PyPI): one forward per mask from a Python loop;
+* ``TorchRay rise`` (PyPI ``torchray``): masks on the device, batch 32 (its
+  default), sigmoid of the logits, all classes;
+* ``naive (official)``: the official algorithm, all N masks made up front
+  with numpy and held in memory, batch 100 (the official default);
+* ``captum_rise default, channels_last``: model and photo in ``channels_last``.
+
+The peers are installed on first use, with ``--no-deps``, into
+``benchmarks/.peers`` (ignored by git), outside the environment's
+site-packages. Defaults: MobileNetV2 with ImageNet weights and N=2000 on the
+CPU; ResNet-50 with random weights and N=8000 on CUDA. The photo is Grace
+Hopper's portrait from matplotlib; the target is the model's top class.
+
+Targets (issue 9): on the CPU, default within 1.10x of the best fixed size and
+of the limit; on CUDA, within 1.10x of the limit, at least 10x faster than
+captum-rise 1.0, memory flat in N (see ``overhead.py``).
+
+Usage: ``python benchmarks/speed_peers.py [--device cpu|cuda] [--n-masks N] [--model NAME]``
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+import torchvision
+import torchvision.transforms.functional as TF
+from _common import naive_rise, peak_memory_bytes, run_child, synchronize
+
+from captum_rise import RISE
+from captum_rise._forward import blend
+from captum_rise.imagenet import demo_image_path, load_classifier, load_image
+from captum_rise.masks import GridMaskSampler, make_generator
+
+PEERS_DIR = Path(__file__).resolve().parent / ".peers"
+PEER_PACKAGES = ["captum-rise==1.0", "torchray==1.0.0.2"]
+TORCHRAY_BATCH = 32
+OFFICIAL_BATCH = 100
+
+VARIANTS = [
+    "captum_rise default",
+    "captum_rise fixed",
+    "limit",
+    "captum-rise 1.0",
+    "TorchRay rise",
+    "naive (official)",
+    "captum_rise default, channels_last",
+]
+
+
+def install_peers() -> None:
+    """Installs the PyPI peers into :data:`PEERS_DIR` unless they are there."""
+    if (PEERS_DIR / "rise.py").exists() and (PEERS_DIR / "torchray").exists():
+        return
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(PEERS_DIR), *PEER_PACKAGES],
+        check=True,
+    )
+
+
+def setting(device: str, model_name: str, channels_last: bool = False):
+    """The model (logits), its softmax, the photo ``(1, 3, 224, 224)`` and the target."""
+    if model_name == "mobilenet_v2":
+        model = load_classifier("mobilenet_v2", "IMAGENET1K_V1", device).model
+    else:  # random weights: only the speed matters
+        model = torchvision.models.get_model(model_name, weights=None).eval().to(device)
+    photo = TF.center_crop(TF.resize(load_image(demo_image_path()), 256), 224)
+    x = TF.to_tensor(photo).unsqueeze(0).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        target = int(model(x).argmax())
+
+    def probabilities(inputs: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(inputs), dim=1)
+
+    return model, probabilities, x, target
+
+
+def masked_images(x: torch.Tensor, n_masks: int) -> torch.Tensor:
+    """The N masked images of captum_rise's masks (seed 0), made beforehand."""
+    sampler = GridMaskSampler([x.shape], 7, 0.5, x.device)
+    return torch.cat([blend((x,), (0.0,), m)[0] for m in sampler.chunks(n_masks, 256, make_generator(0))])
+
+
+def fastest(sizes: List[int], run) -> int:
+    """The size whose ``run(size)`` (seconds per item, after a warm-up) is lowest."""
+    timings = {}
+    for size in sizes:
+        run(size)  # warm-up at this shape
+        timings[size] = min(run(size) for _ in range(2))
+    return min(timings, key=timings.get)
+
+
+def timed(device: torch.device, work) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    work()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def child(variant: str, args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    model, probabilities, x, target = setting(args.device, args.model, "channels_last" in variant)
+    n, sizes = args.n_masks, [int(s) for s in args.sizes.split(",")]
+    info: Dict[str, object] = {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def rise(**kwargs):
+        return lambda: RISE(probabilities).attribute(x, target=target, n_masks=n, seed=0, **kwargs)
+
+    if variant.startswith("captum_rise default"):
+        work = rise()
+    elif variant == "captum_rise fixed":
+        sweep = args.sweep_masks
+
+        def per_mask(size):
+            attribute = RISE(probabilities).attribute
+            return timed(device, lambda: attribute(x, target=target, n_masks=sweep, perturbations_per_eval=size, seed=0)) / sweep
+
+        best = fastest([s for s in sizes if s <= sweep], per_mask)
+        info["perturbations_per_eval"] = best
+        work = rise(perturbations_per_eval=best)
+    elif variant == "limit":
+        images = masked_images(x, n)
+
+        def per_image(size, count=None):
+            def forwards():
+                with torch.no_grad():
+                    for lo in range(0, count or args.sweep_masks, size):
+                        probabilities(images[lo : lo + size])[:, target]
+
+            return timed(device, forwards) / (count or args.sweep_masks)
+
+        best = fastest([s for s in sizes if s <= args.sweep_masks], per_image)
+        info["batch"] = best
+
+        def work():
+            per_image(best, n)
+
+    elif variant == "captum-rise 1.0":
+        sys.path.insert(0, str(PEERS_DIR))
+        from rise import RISE as PeerRISE  # PyPI captum-rise 1.0 installs a top-level ``rise``
+
+        torch.manual_seed(0)
+
+        def work():
+            PeerRISE(probabilities).attribute(x, n_masks=n, initial_mask_shapes=((7, 7),), target=target)
+
+    elif variant == "TorchRay rise":
+        sys.path.insert(0, str(PEERS_DIR))
+        from torchray.attribution.rise import rise as torchray_rise
+
+        def work():
+            torchray_rise(model, x, seed=0, num_masks=n, num_cells=7, batch_size=TORCHRAY_BATCH)
+
+        info["batch"] = TORCHRAY_BATCH
+    elif variant == "naive (official)":
+
+        def work():
+            naive_rise(model, x, target, n, OFFICIAL_BATCH, seed=0)
+
+        info["batch"] = OFFICIAL_BATCH
+    else:
+        raise ValueError(f"unknown variant {variant!r}")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    seconds = timed(device, work)
+    return {"variant": variant, "seconds": seconds, "peak_bytes": peak_memory_bytes(args.device), **info}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--model", default=None, help="mobilenet_v2 (CPU default) or a torchvision name")
+    parser.add_argument("--n-masks", type=int, default=None, help="N (default 2000 on CPU, 8000 on CUDA)")
+    parser.add_argument("--sizes", default=None, help="sizes swept for the best fixed batch")
+    parser.add_argument("--sweep-masks", type=int, default=None, help="masks per sweep point")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    on_cuda = args.device.startswith("cuda")
+    args.model = args.model or ("resnet50" if on_cuda else "mobilenet_v2")
+    args.n_masks = args.n_masks or (8000 if on_cuda else 2000)
+    args.sizes = args.sizes or ("16,32,64,128,256,512" if on_cuda else "1,2,4,8,16,32")
+    args.sweep_masks = args.sweep_masks or (1024 if on_cuda else 64)
+    if args.child:
+        print(json.dumps(child(args.child, args)))
+        return
+
+    install_peers()
+    common = ["--device", args.device, "--model", args.model, "--n-masks", str(args.n_masks)]
+    common += ["--sizes", args.sizes, "--sweep-masks", str(args.sweep_masks)]
+    results = {}
+    for variant in args.variants.split(","):
+        results[variant] = run_child(__file__, ["--child", variant, *common])
+        print(f"{variant}: {results[variant]['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+    name = torch.cuda.get_device_name() if on_cuda else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{args.model}, N={args.n_masks}, one 224x224 photo, {name}, torch {torch.__version__}")
+    print("| implementation | seconds | / captum_rise default | peak memory MiB | batch |")
+    print("|---|---|---|---|---|")
+    ours = results.get("captum_rise default", {}).get("seconds")
+    for variant, r in results.items():
+        ratio = f"{r['seconds'] / ours:.2f}" if ours else "-"
+        batch = r.get("perturbations_per_eval", r.get("batch", "auto" if "default" in variant else 1))
+        print(f"| {variant} | {r['seconds']:.1f} | {ratio} | {r['peak_bytes'] / 2**20:.0f} | {batch} |")
+    if ours:
+        for other in ("captum_rise fixed", "limit", "captum-rise 1.0"):
+            if other in results:
+                print(f"captum_rise default / {other}: {ours / results[other]['seconds']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
