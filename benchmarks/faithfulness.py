@@ -24,7 +24,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -40,10 +40,15 @@ from captum_rise.quantus_explain import probabilities
 STOCHASTIC = {"RISE", "HSIC-1536", "HSIC-768", "KernelShap"}
 
 
-def method_table(classifier, rise_masks: int, batch: int) -> Dict[str, Callable]:
-    """name -> f(x, target, seed) returning a (1, 1, H, W) saliency map."""
+def method_table(classifier, rise_masks: int, batch: Optional[int]) -> Dict[str, Callable]:
+    """name -> f(x, target, seed) returning a (1, 1, H, W) saliency map.
+
+    ``batch`` None: captum_rise's methods choose their own; Captum's get 4 (CPU) or 64.
+    """
     model = classifier.model
     probs = probabilities(model)
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    captum_batch = batch or (4 if on_cpu else 64)
 
     def hsic(n_designs: int) -> Callable:
         return lambda x, t, seed: HSICAttribution(probs).attribute(
@@ -55,7 +60,7 @@ def method_table(classifier, rise_masks: int, batch: int) -> Dict[str, Callable]
         mask = torch.from_numpy(segments).long()[None, None].to(x.device)
         torch.manual_seed(seed)  # KernelShap samples with the global RNG
         return KernelShap(probs).attribute(
-            x, target=t, feature_mask=mask, n_samples=500, perturbations_per_eval=batch
+            x, target=t, feature_mask=mask, n_samples=500, perturbations_per_eval=captum_batch
         )[:, :1]
 
     return {
@@ -68,7 +73,7 @@ def method_table(classifier, rise_masks: int, batch: int) -> Dict[str, Callable]
         "Integrated Gradients": lambda x, t, seed: integrated_gradients_map(model, x, t),
         "Occlusion": lambda x, t, seed: Occlusion(probs).attribute(
             x, target=t, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16),
-            perturbations_per_eval=batch,
+            perturbations_per_eval=captum_batch,
         ).sum(dim=1, keepdim=True),
         "KernelShap": kernel_shap,
         "Meaningful perturbation": lambda x, t, seed: MeaningfulPerturbation(model).attribute(
@@ -99,11 +104,9 @@ def main() -> None:
     parser.add_argument("--photos", default=None, help="comma-separated subset")
     parser.add_argument("--out", default="benchmarks/results/faithfulness.json")
     args = parser.parse_args()
-    batch = args.batch or (4 if args.device == "cpu" else 64)
-    metric_batch = 8 if args.device == "cpu" else 128
 
     classifier = load_classifier("mobilenet_v2", "IMAGENET1K_V1", args.device)
-    methods = method_table(classifier, args.rise_masks, batch)
+    methods = method_table(classifier, args.rise_masks, args.batch)
     chosen = args.methods.split(",") if args.methods else list(methods)
     photos = bundled_photos()
     if args.photos:
@@ -127,8 +130,8 @@ def main() -> None:
                 start = time.perf_counter()
                 saliency = methods[name](x, target, seed).detach()
                 seconds = time.perf_counter() - start
-                deleted = deletion(classifier.model, x, saliency, target, batch_size=metric_batch)
-                inserted = insertion(classifier.model, x, saliency, target, batch_size=metric_batch)
+                deleted = deletion(classifier.model, x, saliency, target)
+                inserted = insertion(classifier.model, x, saliency, target)
                 results[key] = {
                     "method": name,
                     "seed": seed,

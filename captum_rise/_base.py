@@ -28,7 +28,7 @@ class MaskAttribution(PerturbationAttribution):
         return False
 
     def _progress(self, show_progress: bool, total: int, unit: str = "it") -> Progress:
-        """Captum's progress bar over ``total`` ``unit``\ s, or a silent one."""
+        """Captum's progress bar over ``total`` ``unit`` steps, or a silent one."""
         if not show_progress:
             return NullProgress()
         return progress(desc=f"{self.get_name()} attribution", total=total, unit=unit)

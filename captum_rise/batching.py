@@ -103,10 +103,10 @@ class ChunkSizer:
         self.probing = False
 
     def out_of_memory(self, size: int) -> None:
-        """A chunk of ``size`` items did not fit: never try more than half of it again."""
+        """A chunk of ``size`` items did not fit: go on with half of it, and never try
+        more. (While probing, half of it is the best size measured so far.)"""
         self.limit = max(1, size // 2)
-        self.best_size = min(self.best_size, self.limit)
-        self.size = self.best_size
+        self.size = self.best_size = self.limit
         self.probing = False
         self._timings = []
 

@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--n-masks", type=int, default=n_masks, help=f"RISE masks (default {n_masks})"
         )
-        sub.add_argument("--batch", type=int, default=None, help="masks per forward call")
+        sub.add_argument(
+            "--batch", type=int, default=None, help="masks per forward call (default: automatic)"
+        )
         sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
         sub.add_argument("--out", default=None, help="figure file (default: rise_<image>.png)")
@@ -69,7 +71,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def run(args: argparse.Namespace, image_path: Path) -> None:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    batch = args.batch or (4 if device.type == "cpu" else 64)
     image = load_image(image_path)
     classifier = load_classifier(args.model, args.weights, device)
     x = classifier.preprocess(image).to(device)
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace, image_path: Path) -> None:
         x,
         target,
         n_masks=args.n_masks,
-        perturbations_per_eval=batch,
+        perturbations_per_eval=args.batch,
         seed=args.seed,
         show_progress=True,
     )

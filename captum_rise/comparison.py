@@ -1,6 +1,6 @@
 """RISE next to Grad-CAM and Integrated Gradients on an image classifier, with causal metrics."""
 
-from typing import Callable, Dict, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import Tensor, nn
@@ -42,7 +42,7 @@ def compare_methods(
     x: Tensor,
     target: TargetType,
     n_masks: int = 4000,
-    perturbations_per_eval: int = 4,
+    perturbations_per_eval: Optional[int] = None,
     seed: int = 0,
     show_progress: bool = False,
 ) -> Dict[str, Tensor]:
@@ -68,7 +68,7 @@ def causal_curves(
     x: Tensor,
     maps: Dict[str, Tensor],
     target: TargetType,
-    batch_size: int = 16,
+    batch_size: Optional[int] = None,
 ) -> Dict[str, Tuple[CausalCurve, CausalCurve]]:
     """Deletion and insertion curves (paper protocol) for every map."""
     return {

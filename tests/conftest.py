@@ -29,3 +29,13 @@ class TinyConvNet(torch.nn.Module):
 def tiny_convnet() -> TinyConvNet:
     torch.manual_seed(1)
     return TinyConvNet().eval()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped cleanly where there is no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -228,7 +228,7 @@ def test_show_progress_counts_masks(tiny_convnet, capsys, perturbations_per_eval
     assert "RISE attribution" in err and "64/64" in err and "mask" in err
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 def test_masks_are_made_on_the_inputs_device(tiny_convnet):
     model = tiny_convnet.cuda()
     x = torch.rand(2, 3, 16, 16, device="cuda")
