@@ -53,10 +53,30 @@ def synchronize(device: torch.device) -> None:
 
 
 def peak_memory_bytes(device: str) -> int:
-    """Peak memory of this process: CUDA allocator peak, or the resident-set high-water mark."""
+    """Peak memory of this process since the last :func:`reset_peak_memory`: the CUDA
+    allocator's peak, or the resident-set high-water mark (VmHWM on Linux)."""
     if torch.device(device).type == "cuda":
         return torch.cuda.max_memory_allocated()
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_memory(device: str) -> None:
+    """Starts a new peak: the CUDA allocator's, or the resident-set high-water mark (Linux)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:  # not Linux: the peak includes what came before
+        pass
 
 
 def run_child(script: str, arguments: List[str]) -> dict:

@@ -8,7 +8,7 @@ maps are the same on every channel). Names it does not know are passed on to
 ``quantus.evaluate`` run::
 
     xai_methods = {
-        "RISE": make_explain_func("RISE", n_masks=2000, perturbations_per_eval=16),
+        "RISE": make_explain_func("RISE", n_masks=2000, seed=0),
         "IntegratedGradients": make_explain_func("IntegratedGradients"),
         "LayerGradCam": make_explain_func(
             "LayerGradCam", gc_layer="model.features[-1]", interpolate=(224, 224)
