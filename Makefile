@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test benchmarks clean
+.PHONY: demo test benchmarks gpu clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,7 +22,14 @@ benchmarks: $(STAMP)
 	$(PYTHON) benchmarks/overhead.py
 	$(PYTHON) benchmarks/batch_size.py
 	$(PYTHON) benchmarks/speed.py
+	$(PYTHON) benchmarks/speed_peers.py
 	$(PYTHON) benchmarks/faithfulness.py
+
+# On a machine with a CUDA device: the gpu tests, then the GPU benchmarks.
+gpu: $(STAMP)
+	$(PYTHON) -m pytest -m gpu tests
+	$(PYTHON) benchmarks/speed_peers.py --device cuda
+	$(PYTHON) benchmarks/overhead.py --device cuda
 
 clean:
 	rm -rf $(VENV) build *.egg-info

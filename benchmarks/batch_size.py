@@ -1,8 +1,8 @@
 """RISE time per mask against ``perturbations_per_eval``, to choose batch-size defaults.
 
 On a small CPU, small forward batches are fastest per image; on a GPU, large
-ones. The CLI and tutorials use 4 on CPU and 64 on GPU: this script is where
-those numbers come from.
+ones. The last row is the default, ``perturbations_per_eval=None``, which
+chooses the size while the masks are used (see ``captum_rise.batching``).
 
 Usage: ``python benchmarks/batch_size.py [--device cpu] [--n-masks 128]``
 """
@@ -31,12 +31,15 @@ def main() -> None:
     print(f"device: {args.device}, MobileNetV2 224x224, N={args.n_masks}, threads {torch.get_num_threads()}")
     print("| perturbations_per_eval | ms per mask |")
     print("|---|---|")
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in [int(s) for s in args.sizes.split(",")] + [None]:
         synchronize(device)
         start = time.perf_counter()
-        rise.attribute(image, target=0, n_masks=args.n_masks, perturbations_per_eval=size, seed=0)
+        RISE(rise.forward_func).attribute(
+            image, target=0, n_masks=args.n_masks, perturbations_per_eval=size, seed=0
+        )
         synchronize(device)
-        print(f"| {size} | {1000 * (time.perf_counter() - start) / args.n_masks:.1f} |")
+        label = "None (automatic, probing included)" if size is None else size
+        print(f"| {label} | {1000 * (time.perf_counter() - start) / args.n_masks:.1f} |")
 
 
 if __name__ == "__main__":

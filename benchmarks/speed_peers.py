@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--sweep-masks", type=int, default=None, help="masks per sweep point")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     parser.add_argument(
-        "--rounds", type=int, default=2, help="rounds of the captum_rise variants and the limit, interleaved"
+        "--rounds", type=int, default=3, help="rounds of the captum_rise variants and the limit, interleaved"
     )
     parser.add_argument("--fixed-size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--limit-batch", type=int, default=None, help=argparse.SUPPRESS)
@@ -213,9 +213,12 @@ def main() -> None:
     chosen = args.variants.split(",")
     repeated = [v for v in chosen if v.startswith("captum_rise") or v == "limit"]
     results: Dict[str, dict] = {}
+    rounds: List[Dict[str, float]] = []
     # The machine's speed drifts: the variants compared within 10% run interleaved,
-    # round after round, and each keeps its fastest round.
+    # round after round; each keeps its fastest round, and the ratios of runs next
+    # to each other in time are printed too.
     for round_index in range(args.rounds):
+        rounds.append({})
         for variant in repeated:
             extra = []
             if variant == "captum_rise fixed" and variant in results:
@@ -224,6 +227,7 @@ def main() -> None:
                 extra = ["--limit-batch", str(results[variant]["batch"])]
             run = run_child(__file__, ["--child", variant, *common, *extra])
             print(f"round {round_index + 1}, {variant}: {run['seconds']:.1f} s", file=sys.stderr, flush=True)
+            rounds[-1][variant] = run["seconds"]
             if variant not in results or run["seconds"] < results[variant]["seconds"]:
                 results[variant] = run
     for variant in chosen:
@@ -247,7 +251,11 @@ def main() -> None:
     if ours:
         for other in ("captum_rise fixed", "limit", "captum-rise 1.0"):
             if other in results:
-                print(f"captum_rise default / {other}: {ours / results[other]['seconds']:.3f}")
+                line = f"captum_rise default / {other}: {ours / results[other]['seconds']:.3f} (fastest runs)"
+                paired = [r["captum_rise default"] / r[other] for r in rounds if other in r]
+                if paired:
+                    line += f"; per round: {', '.join(f'{p:.3f}' for p in paired)}"
+                print(line)
 
 
 if __name__ == "__main__":

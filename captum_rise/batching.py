@@ -38,7 +38,7 @@ OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryErro
 MIN_GAIN = 0.05
 """A larger chunk is kept only if it lowers the time per item by more than this share."""
 
-TIMED_CALLS_PER_SIZE = 2
+TIMED_CALLS_PER_SIZE = 3
 """Calls timed at each size while probing; the fastest counts."""
 
 CPU_BUDGET_BYTES = 64 * 2**20

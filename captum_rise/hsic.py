@@ -138,8 +138,11 @@ class HSICAttribution(MaskAttribution):
 
     Conventions are those of :class:`captum_rise.RISE`: targets, baselines,
     ``additional_forward_args``, tuple inputs (sharing one grid),
-    ``feature_mask``, ``perturbations_per_eval``, ``show_progress``, ``seed``.
-    Results do not depend on ``perturbations_per_eval`` or on batching.
+    ``feature_mask``, ``perturbations_per_eval`` (automatic by default),
+    ``show_progress``, ``seed``, float16/bfloat16 and ``channels_last`` inputs.
+    Results do not depend on ``perturbations_per_eval``, on batching or on the
+    device (to rounding). The model's scores are checked to be finite once,
+    after the last forward.
     """
 
     method_name = "HSIC"
