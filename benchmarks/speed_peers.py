@@ -67,7 +67,17 @@ def install_peers() -> None:
     if (PEERS_DIR / "rise.py").exists() and (PEERS_DIR / "torchray").exists():
         return
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(PEERS_DIR), *PEER_PACKAGES],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(PEERS_DIR),
+            *PEER_PACKAGES,
+        ],
         check=True,
     )
 
@@ -95,7 +105,9 @@ def setting(device: str, model_name: str, channels_last: bool = False):
 def masked_images(x: torch.Tensor, n_masks: int) -> torch.Tensor:
     """The N masked images of captum_rise's masks (seed 0), made beforehand."""
     sampler = GridMaskSampler([x.shape], 7, 0.5, x.device)
-    return torch.cat([blend((x,), (0.0,), m)[0] for m in sampler.chunks(n_masks, 256, make_generator(0))])
+    return torch.cat(
+        [blend((x,), (0.0,), m)[0] for m in sampler.chunks(n_masks, 256, make_generator(0))]
+    )
 
 
 def fastest(sizes: List[int], run) -> int:
@@ -131,7 +143,15 @@ def child(variant: str, args: argparse.Namespace) -> dict:
 
         def per_mask(size):
             attribute = RISE(probabilities).attribute
-            return timed(device, lambda: attribute(x, target=target, n_masks=sweep, perturbations_per_eval=size, seed=0)) / sweep
+            return (
+                timed(
+                    device,
+                    lambda: attribute(
+                        x, target=target, n_masks=sweep, perturbations_per_eval=size, seed=0
+                    ),
+                )
+                / sweep
+            )
 
         best = args.fixed_size or fastest([s for s in sizes if s <= sweep], per_mask)
         info["perturbations_per_eval"] = best
@@ -160,7 +180,9 @@ def child(variant: str, args: argparse.Namespace) -> dict:
         torch.manual_seed(0)
 
         def work():
-            PeerRISE(probabilities).attribute(x, n_masks=n, initial_mask_shapes=((7, 7),), target=target)
+            PeerRISE(probabilities).attribute(
+                x, n_masks=n, initial_mask_shapes=((7, 7),), target=target
+            )
 
     elif variant == "TorchRay rise":
         sys.path.insert(0, str(PEERS_DIR))
@@ -180,19 +202,33 @@ def child(variant: str, args: argparse.Namespace) -> dict:
         raise ValueError(f"unknown variant {variant!r}")
     reset_peak_memory(args.device)
     seconds = timed(device, work)
-    return {"variant": variant, "seconds": seconds, "peak_bytes": peak_memory_bytes(args.device), **info}
+    return {
+        "variant": variant,
+        "seconds": seconds,
+        "peak_bytes": peak_memory_bytes(args.device),
+        **info,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--model", default=None, help="mobilenet_v2 (CPU default) or a torchvision name")
-    parser.add_argument("--n-masks", type=int, default=None, help="N (default 2000 on CPU, 8000 on CUDA)")
+    parser.add_argument(
+        "--model", default=None, help="mobilenet_v2 (CPU default) or a torchvision name"
+    )
+    parser.add_argument(
+        "--n-masks", type=int, default=None, help="N (default 2000 on CPU, 8000 on CUDA)"
+    )
     parser.add_argument("--sizes", default=None, help="sizes swept for the best fixed batch")
     parser.add_argument("--sweep-masks", type=int, default=None, help="masks per sweep point")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="rounds of the captum_rise variants and the limit, interleaved"
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the captum_rise variants and the limit, interleaved",
     )
     parser.add_argument("--fixed-size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--limit-batch", type=int, default=None, help=argparse.SUPPRESS)
@@ -226,7 +262,11 @@ def main() -> None:
             if variant == "limit" and variant in results:
                 extra = ["--limit-batch", str(results[variant]["batch"])]
             run = run_child(__file__, ["--child", variant, *common, *extra])
-            print(f"round {round_index + 1}, {variant}: {run['seconds']:.1f} s", file=sys.stderr, flush=True)
+            print(
+                f"round {round_index + 1}, {variant}: {run['seconds']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             rounds[-1][variant] = run["seconds"]
             if variant not in results or run["seconds"] < results[variant]["seconds"]:
                 results[variant] = run
@@ -246,12 +286,17 @@ def main() -> None:
     ours = results.get("captum_rise default", {}).get("seconds")
     for variant, r in results.items():
         ratio = f"{r['seconds'] / ours:.2f}" if ours else "-"
-        batch = r.get("perturbations_per_eval", r.get("batch", "auto" if "default" in variant else 1))
-        print(f"| {variant} | {r['seconds']:.1f} | {ratio} | {r['peak_bytes'] / 2**20:.0f} | {batch} |")
+        batch = r.get(
+            "perturbations_per_eval", r.get("batch", "auto" if "default" in variant else 1)
+        )
+        print(
+            f"| {variant} | {r['seconds']:.1f} | {ratio} | {r['peak_bytes'] / 2**20:.0f} | {batch} |"
+        )
     if ours:
         for other in ("captum_rise fixed", "limit", "captum-rise 1.0"):
             if other in results:
-                line = f"captum_rise default / {other}: {ours / results[other]['seconds']:.3f} (fastest runs)"
+                ratio = ours / results[other]["seconds"]
+                line = f"captum_rise default / {other}: {ratio:.3f} (fastest runs)"
                 paired = [r["captum_rise default"] / r[other] for r in rounds if other in r]
                 if paired:
                     line += f"; per round: {', '.join(f'{p:.3f}' for p in paired)}"

@@ -42,9 +42,12 @@ class Blender:
     def __init__(
         self, inputs: Tuple[Tensor, ...], baselines: Tuple[Union[Tensor, float], ...]
     ) -> None:
-        self.inputs = inputs
-        self.baselines = [torch.as_tensor(b, dtype=x.dtype, device=x.device) for x, b in zip(inputs, baselines)]
-        self.differences = [x - b for x, b in zip(inputs, self.baselines)]
+        self.inputs = tuple(x.detach() for x in inputs)
+        self.baselines = [
+            torch.as_tensor(b, dtype=x.dtype, device=x.device).detach()
+            for x, b in zip(self.inputs, baselines)
+        ]
+        self.differences = [x - b for x, b in zip(self.inputs, self.baselines)]
         self.formats = [memory_format_of(x) for x in inputs]
 
     @property

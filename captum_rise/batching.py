@@ -136,9 +136,7 @@ def sizer_for(
 
 def item_signature(*tensors: torch.Tensor) -> Tuple[Hashable, ...]:
     """Shapes, dtypes, memory layouts and device of the tensors that make one item."""
-    return tuple(
-        (tuple(t.shape), t.dtype, t.device, t.is_contiguous()) for t in tensors
-    )
+    return tuple((tuple(t.shape), t.dtype, t.device, t.is_contiguous()) for t in tensors)
 
 
 def synchronize(device: torch.device) -> None:

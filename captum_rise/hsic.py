@@ -6,7 +6,7 @@ its on/off variable and the model's output over the designs.
 """
 
 import math
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch

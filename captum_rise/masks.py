@@ -203,7 +203,7 @@ class GridMaskSampler(MaskSampler):
         self.n_params = sum(math.prod(layout.grid) + len(layout.grid) for layout in self.layouts)
 
     def split_params(self, params: Tensor) -> List[Tuple[Tensor, Tensor]]:
-        """Per input: the binary grids ``(n, *s)`` in :attr:`dtype` and integer shifts ``(n, d)``."""
+        """Per input: binary grids ``(n, *s)`` in :attr:`dtype` and integer shifts ``(n, d)``."""
         out = []
         offset = 0
         n = params.shape[0]

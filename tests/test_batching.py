@@ -72,8 +72,13 @@ def collect(n_items, chunk_size, fail_above=None, sizer=None):
 
     state = sizer or ChunkSizer(10**6)
     run_in_chunks(
-        n_items, evaluate, lambda lo, hi, r: consumed.extend(r), chunk_size,
-        lambda: state, torch.device("cpu"), NullProgress(),
+        n_items,
+        evaluate,
+        lambda lo, hi, r: consumed.extend(r),
+        chunk_size,
+        lambda: state,
+        torch.device("cpu"),
+        NullProgress(),
     )
     return calls, consumed, state
 
@@ -120,7 +125,9 @@ def test_probing_grows_when_each_call_has_a_fixed_cost(tiny_convnet, monkeypatch
     attr = RISE(slow_model).attribute(x, target=1, n_masks=300, seed=0)
     assert sum(seen) == 300
     assert max(seen) == 32 and seen[-2] == 32
-    reference = RISE(tiny_convnet).attribute(x, target=1, n_masks=300, seed=0, perturbations_per_eval=7)
+    reference = RISE(tiny_convnet).attribute(
+        x, target=1, n_masks=300, seed=0, perturbations_per_eval=7
+    )
     torch.testing.assert_close(attr, reference)
 
 
@@ -153,7 +160,9 @@ def test_rise_survives_out_of_memory_with_the_same_map(tiny_convnet):
 
     x = torch.rand(2, 3, 16, 16)
     attr = RISE(fragile_model).attribute(x, target=1, n_masks=100, seed=4)
-    reference = RISE(tiny_convnet).attribute(x, target=1, n_masks=100, seed=4, perturbations_per_eval=3)
+    reference = RISE(tiny_convnet).attribute(
+        x, target=1, n_masks=100, seed=4, perturbations_per_eval=3
+    )
     torch.testing.assert_close(attr, reference)
     assert any(c > 6 for c in calls) and max(calls[-5:]) <= 6
 
@@ -169,7 +178,9 @@ def test_automatic_equals_fixed_for_classes_hsic_and_groups(tiny_convnet, size):
     groups = torch.arange(16).reshape(1, 1, 4, 4).repeat_interleave(4, 2).repeat_interleave(4, 3)
     torch.testing.assert_close(
         rise.attribute(x, target=2, feature_mask=groups, n_masks=80, seed=2),
-        rise.attribute(x, target=2, feature_mask=groups, n_masks=80, seed=2, perturbations_per_eval=size),
+        rise.attribute(
+            x, target=2, feature_mask=groups, n_masks=80, seed=2, perturbations_per_eval=size
+        ),
     )
     hsic = HSICAttribution(tiny_convnet)
     torch.testing.assert_close(
@@ -195,7 +206,9 @@ def test_finiteness_is_checked_once_per_flush_not_per_forward(tiny_convnet, monk
     monkeypatch.setattr(
         accumulator, "check_finite_scores", lambda scores: checks.append(1) or original(scores)
     )
-    RISE(tiny_convnet).attribute(torch.rand(1, 3, 16, 16), target=0, n_masks=64, perturbations_per_eval=1)
+    RISE(tiny_convnet).attribute(
+        torch.rand(1, 3, 16, 16), target=0, n_masks=64, perturbations_per_eval=1
+    )
     assert len(checks) == 1  # 64 forward calls, one flush
 
 

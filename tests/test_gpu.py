@@ -12,7 +12,13 @@ import torch
 from captum_rise import RISE, HSICAttribution, SaliencyAccumulator, deletion, insertion
 from captum_rise import batching
 from captum_rise._forward import blend
-from captum_rise.masks import CellMaskSampler, GridMaskSampler, GroupIndex, GroupMaskSampler, make_generator
+from captum_rise.masks import (
+    CellMaskSampler,
+    GridMaskSampler,
+    GroupIndex,
+    GroupMaskSampler,
+    make_generator,
+)
 
 from conftest import TinyConvNet
 
@@ -34,10 +40,16 @@ def test_samplers_give_the_same_masks_on_cuda():
     for make in (
         lambda d: GridMaskSampler([shape], 7, 0.5, d),
         lambda d: CellMaskSampler([shape], 4, 0.5, d),
-        lambda d: GroupMaskSampler(GroupIndex((ids.to(d),), (torch.rand(shape, device=d),)), 0.5, d),
+        lambda d: GroupMaskSampler(
+            GroupIndex((ids.to(d),), (torch.rand(shape, device=d),)), 0.5, d
+        ),
     ):
-        on_cpu = torch.cat([m[0] for m in make(torch.device("cpu")).chunks(300, 64, make_generator(3))])
-        on_cuda = torch.cat([m[0] for m in make(torch.device("cuda")).chunks(300, 64, make_generator(3))])
+        on_cpu = torch.cat(
+            [m[0] for m in make(torch.device("cpu")).chunks(300, 64, make_generator(3))]
+        )
+        on_cuda = torch.cat(
+            [m[0] for m in make(torch.device("cuda")).chunks(300, 64, make_generator(3))]
+        )
         assert on_cuda.device.type == "cuda"
         torch.testing.assert_close(on_cuda.cpu(), on_cpu, atol=1e-6, rtol=0)
 
@@ -90,7 +102,9 @@ def test_half_precision_and_channels_last_on_cuda(models):
         seen.append(inp.is_contiguous(memory_format=torch.channels_last))
         return cuda_model(inp)
 
-    RISE(forward).attribute(x.contiguous(memory_format=torch.channels_last), target=1, n_masks=64, seed=0)
+    RISE(forward).attribute(
+        x.contiguous(memory_format=torch.channels_last), target=1, n_masks=64, seed=0
+    )
     assert all(seen)
 
 
@@ -104,10 +118,18 @@ def peak_bytes(rise, x, **kwargs):
 
 def test_peak_memory_is_flat_in_the_number_of_masks():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(), torch.nn.Linear(16, 10), torch.nn.Softmax(dim=1),
-    ).cuda().eval()
+    model = (
+        torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, stride=2),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(16, 10),
+            torch.nn.Softmax(dim=1),
+        )
+        .cuda()
+        .eval()
+    )
     x = torch.rand(1, 3, 224, 224, device="cuda")
     rise = RISE(model)
     for kwargs in (dict(perturbations_per_eval=64), {}):  # fixed, then automatic (probed first)
@@ -132,7 +154,9 @@ def test_automatic_chunk_survives_a_real_out_of_memory_error(models):
 
     x = torch.rand(1, 3, 16, 16, device="cuda")
     attr = RISE(hungry_model).attribute(x, target=1, n_masks=600, seed=5)
-    reference = RISE(cuda_model).attribute(x, target=1, n_masks=600, seed=5, perturbations_per_eval=4)
+    reference = RISE(cuda_model).attribute(
+        x, target=1, n_masks=600, seed=5, perturbations_per_eval=4
+    )
     torch.testing.assert_close(attr, reference, atol=1e-5, rtol=1e-4)
     assert max(sizes) * per_image > total  # it did run out of memory
     sizer = batching._SIZERS[hungry_model][batching.item_signature(x)]

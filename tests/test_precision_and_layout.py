@@ -30,7 +30,9 @@ def test_samplers_render_in_the_requested_dtype(dtype):
         assert masks.dtype == dtype and 0 <= float(masks.min()) and float(masks.max()) <= 1
     # the same masks as in float32, to the dtype's rounding
     (reference,) = GridMaskSampler([shape], 7, 0.5, cpu).render(params[:, : grid.n_params])
-    torch.testing.assert_close(grid.render(params[:, : grid.n_params])[0].float(), reference, atol=1e-2, rtol=0)
+    torch.testing.assert_close(
+        grid.render(params[:, : grid.n_params])[0].float(), reference, atol=1e-2, rtol=0
+    )
 
 
 @pytest.mark.parametrize("dtype", HALF_TYPES)
@@ -41,7 +43,9 @@ def test_rise_in_half_precision_matches_float32(dtype):
     assert attr.dtype == dtype and attr.shape == x.shape
     # scores and masks are rounded to the dtype, the sums are not
     torch.testing.assert_close(attr.float(), reference, atol=5e-3, rtol=2e-2)
-    classes = RISE(model_in(dtype)).attribute_classes(x.to(dtype), classes=[1, 2], n_masks=64, seed=0)
+    classes = RISE(model_in(dtype)).attribute_classes(
+        x.to(dtype), classes=[1, 2], n_masks=64, seed=0
+    )
     assert classes.dtype == dtype
 
 
@@ -62,8 +66,12 @@ def test_accumulator_sums_half_precision_chunks_in_float32():
 def test_hsic_and_metrics_in_half_precision(dtype):
     x = torch.rand(2, 3, 16, 16)
     model = model_in(dtype)
-    reference = HSICAttribution(model_in(torch.float32)).attribute(x, target=1, n_designs=64, grid_size=4, seed=0)
-    hsic = HSICAttribution(model).attribute(x.to(dtype), target=1, n_designs=64, grid_size=4, seed=0)
+    reference = HSICAttribution(model_in(torch.float32)).attribute(
+        x, target=1, n_designs=64, grid_size=4, seed=0
+    )
+    hsic = HSICAttribution(model).attribute(
+        x.to(dtype), target=1, n_designs=64, grid_size=4, seed=0
+    )
     assert hsic.dtype == dtype
     assert torch.corrcoef(torch.stack([hsic.float().flatten(), reference.flatten()]))[0, 1] > 0.9
     saliency = torch.rand(2, 1, 16, 16)
@@ -90,7 +98,9 @@ def test_channels_last_inputs_give_channels_last_batches(tiny_convnet):
     assert seen and all(seen)
     torch.testing.assert_close(attr, RISE(tiny_convnet).attribute(x, target=1, n_masks=64, seed=0))
     seen.clear()
-    HSICAttribution(recording(tiny_convnet, seen)).attribute(last, target=1, n_designs=16, grid_size=4, seed=0)
+    HSICAttribution(recording(tiny_convnet, seen)).attribute(
+        last, target=1, n_designs=16, grid_size=4, seed=0
+    )
     assert seen and all(seen)
     seen.clear()
     deletion(recording(tiny_convnet, seen), last, torch.rand(2, 1, 16, 16), [1, 2])

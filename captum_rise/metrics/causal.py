@@ -180,9 +180,13 @@ def causal_curve(
         sample = jobs_sample[lo:hi]
         from_end = (rank[sample] < moved[jobs_step[lo:hi], None]).to(start.dtype)
         images = torch.empty(
-            (hi - lo, *start.shape[1:]), dtype=start.dtype, device=start.device, memory_format=layout
+            (hi - lo, *start.shape[1:]),
+            dtype=start.dtype,
+            device=start.device,
+            memory_format=layout,
         )
-        torch.addcmul(start[sample], difference[sample], from_end.reshape(-1, 1, height, width), out=images)
+        from_end = from_end.reshape(-1, 1, height, width)
+        torch.addcmul(start[sample], difference[sample], from_end, out=images)
         output = model(images)
         if softmax_flag is None:
             softmax_flag = needs_softmax(output)
