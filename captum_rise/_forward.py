@@ -48,12 +48,7 @@ class Blender:
             for x, b in zip(self.inputs, baselines)
         ]
         self.differences = [x - b for x, b in zip(self.inputs, self.baselines)]
-        self.formats = [memory_format_of(x) for x in inputs]
-
-    @property
-    def bytes_per_mask(self) -> int:
-        """Bytes of the perturbed inputs that one mask sends to the model."""
-        return sum(x.numel() * x.element_size() for x in self.inputs)
+        self.formats = [memory_format_of(x) for x in self.inputs]
 
     def __call__(self, masks: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
         """Perturbed inputs for ``n`` masks.

@@ -23,7 +23,7 @@ Timing needs the device to be synchronised; that happens only while probing.
 import math
 import time
 import weakref
-from typing import Callable, Dict, Hashable, Optional, Tuple, TypeVar
+from typing import Callable, Dict, Hashable, Optional, Sequence, Tuple, TypeVar
 
 import torch
 from captum._utils.progress import Progress
@@ -116,19 +116,25 @@ _SIZERS: "weakref.WeakKeyDictionary[object, Dict[Hashable, ChunkSizer]]" = (
 )
 
 
-def sizer_for(
-    owner: object, signature: Hashable, item_bytes: int, device: torch.device
-) -> ChunkSizer:
+def sizer_for(owner: object, item: Sequence[torch.Tensor]) -> ChunkSizer:
     """The :class:`ChunkSizer` remembered for ``owner`` (the forward function) and
-    ``signature`` (what one item looks like, see :func:`item_signature`), or a
-    fresh one bounded by :func:`memory_limit`.
+    this kind of item, or a fresh one bounded by :func:`memory_limit`.
 
-    Owners that cannot be weakly referenced get a fresh sizer every time.
+    Args:
+        owner: the forward function; owners that cannot be weakly referenced
+            get a fresh sizer every time.
+        item: the tensors that one item sends to the model (e.g. the inputs
+            ``(B, ...)`` that one mask perturbs, or one ``(1, C, H, W)`` image).
+            Their shapes, dtypes, layouts and device key the memory; their
+            bytes and device set the memory bound.
     """
+    item_bytes = sum(t.numel() * t.element_size() for t in item)
+    device = item[0].device
     try:
         per_owner = _SIZERS.setdefault(owner, {})
     except TypeError:
         return ChunkSizer(memory_limit(item_bytes, device))
+    signature = item_signature(*item)
     if signature not in per_owner:
         per_owner[signature] = ChunkSizer(memory_limit(item_bytes, device))
     return per_owner[signature]

@@ -31,7 +31,7 @@ from captum_rise._validation import (
     check_target,
     format_baselines,
 )
-from captum_rise.batching import check_chunk_size, item_signature, run_in_chunks, sizer_for
+from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
 from captum_rise.masks import CellMaskSampler, GridSize, GroupIndex, GroupMaskSampler
 
 INPUT_KERNELS = ("binary", "rbf")
@@ -237,12 +237,7 @@ class HSICAttribution(MaskAttribution):
                 evaluate,
                 consume,
                 perturbations_per_eval,
-                lambda: sizer_for(
-                    self.forward_func,
-                    item_signature(*formatted_inputs),
-                    blender.bytes_per_mask,
-                    device,
-                ),
+                lambda: sizer_for(self.forward_func, formatted_inputs),
                 device,
                 bar,
             )

@@ -23,7 +23,7 @@ from captum_rise._validation import (
     format_baselines,
 )
 from captum_rise.accumulator import NORMALIZATIONS, SaliencyAccumulator
-from captum_rise.batching import check_chunk_size, item_signature, run_in_chunks, sizer_for
+from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
 from captum_rise.masks import (
     GridMaskSampler,
     GridSize,
@@ -279,9 +279,7 @@ class RISE(MaskAttribution):
                 evaluate,
                 consume,
                 perturbations_per_eval,
-                lambda: sizer_for(
-                    self.forward_func, item_signature(*inputs), blender.bytes_per_mask, device
-                ),
+                lambda: sizer_for(self.forward_func, inputs),
                 device,
                 bar,
             )

@@ -26,7 +26,7 @@ from captum._utils.progress import NullProgress
 from torch import Tensor
 
 from captum_rise._forward import memory_format_of, needs_softmax
-from captum_rise.batching import check_chunk_size, item_signature, run_in_chunks, sizer_for
+from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
 
 SubstrateType = Union[str, float, Tensor]
 
@@ -188,10 +188,10 @@ def causal_curve(
         from_end = from_end.reshape(-1, 1, height, width)
         torch.addcmul(start[sample], difference[sample], from_end, out=images)
         output = model(images)
-        if softmax_flag is None:
-            softmax_flag = needs_softmax(output)
-        if not checked:
+        if not checked:  # the first output settles the checks and the softmax
             _check_output(output, targets)
+            if softmax_flag is None:
+                softmax_flag = needs_softmax(output)
             checked = True
         return _target_scores(output, sample, targets, softmax_flag)
 
@@ -204,12 +204,7 @@ def causal_curve(
             evaluate,
             consume,
             batch_size,
-            lambda: sizer_for(
-                model,
-                item_signature(start[:1]),
-                start[:1].numel() * start.element_size(),
-                start.device,
-            ),
+            lambda: sizer_for(model, (start[:1],)),
             start.device,
             NullProgress(),
         )
