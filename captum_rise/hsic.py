@@ -32,7 +32,13 @@ from captum_rise._validation import (
     format_baselines,
 )
 from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
-from captum_rise.masks import CellMaskSampler, GridSize, GroupIndex, GroupMaskSampler
+from captum_rise.masks import (
+    CellMaskSampler,
+    DesignMaskSampler,
+    GridSize,
+    GroupIndex,
+    GroupMaskSampler,
+)
 
 INPUT_KERNELS = ("binary", "rbf")
 SAMPLERS = ("lhs", "sobol")
@@ -206,7 +212,7 @@ class HSICAttribution(MaskAttribution):
 
         dtype = formatted_inputs[0].dtype
         if feature_mask is None:
-            mask_sampler: Union[CellMaskSampler, GroupMaskSampler] = CellMaskSampler(
+            mask_sampler: DesignMaskSampler = CellMaskSampler(
                 [inp.shape for inp in formatted_inputs], grid_size, p_keep, device, dtype
             )
         else:

@@ -252,7 +252,26 @@ def _crop_at_shifts(volume: Tensor, shifts: Tensor, size: Tuple[int, ...]) -> Te
     return out
 
 
-class CellMaskSampler(MaskSampler):
+class DesignMaskSampler(MaskSampler):
+    """Binary designs: one uniform number per variable (a cell or a group), which is
+    kept when the number is below :attr:`p_keep`; subclasses say how a value per
+    variable becomes a mask (:meth:`expand`)."""
+
+    p_keep: float
+
+    def keep(self, params: Tensor) -> Tensor:
+        """``(n, n_params)`` binary design: 1 where the variable is kept."""
+        return (params < self.p_keep).to(params.dtype)
+
+    @abstractmethod
+    def expand(self, values: Tensor) -> Tuple[Tensor, ...]:
+        """``(n, n_params)`` values per variable to one ``(n, *mask_shape_i)`` per input."""
+
+    def render(self, params: Tensor) -> Tuple[Tensor, ...]:
+        return self.expand(self.keep(params).to(self.dtype))
+
+
+class CellMaskSampler(DesignMaskSampler):
     """Binary masks over a grid of cells, upsampled by nearest neighbour (no shift).
 
     One uniform number per cell; a cell is kept when it is below ``p_keep``.
@@ -279,10 +298,6 @@ class CellMaskSampler(MaskSampler):
         self.mask_shapes = [layout.mask_shape for layout in self.layouts]
         self.n_params = math.prod(self.layouts[0].grid)
 
-    def keep(self, params: Tensor) -> Tensor:
-        """``(n, n_cells)`` binary design: 1 where the cell is kept."""
-        return (params < self.p_keep).to(params.dtype)
-
     def expand(self, values: Tensor) -> Tuple[Tensor, ...]:
         """``(n, n_cells)`` values per cell to one ``(n, *mask_shape_i)`` per input."""
         return self._upsample(values, smooth=False)
@@ -303,9 +318,6 @@ class CellMaskSampler(MaskSampler):
                 upsampled = F.interpolate(cells, size=layout.spatial, mode="nearest")
             out.append(upsampled.reshape(n, *layout.mask_shape))
         return tuple(out)
-
-    def render(self, params: Tensor) -> Tuple[Tensor, ...]:
-        return self.expand(self.keep(params).to(self.dtype))
 
 
 class GroupIndex:
@@ -356,7 +368,7 @@ class GroupIndex:
         return tuple(group_values[:, index] for index in self.index)
 
 
-class GroupMaskSampler(MaskSampler):
+class GroupMaskSampler(DesignMaskSampler):
     """Masks that keep each feature group with probability ``p_keep``.
 
     Works for any input rank: superpixels, token groups, tabular columns,
@@ -376,16 +388,9 @@ class GroupMaskSampler(MaskSampler):
         self.n_params = groups.n_groups
         self.mask_shapes = [tuple(index.shape) for index in groups.index]
 
-    def keep(self, params: Tensor) -> Tensor:
-        """``(n, n_groups)`` binary design: 1 where the group is kept."""
-        return (params < self.p_keep).to(params.dtype)
-
     def expand(self, values: Tensor) -> Tuple[Tensor, ...]:
         """``(n, n_groups)`` values per group to one ``(n, *feature_mask_i.shape)`` per input."""
         return self.groups.expand(values)
-
-    def render(self, params: Tensor) -> Tuple[Tensor, ...]:
-        return self.expand(self.keep(params).to(self.dtype))
 
 
 def make_generator(
