@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from captum_rise.batching import synchronize  # noqa: F401  (re-exported for the scripts)
+
 
 def bundled_photos() -> Dict[str, Image.Image]:
     """Real photos that ship inside installed packages (no download)."""
@@ -45,11 +47,6 @@ class ForwardTimer(torch.nn.Module):
         self.seconds += time.perf_counter() - start
         self.calls += 1
         return out
-
-
-def synchronize(device: torch.device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def peak_memory_bytes(device: str) -> int:
