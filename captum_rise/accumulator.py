@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from captum_rise._forward import check_finite_scores
+from captum_rise.distributed import all_reduce
 
 NORMALIZATIONS = ("expectation", "coverage")
 
@@ -29,7 +30,8 @@ class SaliencyAccumulator:
     half-precision model); the sums are kept in ``dtype``.
 
     Two accumulators over disjoint sets of masks can be :meth:`merge`-d, e.g.
-    when masks are split across workers.
+    when masks are split across workers, or summed over the ranks of a
+    ``torch.distributed`` group with :meth:`all_reduce`.
 
     Args:
         batch_size: ``B``.
@@ -108,6 +110,16 @@ class SaliencyAccumulator:
         self.n_masks += other.n_masks
         return self
 
+    def all_reduce(self, group: "torch.distributed.ProcessGroup") -> "SaliencyAccumulator":
+        """Sums over the ranks of ``group``, each of which accumulated its own masks;
+        every rank ends with the sums of all masks. Returns self."""
+        self._flush()
+        self.weighted_sums = [all_reduce(w, group) for w in self.weighted_sums]
+        self.mask_sums = [all_reduce(m, group) for m in self.mask_sums]
+        count = torch.tensor([self.n_masks], dtype=torch.int64)
+        self.n_masks = int(all_reduce(count, group).item())
+        return self
+
     def saliency(self, p_keep: float, normalization: str = "expectation") -> List[Tensor]:
         """The saliency maps, ``(B, K, *rest_i)`` per input.
 
@@ -116,7 +128,9 @@ class SaliencyAccumulator:
         an estimate of ``E[f | M=1]`` that is unbiased for unequal coverage.
         """
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+            )
         if self.n_masks == 0:
             raise ValueError("no masks were accumulated")
         self._flush()

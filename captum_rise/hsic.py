@@ -32,6 +32,13 @@ from captum_rise._validation import (
     format_baselines,
 )
 from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
+from captum_rise.distributed import (
+    ProcessGroup,
+    agree_on_seed,
+    all_reduce,
+    group_rank_and_size,
+    share,
+)
 from captum_rise.masks import (
     CellMaskSampler,
     DesignMaskSampler,
@@ -70,7 +77,11 @@ def output_bandwidth(outputs: Tensor) -> Tensor:
     width = outputs.median()
     if width <= 0:
         differences = (outputs[:, None] - outputs[None, :]).abs()
-        width = differences[differences > 0].median() if (differences > 0).any() else outputs.new_tensor(1.0)
+        width = (
+            differences[differences > 0].median()
+            if (differences > 0).any()
+            else outputs.new_tensor(1.0)
+        )
     return width
 
 
@@ -171,6 +182,7 @@ class HSICAttribution(MaskAttribution):
         smooth_map: bool = True,
         show_progress: bool = False,
         seed: Optional[int] = None,
+        process_group: ProcessGroup = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""HSIC of every grid cell (or feature group) with the output for ``target``.
 
@@ -191,6 +203,11 @@ class HSICAttribution(MaskAttribution):
                 2-D grids), as the authors' code does; False gives constant
                 cells. Feature-mask groups are always constant.
             seed: seeds the design sampler; None draws fresh designs.
+            process_group: a ``torch.distributed`` group whose ranks share the
+                designs (see :meth:`RISE.attribute`): every rank draws the same
+                designs, runs its contiguous share of them, and the scores are
+                gathered, so every rank returns the full map, equal to a
+                single-process run with the same ``seed``.
 
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``.
@@ -206,14 +223,19 @@ class HSICAttribution(MaskAttribution):
         p_keep = check_probability("p_keep", p_keep)
         if input_kernel not in INPUT_KERNELS:
             raise ValueError(f"input_kernel must be one of {INPUT_KERNELS}, got {input_kernel!r}")
-        seed = check_seed(seed)
+        seed = agree_on_seed(check_seed(seed), process_group)
+        rank, world_size = group_rank_and_size(process_group)
         formatted_baselines = format_baselines(baselines, formatted_inputs)
         device = formatted_inputs[0].device
 
         dtype = formatted_inputs[0].dtype
         if feature_mask is None:
             mask_sampler: DesignMaskSampler = CellMaskSampler(
-                [inp.shape for inp in formatted_inputs], grid_size, p_keep, device, dtype
+                [inp.shape for inp in formatted_inputs],
+                grid_size,
+                p_keep,
+                device,
+                dtype,
             )
         else:
             groups = GroupIndex(_format_tensor_into_tuples(feature_mask), formatted_inputs)
@@ -228,18 +250,21 @@ class HSICAttribution(MaskAttribution):
             target=target,
         )
         blender = Blender(formatted_inputs, formatted_baselines)
-        scores = torch.empty(n_designs, batch_size, device=device, dtype=torch.float32)
+        # Zeros outside this rank's share: the sum over ranks gathers all scores.
+        scores = torch.zeros(n_designs, batch_size, device=device, dtype=torch.float32)
+        first, last = share(n_designs, rank, world_size)
 
         def evaluate(lo: int, hi: int) -> Tensor:
-            return scorer(blender(mask_sampler.render(params[lo:hi])), hi - lo)[..., 0]
+            masks = mask_sampler.render(params[first + lo : first + hi])
+            return scorer(blender(masks), hi - lo)[..., 0]
 
         def consume(lo: int, hi: int, chunk_scores: Tensor) -> None:
-            scores[lo:hi] = chunk_scores
+            scores[first + lo : first + hi] = chunk_scores
 
-        bar = self._progress(show_progress, n_designs, unit="design")
+        bar = self._progress(show_progress and rank == 0, last - first, unit="design")
         with torch.no_grad():
             run_in_chunks(
-                n_designs,
+                last - first,
                 evaluate,
                 consume,
                 perturbations_per_eval,
@@ -248,6 +273,8 @@ class HSICAttribution(MaskAttribution):
                 bar,
             )
             bar.close()
+            if process_group is not None:
+                scores = all_reduce(scores, process_group)
             check_finite_scores(scores)
             designs = mask_sampler.keep(params)
             importance = torch.stack(

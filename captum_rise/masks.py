@@ -133,8 +133,9 @@ class ParamStream:
     """The parameters of masks ``0, 1, 2, ...``, drawn in blocks of :data:`DRAW_BLOCK`.
 
     :meth:`params` hands out any range at or after the last one asked for, so a
-    chunk that failed (e.g. out of memory) can be asked for again in parts.
-    Parameters before the range asked for are dropped.
+    chunk that failed (e.g. out of memory) can be asked for again in parts, and
+    a rank can start at its own share of the masks (the blocks before it are
+    drawn and dropped). Parameters before the range asked for are dropped.
 
     Args:
         sampler: says how many numbers a mask needs and where they go.
@@ -154,12 +155,18 @@ class ParamStream:
                 f"mask parameters are handed out in order: asked for [{lo}, {hi}) after "
                 f"dropping those before {self._start}"
             )
-        self._buffer = self._buffer[lo - self._start :]
-        self._start = lo
-        while self._buffer.shape[0] < hi - lo:
+        while self._start + self._buffer.shape[0] < hi:
             block = self.sampler.draw(DRAW_BLOCK, self.generator)
             self._buffer = torch.cat([self._buffer, block])
+            self._drop_before(lo)
+        self._drop_before(lo)
         return self._buffer[: hi - lo]
+
+    def _drop_before(self, lo: int) -> None:
+        """Forgets the parameters of masks before ``lo`` (all held ones, if ``lo`` is past them)."""
+        dropped = min(lo - self._start, self._buffer.shape[0])
+        self._buffer = self._buffer[dropped:]
+        self._start += dropped
 
 
 class GridMaskSampler(MaskSampler):
@@ -313,7 +320,9 @@ class CellMaskSampler(DesignMaskSampler):
             cells = values.reshape(n, 1, *layout.grid)
             if smooth:
                 mode = _SMOOTH_MODES[len(layout.grid)]
-                upsampled = F.interpolate(cells, size=layout.spatial, mode=mode, align_corners=False)
+                upsampled = F.interpolate(
+                    cells, size=layout.spatial, mode=mode, align_corners=False
+                )
             else:
                 upsampled = F.interpolate(cells, size=layout.spatial, mode="nearest")
             out.append(upsampled.reshape(n, *layout.mask_shape))

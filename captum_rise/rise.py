@@ -3,6 +3,7 @@
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.distributed as dist
 from captum._utils.common import (
     _format_additional_forward_args,
     _format_output,
@@ -24,6 +25,13 @@ from captum_rise._validation import (
 )
 from captum_rise.accumulator import NORMALIZATIONS, SaliencyAccumulator
 from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
+from captum_rise.distributed import (
+    ProcessGroup,
+    agree_on_seed,
+    all_reduce,
+    group_rank_and_size,
+    share,
+)
 from captum_rise.masks import (
     GridMaskSampler,
     GridSize,
@@ -90,6 +98,7 @@ class RISE(MaskAttribution):
         show_progress: bool = False,
         seed: Optional[int] = None,
         normalization: str = "expectation",
+        process_group: ProcessGroup = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Saliency of every input feature for ``target``.
 
@@ -124,6 +133,14 @@ class RISE(MaskAttribution):
             normalization: ``"expectation"`` divides by ``N * p_keep`` (the
                 paper); ``"coverage"`` divides each feature by the sum of its
                 mask values, ``sum_k f_k M_k / sum_k M_k``.
+            process_group: a ``torch.distributed`` group (e.g.
+                ``torch.distributed.group.WORLD``) whose ranks share the work:
+                every rank calls with the same arguments and inputs, runs its
+                own contiguous share of masks ``0 .. N - 1``, and the sums are
+                all-reduced, so every rank returns the full map, equal to a
+                single-process run with the same ``seed`` (to rounding). With
+                ``seed=None`` rank 0's fresh seed is sent to all. The progress
+                bar shows the group's rank 0 and its share. None: one process.
 
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``: a tensor
@@ -151,6 +168,7 @@ class RISE(MaskAttribution):
             show_progress,
             seed,
             normalization,
+            process_group,
         )
         attributions = tuple(
             saliency[:, 0].expand_as(inp).contiguous()
@@ -173,6 +191,7 @@ class RISE(MaskAttribution):
         show_progress: bool = False,
         seed: Optional[int] = None,
         normalization: str = "expectation",
+        process_group: ProcessGroup = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Saliency maps for several classes from one set of forward passes.
 
@@ -221,6 +240,7 @@ class RISE(MaskAttribution):
             show_progress,
             seed,
             normalization,
+            process_group,
         )
         attributions = tuple(
             saliency.expand(inp.shape[0], saliency.shape[1], *inp.shape[1:])
@@ -241,6 +261,7 @@ class RISE(MaskAttribution):
         show_progress: bool,
         seed: Optional[int],
         normalization: str,
+        process_group: ProcessGroup,
     ) -> List[Tensor]:
         """Runs the masked forwards; returns ``(B, K, *mask_rest_i)`` per input in the
         inputs' dtype, ``K`` being the number of scores ``scorer`` returns per example."""
@@ -248,34 +269,41 @@ class RISE(MaskAttribution):
         perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
         p_keep = check_probability("p_keep", p_keep)
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+            )
         blender = Blender(inputs, format_baselines(baselines, inputs))
         device, dtype = inputs[0].device, inputs[0].dtype
         sampler = _make_sampler(inputs, feature_mask, grid_size, p_keep, device, dtype)
-        stream = ParamStream(sampler, make_generator(seed))
+        rank, world_size = group_rank_and_size(process_group)
+        stream = ParamStream(sampler, make_generator(agree_on_seed(seed, process_group)))
+        first, last = share(n_masks, rank, world_size)
         accumulator: Optional[SaliencyAccumulator] = None
 
+        def make_accumulator(n_outputs: int) -> SaliencyAccumulator:
+            return SaliencyAccumulator(
+                inputs[0].shape[0],
+                n_outputs,
+                sampler.mask_shapes,
+                device,
+                torch.promote_types(dtype, torch.float32),
+            )
+
         def evaluate(lo: int, hi: int) -> Tuple[Tensor, Tuple[Tensor, ...]]:
-            masks = sampler.render(stream.params(lo, hi))
+            masks = sampler.render(stream.params(first + lo, first + hi))
             return scorer(blender(masks), hi - lo), masks
 
         def consume(lo: int, hi: int, result: Tuple[Tensor, Tuple[Tensor, ...]]) -> None:
             nonlocal accumulator
             scores, masks = result
             if accumulator is None:
-                accumulator = SaliencyAccumulator(
-                    inputs[0].shape[0],
-                    scores.shape[2],
-                    sampler.mask_shapes,
-                    device,
-                    torch.promote_types(dtype, torch.float32),
-                )
+                accumulator = make_accumulator(scores.shape[2])
             accumulator.add(scores, masks)
 
-        bar = self._progress(show_progress, n_masks, unit="mask")
+        bar = self._progress(show_progress and rank == 0, last - first, unit="mask")
         with torch.no_grad():
             run_in_chunks(
-                n_masks,
+                last - first,
                 evaluate,
                 consume,
                 perturbations_per_eval,
@@ -284,6 +312,11 @@ class RISE(MaskAttribution):
                 bar,
             )
         bar.close()
+        if process_group is not None:
+            # A rank with no masks (fewer masks than ranks) learns the number of outputs.
+            local_outputs = torch.tensor([accumulator.n_outputs if accumulator else 0])
+            n_outputs = int(all_reduce(local_outputs, process_group, dist.ReduceOp.MAX).item())
+            accumulator = (accumulator or make_accumulator(n_outputs)).all_reduce(process_group)
         assert accumulator is not None  # n_masks >= 1
         return [m.to(dtype) for m in accumulator.saliency(p_keep, normalization)]
 

@@ -1,0 +1,70 @@
+"""Splitting the masks of one explanation across the ranks of a ``torch.distributed`` group.
+
+Mask ``k`` depends only on the seed and ``k`` (:class:`captum_rise.masks.ParamStream`),
+so rank ``r`` of ``P`` can run masks ``share(N, r, P)`` on its own and the
+sums of all ranks make the single-process result.
+
+Collectives run on the group backend's device: CUDA for NCCL (the current
+CUDA device), the CPU otherwise (gloo); tensors are moved there and back.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+ProcessGroup = Optional[dist.ProcessGroup]
+
+
+def share(n_items: int, rank: int, world_size: int) -> Tuple[int, int]:
+    """Rank ``rank``'s contiguous range ``[lo, hi)`` of ``n_items`` items.
+
+    The first ``n_items % world_size`` ranks get one item more; a rank may get
+    none when there are fewer items than ranks.
+    """
+    base, extra = divmod(n_items, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
+
+
+def group_rank_and_size(group: ProcessGroup) -> Tuple[int, int]:
+    """``(rank, world_size)`` within ``group``; ``(0, 1)`` for None."""
+    if group is None:
+        return 0, 1
+    if not dist.is_available() or not dist.is_initialized():
+        raise ValueError(
+            "process_group was given but torch.distributed is not initialised: call "
+            "torch.distributed.init_process_group first (torchrun sets up the environment)"
+        )
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def _collective_device(group: dist.ProcessGroup, device: torch.device) -> torch.device:
+    if dist.get_backend(group) == dist.Backend.NCCL:
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu") if device.type != "cpu" else device
+
+
+def all_reduce(
+    tensor: Tensor,
+    group: dist.ProcessGroup,
+    op: "dist.ReduceOp.RedOpType" = dist.ReduceOp.SUM,
+) -> Tensor:
+    """``op`` of ``tensor`` over the ranks of ``group``, on ``tensor``'s device and in its dtype."""
+    on_backend = tensor.to(_collective_device(group, tensor.device)).contiguous()
+    dist.all_reduce(on_backend, op=op, group=group)
+    return on_backend.to(tensor.device)
+
+
+def agree_on_seed(seed: Optional[int], group: ProcessGroup) -> Optional[int]:
+    """``seed``, or with a group and ``seed=None`` one fresh seed drawn on the
+    group's rank 0 and sent to all, so that every rank draws the same masks."""
+    if group is None or seed is not None:
+        return seed
+    fresh = torch.Generator().seed() % 2**62 if dist.get_rank(group) == 0 else 0
+    drawn = torch.tensor([fresh], dtype=torch.int64)
+    source = dist.get_global_rank(group, 0)
+    on_backend = drawn.to(_collective_device(group, drawn.device))
+    dist.broadcast(on_backend, src=source, group=group)
+    return int(on_backend.item())

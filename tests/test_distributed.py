@@ -1,0 +1,112 @@
+"""Masks split across the ranks of a gloo group give the single-process maps."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from captum_rise import RISE, HSICAttribution
+from captum_rise.distributed import agree_on_seed, share
+from captum_rise.masks import GridMaskSampler, ParamStream, make_generator
+
+WORLD_SIZE = 2
+
+
+def _model(seed: int = 3) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 3),
+        torch.nn.Softmax(dim=1),
+    ).eval()
+
+
+def _inputs() -> torch.Tensor:
+    return torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+
+
+def _explain(process_group):
+    """Each case on the same model and inputs: 61 masks; a single mask (a rank has
+    none); and two seeds for seed=None, which rank 0 draws for all."""
+    model, x = _model(), _inputs()
+    rise = RISE(model)
+    return {
+        "rise": rise.attribute(
+            x, target=[0, 2], n_masks=61, grid_size=3, seed=11, process_group=process_group
+        ),
+        "classes": rise.attribute_classes(
+            x, classes=[1, 2], n_masks=61, grid_size=3, seed=11, process_group=process_group
+        ),
+        "hsic": HSICAttribution(model).attribute(
+            x, target=[0, 2], n_designs=61, grid_size=3, seed=11, process_group=process_group
+        ),
+        "one mask": rise.attribute(
+            x, target=0, n_masks=1, grid_size=3, seed=11, process_group=process_group
+        ),
+        "fresh seeds": [agree_on_seed(None, process_group) for _ in range(2)],
+    }
+
+
+def _worker(rank: int, store: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        torch.save(_explain(dist.group.WORLD), Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def rank_maps(tmp_path_factory):
+    """The maps each of 2 gloo ranks returned (one spawn for all the cases)."""
+    tmp_path = tmp_path_factory.mktemp("ranks")
+    mp.start_processes(
+        _worker,
+        args=(str(tmp_path / "store"), str(tmp_path)),
+        nprocs=WORLD_SIZE,
+        start_method="spawn",
+    )
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
+
+
+def test_share_covers_every_item_once():
+    for n in range(0, 12):
+        for world in range(1, 5):
+            ranges = [share(n, r, world) for r in range(world)]
+            items = [i for lo, hi in ranges for i in range(lo, hi)]
+            assert items == list(range(n))
+            assert max(hi - lo for lo, hi in ranges) - min(hi - lo for lo, hi in ranges) <= 1
+
+
+def test_param_stream_starts_at_any_mask():
+    """A rank's stream that starts at its share draws the masks a whole stream draws there."""
+    sampler = GridMaskSampler([torch.Size([1, 3, 8, 8])], 2, 0.5, torch.device("cpu"))
+    whole = ParamStream(sampler, make_generator(7)).params(0, 3000)
+    late = ParamStream(sampler, make_generator(7))
+    assert torch.equal(late.params(1500, 2100), whole[1500:2100])
+    assert torch.equal(late.params(2500, 3000), whole[2500:3000])
+
+
+@pytest.mark.parametrize("case", ["rise", "classes", "hsic", "one mask"])
+def test_split_masks_equal_one_process(rank_maps, case):
+    """Every rank returns the single-process map of the same seed."""
+    expected = _explain(None)[case]
+    for maps in rank_maps:
+        torch.testing.assert_close(maps[case], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fresh_seed_is_shared_by_the_ranks(rank_maps):
+    """With seed=None every rank uses rank 0's fresh seed (a new one each call)."""
+    first, second = (maps["fresh seeds"] for maps in rank_maps)
+    assert first == second
+    assert first[0] != first[1]
+
+
+def test_process_group_without_init_is_a_clear_error():
+    with pytest.raises(ValueError, match="process_group"):
+        RISE(_model()).attribute(_inputs(), target=0, n_masks=4, process_group=object())
