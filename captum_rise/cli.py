@@ -2,6 +2,7 @@
 
     captum-rise explain IMAGE [--model NAME] [--target CLASS|top] [--n-masks N] [--out FILE]
     captum-rise demo [--out FILE]            # Grace Hopper's portrait, MobileNetV2
+    captum-rise evaluate DATA --out DIR [--methods rise,gradcam,...]   # a whole folder
 
 The figure shows the photo, the three saliency overlays and the deletion and
 insertion curves with their AUCs; the AUCs are also printed as a table.
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from captum_rise.comparison import causal_curves, compare_methods
+from captum_rise.evaluation.command import add_evaluate_parser, run_evaluate
 from captum_rise.imagenet import (
     DEFAULT_MODEL,
     DEFAULT_WEIGHTS,
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain = commands.add_parser("explain", help="explain one image file")
     explain.add_argument("image", help="path to a photo (any format PIL reads)")
     demo = commands.add_parser("demo", help="explain a built-in photo (Grace Hopper, matplotlib)")
+    add_evaluate_parser(commands)
     for sub, n_masks in ((explain, 4000), (demo, DEMO_N_MASKS)):
         sub.add_argument("--model", default=DEFAULT_MODEL, help="torchvision model name")
         sub.add_argument("--weights", default=DEFAULT_WEIGHTS, help="torchvision weights name")
@@ -60,9 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    image_path = Path(args.image) if args.command == "explain" else demo_image_path()
     try:
-        run(args, image_path)
+        if args.command == "evaluate":
+            run_evaluate(args)
+        else:
+            run(args, Path(args.image) if args.command == "explain" else demo_image_path())
     except (ModelLoadError, ImageLoadError, ValueError) as error:
         print(f"captum-rise: error: {error}", file=sys.stderr)
         return 2
@@ -80,7 +85,9 @@ def run(args: argparse.Namespace, image_path: Path) -> None:
     with torch.no_grad():
         probabilities = torch.softmax(classifier.model(x), dim=1)[0]
     target = _parse_target(args.target, probabilities)
-    label = f"{classifier.categories[target]} (class {target}, p={float(probabilities[target]):.2f})"
+    label = (
+        f"{classifier.categories[target]} (class {target}, p={float(probabilities[target]):.2f})"
+    )
     print(f"{classifier.name} on {image_path.name}: explaining {label} on {device}")
 
     stages = tqdm(total=2, desc="explaining", unit="stage")

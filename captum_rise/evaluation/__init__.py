@@ -1,0 +1,27 @@
+"""Explain and score whole datasets, on one process or across ``torch.distributed`` ranks.
+
+:func:`evaluate_dataset` runs attribution methods over a dataset and writes
+deletion/insertion AUCs (and the pointing game, given boxes) per image and
+method to ``results.csv``, with a ``summary.md`` and ``summary.png``; the
+``captum-rise evaluate`` command runs it on a folder of images.
+"""
+
+from captum_rise.evaluation.data import ImageFiles, image_ids_of, read_boxes, read_class_map
+from captum_rise.evaluation.methods import METHOD_NAMES, make_methods
+from captum_rise.evaluation.results import COLUMNS
+from captum_rise.evaluation.runner import DEFAULT_METHODS, evaluate_dataset, image_seed
+from captum_rise.evaluation.summary import bootstrap_interval
+
+__all__ = [
+    "evaluate_dataset",
+    "ImageFiles",
+    "image_ids_of",
+    "image_seed",
+    "read_boxes",
+    "read_class_map",
+    "make_methods",
+    "METHOD_NAMES",
+    "DEFAULT_METHODS",
+    "COLUMNS",
+    "bootstrap_interval",
+]

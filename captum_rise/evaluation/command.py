@@ -1,0 +1,172 @@
+"""``captum-rise evaluate``: the dataset runner on a folder of images, a torchvision classifier.
+
+    captum-rise evaluate DATA --out DIR [--model NAME] [--methods rise,hsic,...]
+        [--n-images K] [--n-masks N] [--n-designs N] [--seed S] [--class-map FILE]
+        [--boxes FILE] [--curve-steps S] [--save-maps] [--device cpu|cuda]
+
+The same command under ``torchrun --nproc-per-node P -m captum_rise evaluate ...``
+deals the images out to P processes (gloo on the CPU, NCCL with one GPU per
+process). Every argument is checked before the model is loaded.
+"""
+
+import argparse
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from PIL import Image
+
+from captum_rise.evaluation.data import (
+    Box,
+    ImageFiles,
+    read_boxes,
+    read_class_map,
+    resize_crop_boxes,
+)
+from captum_rise.evaluation.methods import check_method_names
+from captum_rise.evaluation.runner import DEFAULT_METHODS, evaluate_dataset
+from captum_rise.imagenet import DEFAULT_MODEL, DEFAULT_WEIGHTS, load_classifier
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def method_list(text: str) -> List[str]:
+    """argparse type: comma-separated method names."""
+    try:
+        return check_method_names([name.strip() for name in text.split(",") if name.strip()])
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_evaluate_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="explain and score a folder of images (deletion, insertion, pointing game)",
+        description="Explain every image of DATA with each method and score the maps with "
+        "deletion and insertion AUCs; writes DIR/results.csv, summary.md and summary.png. "
+        "Under torchrun, the images are shared by the processes.",
+    )
+    evaluate.add_argument(
+        "data", help="folder of images, searched recursively (ImageFolder layout works)"
+    )
+    evaluate.add_argument("--out", required=True, help="results folder (a rerun resumes it)")
+    evaluate.add_argument("--model", default=DEFAULT_MODEL, help="torchvision classifier name")
+    evaluate.add_argument("--weights", default=DEFAULT_WEIGHTS, help="torchvision weights name")
+    evaluate.add_argument(
+        "--methods",
+        type=method_list,
+        default=list(DEFAULT_METHODS),
+        help=f"comma-separated (default {','.join(DEFAULT_METHODS)})",
+    )
+    evaluate.add_argument("--n-images", type=positive_int, default=None, help="first K images only")
+    evaluate.add_argument("--n-masks", type=positive_int, default=4000, help="RISE masks (4000)")
+    evaluate.add_argument(
+        "--n-designs", type=positive_int, default=1536, help="HSIC designs (1536)"
+    )
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="run seed (images get their own from it)"
+    )
+    evaluate.add_argument(
+        "--class-map",
+        default=None,
+        help="JSON {folder: class index}: explain each folder's class (default: the top class)",
+    )
+    evaluate.add_argument(
+        "--boxes",
+        default=None,
+        help="CSV image,x0,y0,x1,y1 of object boxes in original-image pixels (pointing game)",
+    )
+    evaluate.add_argument(
+        "--curve-steps",
+        type=positive_int,
+        default=None,
+        help="steps of the deletion/insertion curves (default: one pixel row per step)",
+    )
+    evaluate.add_argument("--save-maps", action="store_true", help="save maps as .npz")
+    evaluate.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    class_map = read_class_map(args.class_map) if args.class_map else None
+    boxes = read_boxes(args.boxes) if args.boxes else None
+    files = ImageFiles(args.data, transform=lambda image: image, class_map=class_map)
+    device, created_group = _set_up_processes(args.device)
+    try:
+        classifier = load_classifier(args.model, args.weights, device)
+        classifier.model.to(memory_format=torch.channels_last)
+        files.transform = lambda image: classifier.preprocess(image)[0]
+        rows = evaluate_dataset(
+            classifier.model,
+            files,
+            args.out,
+            args.methods,
+            n_images=args.n_images,
+            n_masks=args.n_masks,
+            n_designs=args.n_designs,
+            seed=args.seed,
+            gradcam_layer=classifier.gradcam_layer(),
+            boxes=_input_boxes(files, boxes, classifier.resize_size, classifier.crop_size),
+            curve_steps=args.curve_steps,
+            save_maps=args.save_maps,
+            memory_format=torch.channels_last,
+            model_name=f"{args.model}/{args.weights}",
+        )
+    finally:
+        if created_group:
+            dist.destroy_process_group()
+    if rows is not None:
+        print((Path(args.out) / "summary.md").read_text())
+        print(
+            f"results: {Path(args.out) / 'results.csv'}, figure: {Path(args.out) / 'summary.png'}"
+        )
+
+
+def _set_up_processes(device_arg: Optional[str]) -> Tuple[torch.device, bool]:
+    """This process's device, after joining the torchrun group when there is one.
+
+    Returns the device and whether the process group was created here."""
+    use_cuda = torch.cuda.is_available() if device_arg is None else device_arg.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA device is available")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1 or dist.is_initialized():
+        return torch.device(device_arg or ("cuda" if use_cuda else "cpu")), False
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl")
+        return torch.device("cuda", local_rank), True
+    dist.init_process_group("gloo")
+    return torch.device("cpu"), True
+
+
+def _input_boxes(
+    files: ImageFiles, boxes: Optional[Dict[str, List[Box]]], resize_size: int, crop_size: int
+) -> Optional[Dict[str, List[Box]]]:
+    """The boxes of the files, moved from original-image pixels into the model input's."""
+    if boxes is None:
+        return None
+    unknown = sorted(set(boxes) - set(files.ids))
+    if unknown:
+        raise ValueError(f"the boxes file names images that are not in DATA: {unknown[:5]}")
+    moved = {}
+    for image_id, path in zip(files.ids, files.paths):
+        if image_id in boxes:
+            try:
+                with Image.open(path) as image:
+                    size = image.size
+            except OSError:
+                continue  # unreadable: the runner writes its failure rows
+            moved[image_id] = resize_crop_boxes(boxes[image_id], size, resize_size, crop_size)
+    return moved

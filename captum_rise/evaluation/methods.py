@@ -1,0 +1,188 @@
+"""The attribution methods an evaluation run compares, each with fixed, documented settings.
+
+Every method maps one image ``(1, C, H, W)``, its target class and a seed to a
+saliency map ``(1, 1, H, W)`` (higher = more important for the class):
+
+=============================  ==============================================================
+``rise``                       :class:`captum_rise.RISE` on the softmax probability,
+                               ``n_masks`` masks (default 4000), 7x7 grid, ``p_keep`` 0.5
+``hsic``                       :class:`captum_rise.HSICAttribution` on the softmax
+                               probability, ``n_designs`` (default 1536), 7x7 grid, LHS
+``meaningful_perturbation``    :class:`captum_rise.MeaningfulPerturbation`, deletion game,
+                               its defaults (300 Adam iterations, blur sigma 10)
+``gradcam``                    Captum ``LayerGradCam`` on the last convolutional layer,
+                               ReLU, upsampled bilinearly
+``ig``                         Captum ``IntegratedGradients`` from a zero (black) baseline,
+                               50 steps, summed over channels
+``occlusion``                  Captum ``Occlusion`` on the softmax probability: a zero
+                               square of 1/7 of the shorter side (32 px at 224) over all
+                               channels, stride half the window
+``kernelshap``                 Captum ``KernelShap`` on the softmax probability over SLIC
+                               superpixels (scikit-image; 50 segments, compactness 10),
+                               500 samples, zero baseline
+=============================  ==============================================================
+
+The seed reaches the methods that draw random numbers (RISE, HSIC, meaningful
+perturbation's jitter, KernelShap's coalitions).
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from captum.attr import (
+    IntegratedGradients,
+    KernelShap,
+    LayerAttribution,
+    LayerGradCam,
+    Occlusion,
+)
+from torch import Tensor, nn
+
+from captum_rise.hsic import HSICAttribution
+from captum_rise.meaningful_perturbation import MeaningfulPerturbation
+from captum_rise.quantus_explain import probabilities
+from captum_rise.rise import RISE
+
+Explain = Callable[[Tensor, int, int], Tensor]
+
+METHOD_NAMES = (
+    "rise",
+    "hsic",
+    "meaningful_perturbation",
+    "gradcam",
+    "ig",
+    "occlusion",
+    "kernelshap",
+)
+
+
+@dataclass(frozen=True)
+class Method:
+    """An attribution method of a run.
+
+    Attributes:
+        name: one of :data:`METHOD_NAMES`.
+        settings: what fixes its result, recorded with every row.
+        explain: ``explain(image (1, C, H, W), target, seed) -> (1, 1, H, W)``.
+    """
+
+    name: str
+    settings: Dict[str, object]
+    explain: Explain
+
+
+def check_method_names(names: Sequence[str]) -> List[str]:
+    """``names`` without repeats, or a ``ValueError`` naming the unknown ones."""
+    unknown = [n for n in names if n not in METHOD_NAMES]
+    if unknown or not names:
+        raise ValueError(
+            f"methods must be some of {', '.join(METHOD_NAMES)}; got {', '.join(names) or 'none'}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def last_convolution(model: nn.Module) -> nn.Module:
+    """The model's last ``Conv2d``, the usual Grad-CAM layer."""
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convolutions:
+        raise ValueError("gradcam needs a convolutional layer: the model has no Conv2d")
+    return convolutions[-1]
+
+
+def make_methods(
+    names: Sequence[str],
+    model: nn.Module,
+    n_masks: int = 4000,
+    n_designs: int = 1536,
+    gradcam_layer: Optional[nn.Module] = None,
+) -> List[Method]:
+    """The methods ``names`` for a classifier ``model`` returning ``(B, classes)`` logits
+    (or probabilities). ``gradcam_layer`` defaults to :func:`last_convolution`."""
+    probs = probabilities(model)
+
+    def rise(x: Tensor, target: int, seed: int) -> Tensor:
+        return RISE(probs).attribute(x, target=target, n_masks=n_masks, seed=seed)[:, :1]
+
+    def hsic(x: Tensor, target: int, seed: int) -> Tensor:
+        return HSICAttribution(probs).attribute(x, target=target, n_designs=n_designs, seed=seed)[
+            :, :1
+        ]
+
+    def meaningful(x: Tensor, target: int, seed: int) -> Tensor:
+        return MeaningfulPerturbation(model).attribute(x, target=target, seed=seed)[:, :1]
+
+    def gradcam(x: Tensor, target: int, seed: int) -> Tensor:
+        layer = gradcam_layer if gradcam_layer is not None else last_convolution(model)
+        cam = LayerGradCam(model, layer).attribute(x, target=target, relu_attributions=True)
+        return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
+
+    def integrated_gradients(x: Tensor, target: int, seed: int) -> Tensor:
+        attributions = IntegratedGradients(model).attribute(
+            x, target=target, n_steps=50, internal_batch_size=16
+        )
+        return attributions.sum(dim=1, keepdim=True)
+
+    def occlusion(x: Tensor, target: int, seed: int) -> Tensor:
+        window = max(1, round(min(x.shape[2:]) / 7))
+        attributions = Occlusion(probs).attribute(
+            x,
+            target=target,
+            sliding_window_shapes=(x.shape[1], window, window),
+            strides=(x.shape[1], max(1, window // 2), max(1, window // 2)),
+            perturbations_per_eval=16,
+        )
+        return attributions[:, :1]
+
+    def kernelshap(x: Tensor, target: int, seed: int) -> Tensor:
+        segments = superpixels(x[0])
+        # KernelShap draws its coalitions from the global generator: seed it, then restore it.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            attributions = KernelShap(probs).attribute(
+                x,
+                target=target,
+                feature_mask=segments.expand_as(x[0]).unsqueeze(0),
+                n_samples=500,
+                perturbations_per_eval=16,
+            )
+        return attributions[:, :1]
+
+    explainers: Dict[str, Explain] = {
+        "rise": rise,
+        "hsic": hsic,
+        "meaningful_perturbation": meaningful,
+        "gradcam": gradcam,
+        "ig": integrated_gradients,
+        "occlusion": occlusion,
+        "kernelshap": kernelshap,
+    }
+    settings: Dict[str, Dict[str, object]] = {
+        "rise": {"n_masks": n_masks, "grid_size": 7, "p_keep": 0.5, "score": "softmax"},
+        "hsic": {"n_designs": n_designs, "grid_size": 7, "sampler": "lhs", "score": "softmax"},
+        "meaningful_perturbation": {"variant": "delete", "n_iter": 300},
+        "gradcam": {
+            "layer": "last conv" if gradcam_layer is None else type(gradcam_layer).__name__
+        },
+        "ig": {"n_steps": 50, "baseline": 0},
+        "occlusion": {"window": "1/7 side", "stride": "1/2 window", "baseline": 0},
+        "kernelshap": {"n_samples": 500, "superpixels": "slic 50", "baseline": 0},
+    }
+    return [Method(name, settings[name], explainers[name]) for name in check_method_names(names)]
+
+
+def superpixels(image: Tensor) -> Tensor:
+    """``(1, H, W)`` SLIC superpixel ids (50 segments, compactness 10) of a ``(C, H, W)`` image."""
+    try:
+        from skimage.segmentation import slic
+    except ImportError:
+        raise ImportError(
+            "the kernelshap method needs scikit-image for its superpixels: pip install scikit-image"
+        ) from None
+    array = image.detach().float().cpu().permute(1, 2, 0).numpy()
+    segments = slic(array, n_segments=50, compactness=10, start_label=0, channel_axis=-1)
+    if segments.max() < 1:
+        raise ValueError(
+            "SLIC found a single superpixel in this image: nothing for KernelShap to rank"
+        )
+    return torch.as_tensor(segments, device=image.device).unsqueeze(0)

@@ -1,0 +1,129 @@
+"""The results table of an evaluation run: one CSV row per (image, method).
+
+Each rank appends its rows to its own part file, ``DIR/parts/rank-<r>.csv``,
+flushed row by row, so ranks never write to the same file and a crash loses
+at most the row being written. Rank 0 merges the parts into
+``DIR/results.csv`` at the end (sorted by image, then method) and removes
+them. A rerun reads both, so rows already done are skipped.
+"""
+
+import csv
+import os
+from pathlib import Path
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
+
+COLUMNS = (
+    "image",
+    "method",
+    "target",
+    "deletion_auc",
+    "insertion_auc",
+    "pointing_hit",
+    "seconds",
+    "rank",
+    "seed",
+    "model",
+    "settings",
+    "error",
+    "deletion_curve",
+    "insertion_curve",
+)
+"""``image``: id (path relative to the data folder); ``target``: the class
+explained; ``pointing_hit``: 1/0, empty without boxes; ``seconds``: wall time
+of the attribution alone; ``seed``: the image's seed; ``settings``: JSON of the
+method's settings; ``error``: empty, or why the row failed; the curves: scores
+at :data:`CURVE_FRACTIONS`, space separated."""
+
+CURVE_FRACTIONS = np.linspace(0.0, 1.0, 101)
+"""Fractions of pixels moved at which the deletion and insertion curves are stored."""
+
+Row = Dict[str, str]
+Key = Tuple[str, str]
+
+RESULTS_FILE = "results.csv"
+PARTS_DIR = "parts"
+
+
+def format_curve(fractions: Sequence[float], scores: Sequence[float]) -> str:
+    """A curve resampled at :data:`CURVE_FRACTIONS`, as space-separated numbers."""
+    values = np.interp(CURVE_FRACTIONS, np.asarray(fractions), np.asarray(scores))
+    return " ".join(f"{v:.5g}" for v in values)
+
+
+def parse_curve(text: str) -> np.ndarray:
+    """The ``(101,)`` curve of :func:`format_curve`."""
+    return np.array([float(v) for v in text.split()])
+
+
+def is_success(row: Row) -> bool:
+    return not row.get("error")
+
+
+class PartWriter:
+    """Appends rows to one rank's part file, flushing each to disk.
+
+    A part file left by a crashed run may end in a half-written row; writing
+    continues on a new line, and :func:`read_rows` drops the broken one.
+    """
+
+    def __init__(self, out_dir: Path, rank: int) -> None:
+        self.path = out_dir / PARTS_DIR / f"rank-{rank}.csv"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        is_new = not self.path.exists() or self.path.stat().st_size == 0
+        needs_newline = not is_new and not self.path.read_bytes().endswith(b"\n")
+        self._file = open(self.path, "a", newline="")
+        if needs_newline:
+            self._file.write("\n")
+        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
+        if is_new:
+            self._writer.writeheader()
+
+    def write(self, row: Row) -> None:
+        self._writer.writerow(row)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _rows_of(path: Path) -> Iterable[Row]:
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            if set(row) == set(COLUMNS) and all(row[c] is not None for c in COLUMNS):
+                yield row
+
+
+def read_rows(out_dir: Path) -> Dict[Key, Row]:
+    """The rows of ``results.csv`` and every part file, one per (image, method):
+    a successful row wins over a failed one, a later row over an earlier one."""
+    paths = [out_dir / RESULTS_FILE] + sorted((out_dir / PARTS_DIR).glob("rank-*.csv"))
+    rows: Dict[Key, Row] = {}
+    for path in paths:
+        if not path.exists():
+            continue
+        for row in _rows_of(path):
+            key = (row["image"], row["method"])
+            if key not in rows or is_success(row) or not is_success(rows[key]):
+                rows[key] = row
+    return rows
+
+
+def merge_parts(out_dir: Path) -> List[Row]:
+    """Writes every row into ``results.csv`` (atomically), removes the part files,
+    and returns the rows, sorted by image then method."""
+    merged = read_rows(out_dir)
+    rows = [merged[key] for key in sorted(merged)]
+    temporary = out_dir / f".{RESULTS_FILE}.tmp"
+    with open(temporary, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, out_dir / RESULTS_FILE)
+    for part in (out_dir / PARTS_DIR).glob("rank-*.csv"):
+        part.unlink()
+    if (out_dir / PARTS_DIR).is_dir() and not any((out_dir / PARTS_DIR).iterdir()):
+        (out_dir / PARTS_DIR).rmdir()
+    return rows

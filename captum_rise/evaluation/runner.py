@@ -1,0 +1,376 @@
+"""Explain and score a dataset, on one process or on every rank of ``torch.distributed``.
+
+When ``torch.distributed`` is initialised (e.g. under ``torchrun``), the images
+still to do are dealt out to the ranks in turn; each rank explains its own
+images one at a time, with no collective per image, so a rank with fewer
+images or a failing image never holds the others up. Ranks report progress in
+small files under ``DIR/.progress``, and rank 0 shows the images done over all
+ranks, waits for every rank to finish, merges their part files into
+``DIR/results.csv`` and writes the summary. ``DIR`` must be a folder every rank
+can reach (a shared file system across machines).
+
+An image's result depends only on the run's arguments and the image: its
+seed is :func:`image_seed` of the run's seed and the image's id.
+"""
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from captum_rise._validation import check_int
+from captum_rise.batching import synchronize
+from captum_rise.evaluation.data import Box, box_region, image_ids_of
+from captum_rise.evaluation.methods import Method, make_methods
+from captum_rise.evaluation.results import (
+    Key,
+    PartWriter,
+    Row,
+    format_curve,
+    is_success,
+    merge_parts,
+    read_rows,
+)
+from captum_rise.evaluation.summary import write_summary
+from captum_rise.metrics.causal import deletion, insertion
+from captum_rise.metrics.pointing import pointing_game
+
+DEFAULT_METHODS = ("rise", "hsic", "gradcam", "ig", "occlusion")
+CONFIG_FILE = "run.json"
+PROGRESS_DIR = ".progress"
+POLL_SECONDS = 0.2
+
+
+def image_seed(run_seed: int, image_id: str) -> int:
+    """The seed of one image: 62 bits of SHA-256 of the run seed and the image id."""
+    digest = hashlib.sha256(f"{run_seed}\0{image_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+def evaluate_dataset(
+    model: nn.Module,
+    dataset: Dataset,
+    out_dir: Union[str, Path],
+    methods: Sequence[str] = DEFAULT_METHODS,
+    *,
+    image_ids: Optional[Sequence[str]] = None,
+    n_images: Optional[int] = None,
+    n_masks: int = 4000,
+    n_designs: int = 1536,
+    seed: int = 0,
+    gradcam_layer: Optional[nn.Module] = None,
+    boxes: Optional[Mapping[str, Sequence[Box]]] = None,
+    curve_steps: Optional[int] = None,
+    save_maps: bool = False,
+    memory_format: torch.memory_format = torch.contiguous_format,
+    model_name: str = "model",
+    show_progress: bool = True,
+) -> Optional[List[Row]]:
+    """Explains every image with every method, scores the maps, and writes the results.
+
+    Writes ``out_dir/results.csv`` (one row per image and method, see
+    :data:`captum_rise.evaluation.results.COLUMNS`), ``summary.md`` and
+    ``summary.png`` (:mod:`captum_rise.evaluation.summary`), ``run.json`` (the
+    settings) and, with ``save_maps``, ``maps/<method>/<image id>.npz``
+    (compressed float32 ``(H, W)`` arrays under the key ``saliency``). A rerun
+    with the same settings skips the rows already done (failed rows are tried
+    again); a rerun with other settings is refused.
+
+    Args:
+        model: classifier in eval mode, ``(B, C, H, W)`` to ``(B, classes)``
+            logits or probabilities, on the device to run on (under
+            ``torchrun`` with GPUs, this rank's GPU).
+        dataset: items ``(image (C, H, W), target)``; a target of None
+            explains the model's top class. E.g.
+            :class:`captum_rise.evaluation.ImageFiles` or a torchvision
+            ``ImageFolder``.
+        out_dir: results folder, created if needed; shared by all ranks.
+        methods: names from :data:`captum_rise.evaluation.methods.METHOD_NAMES`.
+        image_ids: one id per item (default :func:`image_ids_of`).
+        n_images: only the first ``n_images`` items.
+        n_masks, n_designs: RISE masks and HSIC designs per image.
+        seed: the run's seed; each image's is :func:`image_seed`.
+        gradcam_layer: Grad-CAM's layer (default: the last ``Conv2d``).
+        boxes: object boxes per image id, in the pixels of the model input,
+            for the pointing game (15 px tolerance).
+        curve_steps: steps of the deletion and insertion curves (default: one
+            row of pixels per step, the paper's).
+        save_maps: also save the saliency maps.
+        memory_format: of the images given to the methods (``channels_last``
+            runs convolutions faster on the CPU).
+        model_name: recorded in the rows and in the summary.
+        show_progress: a progress bar of images over all ranks, on rank 0.
+
+    Returns:
+        On rank 0 (or without ``torch.distributed``): all rows of
+        ``results.csv``. On other ranks: None, once their images are done.
+    """
+    out_dir = Path(out_dir)
+    chosen = make_methods(methods, model, n_masks, n_designs, gradcam_layer)
+    ids = list(image_ids) if image_ids is not None else image_ids_of(dataset)
+    if len(ids) != len(dataset) or len(set(ids)) != len(ids):  # type: ignore[arg-type]
+        raise ValueError("image_ids must give one distinct id per item of the dataset")
+    if n_images is not None:
+        ids = ids[: check_int("n_images", n_images)]
+    if curve_steps is not None:
+        check_int("curve_steps", curve_steps)
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
+    config = {
+        "model": model_name,
+        "seed": seed,
+        "curve_steps": curve_steps,
+        "methods": {m.name: m.settings for m in chosen},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_settings(out_dir, config)
+    done = {key for key, row in read_rows(out_dir).items() if is_success(row)}
+    todo = [
+        i for i, image_id in enumerate(ids) if any((image_id, m.name) not in done for m in chosen)
+    ]
+    if rank == 0:
+        _write_config(out_dir, config)
+        shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
+    if world_size > 1:
+        dist.barrier()  # every rank has read what was done before any writes
+
+    device = next(model.parameters(), torch.empty(0)).device
+    bar = tqdm(
+        total=len(todo),
+        desc="images, all ranks",
+        unit="image",
+        disable=not show_progress or rank != 0,
+    )
+    writer = PartWriter(out_dir, rank)
+    run = _ImageRun(
+        model,
+        chosen,
+        out_dir,
+        device,
+        memory_format,
+        boxes,
+        curve_steps,
+        save_maps,
+        model_name,
+        rank,
+        seed,
+    )
+    mine = todo[rank::world_size]
+    try:
+        for count, index in enumerate(mine, start=1):
+            for row in run.rows(dataset, index, ids[index], done):
+                writer.write(row)
+            _report_progress(out_dir, rank, count, finished=False)
+            if rank == 0:
+                bar.n = _images_done(out_dir, world_size)
+                bar.refresh()
+        _report_progress(out_dir, rank, len(mine), finished=True)
+    finally:
+        writer.close()
+    if rank != 0:
+        return None
+    while not _all_finished(out_dir, world_size):
+        bar.n = _images_done(out_dir, world_size)
+        bar.refresh()
+        time.sleep(POLL_SECONDS)
+    bar.n = _images_done(out_dir, world_size)
+    bar.close()
+    rows = merge_parts(out_dir)
+    shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
+    header = {
+        "model": model_name,
+        "seed": seed,
+        "ranks": world_size,
+        **{f"{k} settings": v for k, v in config["methods"].items()},
+    }  # type: ignore[union-attr]
+    write_summary(rows, out_dir, header)
+    return rows
+
+
+class _ImageRun:
+    """Explains and scores one image with every method still to do."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        methods: Sequence[Method],
+        out_dir: Path,
+        device: torch.device,
+        memory_format: torch.memory_format,
+        boxes: Optional[Mapping[str, Sequence[Box]]],
+        curve_steps: Optional[int],
+        save_maps: bool,
+        model_name: str,
+        rank: int,
+        run_seed: int,
+    ) -> None:
+        self.model = model
+        self.methods = methods
+        self.out_dir = out_dir
+        self.device = device
+        self.memory_format = memory_format
+        self.boxes = boxes or {}
+        self.curve_steps = curve_steps
+        self.save_maps = save_maps
+        self.model_name = model_name
+        self.rank = rank
+        self.run_seed = run_seed
+
+    def rows(self, dataset: Dataset, index: int, image_id: str, done: Set[Key]) -> List[Row]:
+        seed = image_seed(self.run_seed, image_id)
+        pending = [m for m in self.methods if (image_id, m.name) not in done]
+        base = {
+            "image": image_id,
+            "rank": str(self.rank),
+            "seed": str(seed),
+            "model": self.model_name,
+        }
+        try:
+            x, target = self._load(dataset, index)
+        except Exception as error:  # an unreadable image is a failed row, not a failed run
+            return [self._failure(base, m, "", error) for m in pending]
+        region = self._region(image_id, x)
+        rows = []
+        for method in pending:
+            try:
+                rows.append(self._evaluate(base, method, x, target, seed, region))
+            except Exception as error:
+                rows.append(self._failure(base, method, str(target), error))
+        return rows
+
+    def _load(self, dataset: Dataset, index: int) -> Tuple[Tensor, int]:
+        image, target = dataset[index]
+        if not isinstance(image, Tensor) or image.dim() != 3:
+            raise ValueError(
+                f"dataset items must be (image (C, H, W), target), got {type(image).__name__}"
+            )
+        x = image.unsqueeze(0).to(self.device).contiguous(memory_format=self.memory_format)
+        if target is None:
+            with torch.no_grad():
+                target = int(self.model(x).argmax(dim=1)[0])
+        return x, int(target)
+
+    def _region(self, image_id: str, x: Tensor) -> Optional[Tensor]:
+        if image_id not in self.boxes:
+            return None
+        region = box_region(self.boxes[image_id], x.shape[2], x.shape[3])
+        return region if region.any() else None
+
+    def _evaluate(
+        self, base: Row, method: Method, x: Tensor, target: int, seed: int, region: Optional[Tensor]
+    ) -> Row:
+        synchronize(self.device)
+        start = time.perf_counter()
+        saliency = method.explain(x, target, seed).detach()
+        synchronize(self.device)
+        seconds = time.perf_counter() - start
+        if saliency.shape != (1, 1, *x.shape[2:]) or not torch.isfinite(saliency).all():
+            raise ValueError(
+                f"{method.name} returned a map of shape {tuple(saliency.shape)} that is not finite"
+            )
+        deleted = deletion(self.model, x, saliency, target, n_steps=self.curve_steps)
+        inserted = insertion(self.model, x, saliency, target, n_steps=self.curve_steps)
+        hit = "" if region is None else str(int(pointing_game(saliency.cpu(), region[None])[0]))
+        if self.save_maps:
+            path = self.out_dir / "maps" / method.name / f"{base['image']}.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, saliency=saliency[0, 0].float().cpu().numpy())
+        return {
+            **base,
+            "method": method.name,
+            "target": str(target),
+            "deletion_auc": f"{float(deleted.auc[0]):.6g}",
+            "insertion_auc": f"{float(inserted.auc[0]):.6g}",
+            "pointing_hit": hit,
+            "seconds": f"{seconds:.3f}",
+            "settings": json.dumps(method.settings, sort_keys=True),
+            "error": "",
+            "deletion_curve": format_curve(deleted.fractions.tolist(), deleted.scores[0].tolist()),
+            "insertion_curve": format_curve(
+                inserted.fractions.tolist(), inserted.scores[0].tolist()
+            ),
+        }
+
+    @staticmethod
+    def _failure(base: Row, method: Method, target: str, error: Exception) -> Row:
+        message = f"{type(error).__name__}: {error}".replace("\n", " ")
+        return {
+            **base,
+            "method": method.name,
+            "target": target,
+            "deletion_auc": "",
+            "insertion_auc": "",
+            "pointing_hit": "",
+            "seconds": "",
+            "settings": json.dumps(method.settings, sort_keys=True),
+            "error": message,
+            "deletion_curve": "",
+            "insertion_curve": "",
+        }
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _check_same_settings(out_dir: Path, config: Dict[str, object]) -> None:
+    """Refuses to add to a results folder written with other settings."""
+    path = out_dir / CONFIG_FILE
+    if not path.exists():
+        return
+    previous = json.loads(path.read_text())
+    differences = [
+        f"{name}: {previous[name]!r} then, {config[name]!r} now"
+        for name in ("model", "seed", "curve_steps")
+        if name in previous and previous[name] != config[name]
+    ]
+    for method, settings in config["methods"].items():  # type: ignore[union-attr]
+        if method in previous.get("methods", {}) and previous["methods"][method] != settings:
+            differences.append(f"{method}: {previous['methods'][method]} then, {settings} now")
+    if differences:
+        raise ValueError(
+            f"{out_dir} holds results of a run with other settings ({'; '.join(differences)}): "
+            "rerun with the same arguments to resume it, or choose another output folder"
+        )
+
+
+def _write_config(out_dir: Path, config: Dict[str, object]) -> None:
+    path = out_dir / CONFIG_FILE
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    merged = {**previous, **config, "methods": {**previous.get("methods", {}), **config["methods"]}}  # type: ignore[dict-item]
+    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+
+
+def _report_progress(out_dir: Path, rank: int, count: int, finished: bool) -> None:
+    folder = out_dir / PROGRESS_DIR
+    folder.mkdir(exist_ok=True)
+    temporary = folder / f".rank-{rank}.tmp"
+    temporary.write_text(f"{count} {int(finished)}")
+    temporary.replace(folder / f"rank-{rank}")
+
+
+def _read_progress(out_dir: Path, world_size: int) -> List[Tuple[int, bool]]:
+    reports = []
+    for rank in range(world_size):
+        try:
+            count, finished = (out_dir / PROGRESS_DIR / f"rank-{rank}").read_text().split()
+            reports.append((int(count), finished == "1"))
+        except (OSError, ValueError):
+            reports.append((0, False))
+    return reports
+
+
+def _images_done(out_dir: Path, world_size: int) -> int:
+    return sum(count for count, _ in _read_progress(out_dir, world_size))
+
+
+def _all_finished(out_dir: Path, world_size: int) -> bool:
+    return all(finished for _, finished in _read_progress(out_dir, world_size))
