@@ -346,7 +346,9 @@ def _write_config(out_dir: Path, config: Dict[str, object]) -> None:
     path = out_dir / CONFIG_FILE
     previous = json.loads(path.read_text()) if path.exists() else {}
     merged = {**previous, **config, "methods": {**previous.get("methods", {}), **config["methods"]}}  # type: ignore[dict-item]
-    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    temporary = out_dir / f".{CONFIG_FILE}.tmp"  # other ranks may be reading it
+    temporary.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    temporary.replace(path)
 
 
 def _report_progress(out_dir: Path, rank: int, count: int, finished: bool) -> None:
