@@ -31,6 +31,7 @@ gpu: $(STAMP)
 	$(PYTHON) -m pytest -m gpu tests
 	$(PYTHON) benchmarks/speed_peers.py --device cuda
 	$(PYTHON) benchmarks/overhead.py --device cuda
+	$(PYTHON) benchmarks/evaluate_scaling.py --device cuda
 
 clean:
 	rm -rf $(VENV) build *.egg-info

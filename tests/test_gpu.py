@@ -161,3 +161,22 @@ def test_automatic_chunk_survives_a_real_out_of_memory_error(models):
     assert max(sizes) * per_image > total  # it did run out of memory
     sizer = batching._SIZERS[hungry_model][batching.item_signature(x)]
     assert sizer.limit * per_image < total and sizer.size <= sizer.limit
+
+
+def test_dataset_runner_on_cuda_matches_the_cpu(tmp_path):
+    """The runner on a CUDA model writes the CPU run's AUCs (same image seeds)."""
+    from test_evaluation import BoxModel, _assert_same_results, _dataset, _write_images
+
+    from captum_rise.evaluation import evaluate_dataset
+
+    _write_images(tmp_path / "data")
+    settings = dict(n_masks=120, n_designs=64, curve_steps=8, show_progress=False)
+    methods = ["rise", "hsic", "gradcam", "ig"]
+    on_cpu = evaluate_dataset(
+        BoxModel(), _dataset(tmp_path / "data"), tmp_path / "cpu", methods, **settings
+    )
+    on_cuda = evaluate_dataset(
+        BoxModel().cuda(), _dataset(tmp_path / "data"), tmp_path / "cuda", methods, **settings
+    )
+    assert all(row["error"] == "" for row in on_cuda)
+    _assert_same_results(on_cuda, on_cpu)

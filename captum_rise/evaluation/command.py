@@ -143,10 +143,11 @@ def _set_up_processes(device_arg: Optional[str]) -> Tuple[torch.device, bool]:
     if world_size == 1 or dist.is_initialized():
         return torch.device(device_arg or ("cuda" if use_cuda else "cpu")), False
     if use_cuda:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local_rank)
+        # One GPU per process; more processes than GPUs share them in turn.
+        gpu = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+        torch.cuda.set_device(gpu)
         dist.init_process_group("nccl")
-        return torch.device("cuda", local_rank), True
+        return torch.device("cuda", gpu), True
     dist.init_process_group("gloo")
     return torch.device("cpu"), True
 
