@@ -26,6 +26,7 @@ from captum_rise.metrics import (
 from captum_rise.plotting import overlay_saliency, plot_causal_curves
 from captum_rise.quantus_explain import explain, make_explain_func
 from captum_rise.rise import RISE
+from captum_rise.scores import DetectionScore, SimilarityScore
 
 register_with_quantus()
 
@@ -34,6 +35,8 @@ __version__ = "0.1.0"
 __all__ = [
     "RISE",
     "HSICAttribution",
+    "DetectionScore",
+    "SimilarityScore",
     "MeaningfulPerturbation",
     "deletion",
     "insertion",

@@ -44,6 +44,8 @@ from captum_rise.masks import (
 
 FeatureMaskType = Union[None, Tensor, Tuple[Tensor, ...]]
 
+DEFAULT_GRID_SIZE = 7
+
 
 class RISE(MaskAttribution):
     r"""RISE (Petsiuk, Das & Saenko, BMVC 2018): black-box saliency from random masks.
@@ -92,7 +94,7 @@ class RISE(MaskAttribution):
         additional_forward_args: Optional[object] = None,
         feature_mask: FeatureMaskType = None,
         n_masks: int = 4000,
-        grid_size: GridSize = 7,
+        grid_size: Optional[GridSize] = None,
         p_keep: float = 0.5,
         perturbations_per_eval: Optional[int] = None,
         show_progress: bool = False,
@@ -117,7 +119,10 @@ class RISE(MaskAttribution):
             n_masks: ``N``, the number of masks (paper: 4000 for VGG16, 8000
                 for ResNet50).
             grid_size: ``s``, an int or a per-axis tuple for the trailing
-                spatial dims (paper: 7).
+                spatial dims. None: the ``forward_func``'s ``default_grid_size``
+                attribute when it has one (16 for
+                :class:`captum_rise.scores.DetectionScore`, as D-RISE), else 7
+                (the paper's).
             p_keep: probability that a cell or group is kept (paper: 0.5).
             perturbations_per_eval: masks per forward call; each call sees
                 ``perturbations_per_eval * B`` inputs. None (the default, unlike
@@ -185,7 +190,7 @@ class RISE(MaskAttribution):
         additional_forward_args: Optional[object] = None,
         feature_mask: FeatureMaskType = None,
         n_masks: int = 4000,
-        grid_size: GridSize = 7,
+        grid_size: Optional[GridSize] = None,
         p_keep: float = 0.5,
         perturbations_per_eval: Optional[int] = None,
         show_progress: bool = False,
@@ -255,7 +260,7 @@ class RISE(MaskAttribution):
         scorer: ModelScorer,
         feature_mask: FeatureMaskType,
         n_masks: int,
-        grid_size: GridSize,
+        grid_size: Optional[GridSize],
         p_keep: float,
         perturbations_per_eval: Optional[int],
         show_progress: bool,
@@ -274,6 +279,8 @@ class RISE(MaskAttribution):
             )
         blender = Blender(inputs, format_baselines(baselines, inputs))
         device, dtype = inputs[0].device, inputs[0].dtype
+        if grid_size is None:
+            grid_size = getattr(self.forward_func, "default_grid_size", DEFAULT_GRID_SIZE)
         sampler = _make_sampler(inputs, feature_mask, grid_size, p_keep, device, dtype)
         rank, world_size = group_rank_and_size(process_group)
         stream = ParamStream(sampler, make_generator(agree_on_seed(seed, process_group)))
