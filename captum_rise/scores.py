@@ -218,7 +218,16 @@ class SimilarityScore:
     Returns (when called):
         ``(N, K)`` similarities; with one reference ``K = 1`` and
         ``target=None`` works.
+
+    Similarities of masked inputs vary little around a large mean, so RISE's
+    paper normalisation (by ``N * p_keep``) would be dominated by the masks'
+    uneven coverage (every map peaked at the same pixels, whatever the
+    reference, on MobileNetV2). The adapter advertises
+    :attr:`default_normalization` ``"coverage"``, which
+    :class:`captum_rise.RISE` uses when ``normalization`` is not given.
     """
+
+    default_normalization = "coverage"
 
     def __init__(
         self,

@@ -184,3 +184,61 @@ def test_hsic_interactions_find_the_product_pair():
     assert torch.equal(
         maps, hsic.attribute(x, n_designs=1024, grid_size=3, seed=0, smooth_map=False)
     )
+
+
+def _photo(name: str, size: int) -> torch.Tensor:
+    """A scikit-image photo, ``(1, 3, size, size)`` in [0, 1]."""
+    from PIL import Image
+    from skimage import data
+
+    photo = Image.fromarray(getattr(data, name)()).convert("RGB").resize((size, size))
+    return torch.tensor(np.array(photo), dtype=torch.float32).permute(2, 0, 1)[None] / 255
+
+
+def test_real_face_detector_mtcnn_points_at_the_face():
+    """MTCNN (weights inside the facenet-pytorch wheel) on the astronaut photo: the D-RISE
+    map of its face detection peaks inside the face box."""
+    facenet = pytest.importorskip("facenet_pytorch", reason="make installs facenet-pytorch")
+    mtcnn = facenet.MTCNN(keep_all=True, device="cpu")
+
+    def faces(images):
+        boxes, probs = mtcnn.detect(images.permute(0, 2, 3, 1) * 255)
+        return list(zip(boxes, probs))
+
+    x = _photo("astronaut", 128)
+    ((boxes, _),) = faces(x)
+    assert boxes.shape == (1, 4)
+    face = tuple(float(v) for v in boxes[0])
+    saliency = RISE(DetectionScore(faces, target_boxes=face)).attribute(x, n_masks=300, seed=0)
+    flat = int(saliency[0, 0].argmax())
+    y, x_peak = divmod(flat, 128)
+    assert face[0] <= x_peak <= face[2] and face[1] <= y <= face[3]
+
+
+def test_real_embedder_finds_where_each_crop_comes_from():
+    """MobileNetV2's pooled features: why does the whole photo match each of its
+    quarters? Each quarter's map is higher on that quarter than elsewhere, and
+    peaks in it (3 of 4 at least)."""
+    from captum_rise.imagenet import load_classifier
+
+    classifier = load_classifier()
+    network, normalize = classifier.network, classifier.model[0]
+
+    def embedder(images):
+        return network.features(normalize(images)).mean(dim=(2, 3))
+
+    photo = _photo("astronaut", 224)
+    corners = [(0, 0), (0, 112), (112, 0), (112, 112)]
+    with torch.no_grad():
+        references = torch.cat([embedder(photo[..., y : y + 112, x : x + 112]) for y, x in corners])
+        maps = RISE(SimilarityScore(embedder, references)).attribute_classes(
+            photo, n_masks=500, seed=0
+        )[0, :, 0]
+    peaks_inside = 0
+    for saliency, (y, x) in zip(maps, corners):
+        inside = torch.zeros(224, 224, dtype=torch.bool)
+        inside[y : y + 112, x : x + 112] = True
+        assert saliency[inside].mean() > saliency[~inside].mean()
+        peak_y, peak_x = divmod(int(saliency.argmax()), 224)
+        peaks_inside += bool(inside[peak_y, peak_x])
+    assert peaks_inside >= 3
