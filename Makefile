@@ -27,6 +27,7 @@ benchmarks: $(STAMP)
 	$(PYTHON) benchmarks/speed_peers.py
 	$(PYTHON) benchmarks/faithfulness.py
 	$(PYTHON) benchmarks/evaluate_scaling.py
+	$(PYTHON) benchmarks/detection_speed.py
 
 # On a machine with a CUDA device: the gpu tests, then the GPU benchmarks.
 gpu: $(STAMP)
