@@ -26,6 +26,15 @@ def check_probability(name: str, value: object) -> float:
     return float(value)
 
 
+def check_positive(name: str, value: object) -> float:
+    """``value`` as a float > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float > 0, got {type(value).__name__}")
+    if not float(value) > 0.0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return float(value)
+
+
 def check_seed(seed: object) -> Optional[int]:
     """``seed`` as an int, or None."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):

@@ -29,6 +29,9 @@ class SaliencyAccumulator:
     Masks and scores may come in any floating dtype (e.g. float16 from a
     half-precision model); the sums are kept in ``dtype``.
 
+    With ``track_squares`` it also keeps ``sum_n f_n^2 * M_n^2``, from which
+    :meth:`relative_standard_error` estimates the maps' error.
+
     Two accumulators over disjoint sets of masks can be :meth:`merge`-d, e.g.
     when masks are split across workers, or summed over the ranks of a
     ``torch.distributed`` group with :meth:`all_reduce`.
@@ -49,6 +52,7 @@ class SaliencyAccumulator:
         device: torch.device,
         dtype: torch.dtype = torch.float32,
         buffer_bytes: int = 64 * 2**20,
+        track_squares: bool = False,
     ) -> None:
         self.batch_size = batch_size
         self.n_outputs = n_outputs
@@ -60,6 +64,9 @@ class SaliencyAccumulator:
         self.mask_sums: List[Tensor] = [
             torch.zeros(shape, device=device, dtype=dtype) for shape in self.mask_shapes
         ]
+        self.squared_sums: List[Tensor] = (
+            [torch.zeros_like(w) for w in self.weighted_sums] if track_squares else []
+        )
         self.n_masks = 0
         self.buffer_bytes = buffer_bytes
         self._pending_scores: List[Tensor] = []
@@ -83,16 +90,14 @@ class SaliencyAccumulator:
         masks = tuple(torch.cat(parts) for parts in zip(*self._pending_masks))
         self._pending_scores, self._pending_masks, self._pending_bytes = [], [], 0
         check_finite_scores(scores)
-        n = scores.shape[0]
-        for weighted_sum, mask_sum, mask in zip(self.weighted_sums, self.mask_sums, masks):
-            mask = mask.to(weighted_sum.dtype)
-            flat = mask.reshape(n, mask.shape[1], -1)
-            if flat.shape[1] == 1:
-                # (B*K, n) @ (n, P): one matmul for every example and output.
-                update = scores.permute(1, 2, 0).reshape(-1, n) @ flat[:, 0]
-            else:
-                update = torch.einsum("nbk,nbp->bkp", scores, flat)
-            weighted_sum += update.reshape(weighted_sum.shape)
+        for i, (mask_sum, mask) in enumerate(zip(self.mask_sums, masks)):
+            mask = mask.to(scores.dtype)
+            self.weighted_sums[i] += _weighted_sum(scores, mask).reshape(
+                self.weighted_sums[i].shape
+            )
+            if self.squared_sums:
+                squares = _weighted_sum(scores**2, mask**2)
+                self.squared_sums[i] += squares.reshape(self.squared_sums[i].shape)
             mask_sum += mask.sum(dim=0)
 
     def merge(self, other: "SaliencyAccumulator") -> "SaliencyAccumulator":
@@ -107,6 +112,8 @@ class SaliencyAccumulator:
             mine += theirs.to(mine.device)
         for mine, theirs in zip(self.mask_sums, other.mask_sums):
             mine += theirs.to(mine.device)
+        for mine, theirs in zip(self.squared_sums, other.squared_sums):
+            mine += theirs.to(mine.device)
         self.n_masks += other.n_masks
         return self
 
@@ -116,6 +123,7 @@ class SaliencyAccumulator:
         self._flush()
         self.weighted_sums = [all_reduce(w, group) for w in self.weighted_sums]
         self.mask_sums = [all_reduce(m, group) for m in self.mask_sums]
+        self.squared_sums = [all_reduce(q, group) for q in self.squared_sums]
         count = torch.tensor([self.n_masks], dtype=torch.int64)
         self.n_masks = int(all_reduce(count, group).item())
         return self
@@ -140,3 +148,37 @@ class SaliencyAccumulator:
             w / mask_sum.unsqueeze(1).clamp_min(torch.finfo(w.dtype).tiny)
             for w, mask_sum in zip(self.weighted_sums, self.mask_sums)
         ]
+
+    def relative_standard_error(self, p_keep: float) -> Tensor:
+        """``(B, K)`` estimated relative standard error of the ``"expectation"`` maps.
+
+        Per feature ``j`` (at the masks' resolution, over all inputs), the
+        standard error of ``S_j = sum_n f_n M_nj / (N p)`` is
+        ``sqrt(Var(f M_j) / N) / p``, with the variance estimated from the
+        sums and the sums of squares; the relative error is the RMS over
+        features of those standard errors, divided by the standard deviation
+        of the map over features. Needs ``track_squares=True``.
+        """
+        if not self.squared_sums:
+            raise ValueError("relative_standard_error needs an accumulator with track_squares=True")
+        if self.n_masks < 2:
+            raise ValueError("relative_standard_error needs at least 2 masks")
+        self._flush()
+        n = self.n_masks
+        means = torch.cat([w.flatten(2) for w in self.weighted_sums], dim=2) / n
+        second_moments = torch.cat([q.flatten(2) for q in self.squared_sums], dim=2) / n
+        variances = (second_moments - means**2).clamp_min(0) * n / (n - 1)
+        standard_errors = (variances / n).sqrt() / p_keep
+        spread = (means / p_keep).std(dim=2)
+        rms = standard_errors.pow(2).mean(dim=2).sqrt()
+        return rms / spread.clamp_min(torch.finfo(spread.dtype).tiny)
+
+
+def _weighted_sum(scores: Tensor, mask: Tensor) -> Tensor:
+    """``sum_n scores[n, b, k] * mask[n, b or 0, p]``: ``(B*K, P)`` or ``(B, K, P)``."""
+    n = scores.shape[0]
+    flat = mask.reshape(n, mask.shape[1], -1)
+    if flat.shape[1] == 1:
+        # (B*K, n) @ (n, P): one matmul for every example and output.
+        return scores.permute(1, 2, 0).reshape(-1, n) @ flat[:, 0]
+    return torch.einsum("nbk,nbp->bkp", scores, flat)

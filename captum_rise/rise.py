@@ -19,6 +19,7 @@ from captum_rise._forward import Blender, ClassScorer, ModelScorer
 from captum_rise._validation import (
     check_inputs,
     check_int,
+    check_positive,
     check_probability,
     check_target,
     format_baselines,
@@ -45,6 +46,8 @@ from captum_rise.masks import (
 FeatureMaskType = Union[None, Tensor, Tuple[Tensor, ...]]
 
 DEFAULT_GRID_SIZE = 7
+ROUND_MASKS = 250
+"""With a ``tolerance``, masks are drawn in rounds of this many; the error is checked after each."""
 
 
 class RISE(MaskAttribution):
@@ -84,6 +87,11 @@ class RISE(MaskAttribution):
     """
 
     method_name = "RISE"
+    n_masks_used: Optional[int] = None
+    """Masks the last call used (fewer than ``n_masks`` when ``tolerance`` stopped it)."""
+
+    def has_convergence_delta(self) -> bool:
+        return True
 
     @log_usage()
     def attribute(
@@ -101,7 +109,9 @@ class RISE(MaskAttribution):
         seed: Optional[int] = None,
         normalization: Optional[str] = None,
         process_group: ProcessGroup = None,
-    ) -> TensorOrTupleOfTensorsGeneric:
+        tolerance: Optional[float] = None,
+        return_convergence_delta: bool = False,
+    ) -> Union[TensorOrTupleOfTensorsGeneric, Tuple[TensorOrTupleOfTensorsGeneric, Tensor]]:
         r"""Saliency of every input feature for ``target``.
 
         Args:
@@ -152,10 +162,26 @@ class RISE(MaskAttribution):
                 single-process run with the same ``seed`` (to rounding). With
                 ``seed=None`` rank 0's fresh seed is sent to all. The progress
                 bar shows the group's rank 0 and its share. None: one process.
+            tolerance: stop early: ``n_masks`` becomes the maximum, masks are
+                drawn in rounds of :data:`ROUND_MASKS`, and the run stops once
+                the estimated relative standard error of the map is at most
+                ``tolerance`` for every example. That error is the RMS over
+                the map's features (at the masks' resolution) of each
+                feature's standard error, divided by the standard deviation
+                of the map over its features; the standard errors come from
+                the masks' score-weighted sums and sums of squares. The masks
+                used are masks ``0 .. n`` of the seed's stream, so the map is
+                the one ``n_masks=n`` gives; ``n`` is left in
+                :attr:`n_masks_used`. Needs ``normalization="expectation"``;
+                not combined with ``process_group``.
+            return_convergence_delta: also return, per example, the estimated
+                relative standard error defined above (Captum's convention).
 
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``: a tensor
-            ``(B, ...)`` or a tuple of them.
+            ``(B, ...)`` or a tuple of them; with ``return_convergence_delta``,
+            ``(attributions, delta)`` with ``delta`` the ``(B,)`` relative
+            standard errors.
         """
         is_inputs_tuple = _is_tuple(inputs)
         formatted_inputs = _format_tensor_into_tuples(inputs)
@@ -167,7 +193,7 @@ class RISE(MaskAttribution):
             _format_additional_forward_args(additional_forward_args),
             target=target,
         )
-        maps = self._estimate(
+        maps, errors = self._estimate(
             formatted_inputs,
             baselines,
             scorer,
@@ -180,12 +206,18 @@ class RISE(MaskAttribution):
             seed,
             normalization,
             process_group,
+            tolerance,
+            return_convergence_delta,
         )
         attributions = tuple(
             saliency[:, 0].expand_as(inp).contiguous()
             for saliency, inp in zip(maps, formatted_inputs)
         )
-        return _format_output(is_inputs_tuple, attributions)
+        output = _format_output(is_inputs_tuple, attributions)
+        if return_convergence_delta:
+            assert errors is not None
+            return output, errors[:, 0]
+        return output
 
     @log_usage()
     def attribute_classes(
@@ -203,13 +235,15 @@ class RISE(MaskAttribution):
         seed: Optional[int] = None,
         normalization: Optional[str] = None,
         process_group: ProcessGroup = None,
+        tolerance: Optional[float] = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Saliency maps for several classes from one set of forward passes.
 
         The ``(N, B, C)`` scores of the masked inputs are multiplied with the
         masks in one matmul per chunk, so explaining 1000 classes costs the same
         forwards as explaining one. Arguments are those of :meth:`attribute`,
-        with ``classes`` in place of ``target``.
+        with ``classes`` in place of ``target``; with ``tolerance``, the run
+        stops when every class's map meets it.
 
         Args:
             classes: ``K`` class indices into the ``(B, C)`` output, or None for
@@ -239,7 +273,7 @@ class RISE(MaskAttribution):
             _format_additional_forward_args(additional_forward_args),
             classes=class_index,
         )
-        maps = self._estimate(
+        maps, _ = self._estimate(
             formatted_inputs,
             baselines,
             scorer,
@@ -252,6 +286,7 @@ class RISE(MaskAttribution):
             seed,
             normalization,
             process_group,
+            tolerance,
         )
         attributions = tuple(
             saliency.expand(inp.shape[0], saliency.shape[1], *inp.shape[1:])
@@ -273,9 +308,16 @@ class RISE(MaskAttribution):
         seed: Optional[int],
         normalization: Optional[str],
         process_group: ProcessGroup,
-    ) -> List[Tensor]:
-        """Runs the masked forwards; returns ``(B, K, *mask_rest_i)`` per input in the
-        inputs' dtype, ``K`` being the number of scores ``scorer`` returns per example."""
+        tolerance: Optional[float] = None,
+        track_error: bool = False,
+    ) -> Tuple[List[Tensor], Optional[Tensor]]:
+        """Runs the masked forwards (in rounds of :data:`ROUND_MASKS` until the
+        relative standard error is at most ``tolerance``, when given).
+
+        Returns ``(B, K, *mask_rest_i)`` per input in the inputs' dtype, ``K``
+        being the number of scores ``scorer`` returns per example, and the
+        ``(B, K)`` relative standard errors when ``tolerance`` or
+        ``track_error`` is set (else None). Sets :attr:`n_masks_used`."""
         n_masks = check_int("n_masks", n_masks)
         perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
         p_keep = check_probability("p_keep", p_keep)
@@ -284,6 +326,16 @@ class RISE(MaskAttribution):
         if normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
+            )
+        if tolerance is not None:
+            tolerance = check_positive("tolerance", tolerance)
+            if process_group is not None:
+                raise ValueError("tolerance cannot be combined with process_group (yet)")
+        track_error = track_error or tolerance is not None
+        if track_error and normalization != "expectation":
+            raise ValueError(
+                "tolerance and return_convergence_delta need normalization='expectation'; "
+                f"got {normalization!r}"
             )
         blender = Blender(inputs, format_baselines(baselines, inputs))
         device, dtype = inputs[0].device, inputs[0].dtype
@@ -302,30 +354,36 @@ class RISE(MaskAttribution):
                 sampler.mask_shapes,
                 device,
                 torch.promote_types(dtype, torch.float32),
+                track_squares=track_error,
             )
 
         def evaluate(lo: int, hi: int) -> Tuple[Tensor, Tuple[Tensor, ...]]:
-            masks = sampler.render(stream.params(first + lo, first + hi))
+            masks = sampler.render(stream.params(lo, hi))
             return scorer(blender(masks), hi - lo), masks
 
-        def consume(lo: int, hi: int, result: Tuple[Tensor, Tuple[Tensor, ...]]) -> None:
+        def consume(result: Tuple[Tensor, Tuple[Tensor, ...]]) -> None:
             nonlocal accumulator
             scores, masks = result
             if accumulator is None:
                 accumulator = make_accumulator(scores.shape[2])
             accumulator.add(scores, masks)
 
+        rounds = [(first, last)] if tolerance is None else _rounds(first, last)
         bar = self._progress(show_progress and rank == 0, last - first, unit="mask")
         with torch.no_grad():
-            run_in_chunks(
-                last - first,
-                evaluate,
-                consume,
-                perturbations_per_eval,
-                lambda: sizer_for(self.forward_func, inputs),
-                device,
-                bar,
-            )
+            for start, stop in rounds:
+                run_in_chunks(
+                    stop - start,
+                    lambda lo, hi: evaluate(start + lo, start + hi),
+                    lambda lo, hi, result: consume(result),
+                    perturbations_per_eval,
+                    lambda: sizer_for(self.forward_func, inputs),
+                    device,
+                    bar,
+                )
+                if tolerance is not None and accumulator is not None and stop - first >= 2:
+                    if float(accumulator.relative_standard_error(p_keep).max()) <= tolerance:
+                        break
         bar.close()
         if process_group is not None:
             # A rank with no masks (fewer masks than ranks) learns the number of outputs.
@@ -333,7 +391,15 @@ class RISE(MaskAttribution):
             n_outputs = int(all_reduce(local_outputs, process_group, dist.ReduceOp.MAX).item())
             accumulator = (accumulator or make_accumulator(n_outputs)).all_reduce(process_group)
         assert accumulator is not None  # n_masks >= 1
-        return [m.to(dtype) for m in accumulator.saliency(p_keep, normalization)]
+        self.n_masks_used = accumulator.n_masks
+        errors = accumulator.relative_standard_error(p_keep) if track_error else None
+        maps = [m.to(dtype) for m in accumulator.saliency(p_keep, normalization)]
+        return maps, errors
+
+
+def _rounds(first: int, last: int) -> List[Tuple[int, int]]:
+    """Masks ``first .. last - 1`` in rounds of :data:`ROUND_MASKS`."""
+    return [(lo, min(lo + ROUND_MASKS, last)) for lo in range(first, last, ROUND_MASKS)]
 
 
 def _make_sampler(
