@@ -26,6 +26,10 @@ from torch import Tensor
 from captum_rise._validation import check_seed
 
 DRAW_BLOCK = 1024
+
+MASK_SAMPLINGS = ("random", "antithetic", "sobol")
+"""How mask parameters are drawn: independent uniforms (the paper's); antithetic
+pairs ``u, reflect(u)``; scrambled Sobol' points (quasi-Monte Carlo)."""
 """Number of masks whose random parameters are drawn from the generator at once."""
 
 GridSize = Union[int, Sequence[int]]
@@ -117,6 +121,13 @@ class MaskSampler(ABC):
         drawn = torch.rand(n, self.n_params, generator=generator, device=generator.device)
         return drawn.to(self.device)
 
+    def reflect(self, params: Tensor) -> Tensor:
+        """The antithetic partners of ``(n, n_params)`` parameters: ``1 - u`` for the
+        numbers that decide what is kept (a kept variable becomes dropped and
+        the reverse when ``p_keep = 0.5``; the same keep probability for any
+        ``p_keep``); subclasses keep the numbers that place a mask (shifts)."""
+        return 1.0 - params
+
     def chunks(
         self, n_masks: int, chunk_size: int, generator: torch.Generator
     ) -> Iterator[Tuple[Tensor, ...]]:
@@ -142,11 +153,33 @@ class ParamStream:
         generator: the private generator they are drawn from.
     """
 
-    def __init__(self, sampler: MaskSampler, generator: torch.Generator) -> None:
+    def __init__(
+        self, sampler: MaskSampler, generator: torch.Generator, sampling: str = "random"
+    ) -> None:
+        if sampling not in MASK_SAMPLINGS:
+            raise ValueError(f"mask_sampling must be one of {MASK_SAMPLINGS}, got {sampling!r}")
         self.sampler = sampler
         self.generator = generator
+        self.sampling = sampling
+        self._sobol: Optional[torch.quasirandom.SobolEngine] = None
+        if sampling == "sobol":
+            sobol_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            self._sobol = torch.quasirandom.SobolEngine(
+                sampler.n_params, scramble=True, seed=sobol_seed
+            )
         self._buffer = torch.empty(0, sampler.n_params, device=sampler.device)
         self._start = 0
+
+    def _draw_block(self) -> Tensor:
+        """The next :data:`DRAW_BLOCK` masks' parameters (an even number: antithetic
+        pairs never straddle two blocks)."""
+        if self._sobol is not None:
+            return self._sobol.draw(DRAW_BLOCK).to(torch.float32).to(self.sampler.device)
+        if self.sampling == "antithetic":
+            half = self.sampler.draw(DRAW_BLOCK // 2, self.generator)
+            pairs = torch.stack([half, self.sampler.reflect(half)], dim=1)
+            return pairs.reshape(DRAW_BLOCK, -1)
+        return self.sampler.draw(DRAW_BLOCK, self.generator)
 
     def params(self, lo: int, hi: int) -> Tensor:
         """``(hi - lo, n_params)`` parameters of masks ``lo .. hi - 1``."""
@@ -156,8 +189,7 @@ class ParamStream:
                 f"dropping those before {self._start}"
             )
         while self._start + self._buffer.shape[0] < hi:
-            block = self.sampler.draw(DRAW_BLOCK, self.generator)
-            self._buffer = torch.cat([self._buffer, block])
+            self._buffer = torch.cat([self._buffer, self._draw_block()])
             self._drop_before(lo)
         self._drop_before(lo)
         return self._buffer[: hi - lo]
@@ -225,6 +257,17 @@ class GridMaskSampler(MaskSampler):
             shifts = torch.floor(shift_u * cell_size.to(params.dtype)).long()
             out.append((binary, shifts))
         return out
+
+    def reflect(self, params: Tensor) -> Tensor:
+        """``1 - u`` for the grid cells, the same shifts: with ``p_keep = 0.5`` the
+        partner of a mask is ``1 - mask`` (the upsampling is linear)."""
+        reflected = params.clone()
+        offset = 0
+        for layout in self.layouts:
+            n_cells = math.prod(layout.grid)
+            reflected[:, offset : offset + n_cells] = 1.0 - params[:, offset : offset + n_cells]
+            offset += n_cells + len(layout.grid)
+        return reflected
 
     def render(self, params: Tensor) -> Tuple[Tensor, ...]:
         masks = []

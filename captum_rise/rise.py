@@ -109,6 +109,7 @@ class RISE(MaskAttribution):
         seed: Optional[int] = None,
         normalization: Optional[str] = None,
         process_group: ProcessGroup = None,
+        mask_sampling: str = "random",
         tolerance: Optional[float] = None,
         return_convergence_delta: bool = False,
     ) -> Union[TensorOrTupleOfTensorsGeneric, Tuple[TensorOrTupleOfTensorsGeneric, Tensor]]:
@@ -176,6 +177,15 @@ class RISE(MaskAttribution):
                 not combined with ``process_group``.
             return_convergence_delta: also return, per example, the estimated
                 relative standard error defined above (Captum's convention).
+            mask_sampling: how the masks' random numbers are drawn:
+                ``"random"`` (independent, the paper's and the default);
+                ``"antithetic"``: masks in pairs ``M`` and its mirror, the same
+                shift with every grid cell's draw ``u`` replaced by ``1 - u``
+                (for ``p_keep = 0.5``, ``1 - M``: the upsampling is linear),
+                each with the same distribution; ``"sobol"``: scrambled Sobol'
+                points (``torch.quasirandom.SobolEngine``) for the cells and
+                shifts. All are seeded by ``seed``, independent of the chunk
+                size, and work with ``feature_mask`` groups.
 
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``: a tensor
@@ -208,6 +218,7 @@ class RISE(MaskAttribution):
             process_group,
             tolerance,
             return_convergence_delta,
+            mask_sampling,
         )
         attributions = tuple(
             saliency[:, 0].expand_as(inp).contiguous()
@@ -235,6 +246,7 @@ class RISE(MaskAttribution):
         seed: Optional[int] = None,
         normalization: Optional[str] = None,
         process_group: ProcessGroup = None,
+        mask_sampling: str = "random",
         tolerance: Optional[float] = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Saliency maps for several classes from one set of forward passes.
@@ -287,6 +299,8 @@ class RISE(MaskAttribution):
             normalization,
             process_group,
             tolerance,
+            False,
+            mask_sampling,
         )
         attributions = tuple(
             saliency.expand(inp.shape[0], saliency.shape[1], *inp.shape[1:])
@@ -310,6 +324,7 @@ class RISE(MaskAttribution):
         process_group: ProcessGroup,
         tolerance: Optional[float] = None,
         track_error: bool = False,
+        mask_sampling: str = "random",
     ) -> Tuple[List[Tensor], Optional[Tensor]]:
         """Runs the masked forwards (in rounds of :data:`ROUND_MASKS` until the
         relative standard error is at most ``tolerance``, when given).
@@ -343,7 +358,9 @@ class RISE(MaskAttribution):
             grid_size = getattr(self.forward_func, "default_grid_size", DEFAULT_GRID_SIZE)
         sampler = _make_sampler(inputs, feature_mask, grid_size, p_keep, device, dtype)
         rank, world_size = group_rank_and_size(process_group)
-        stream = ParamStream(sampler, make_generator(agree_on_seed(seed, process_group)))
+        stream = ParamStream(
+            sampler, make_generator(agree_on_seed(seed, process_group)), mask_sampling
+        )
         first, last = share(n_masks, rank, world_size)
         accumulator: Optional[SaliencyAccumulator] = None
 
