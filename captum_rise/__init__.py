@@ -6,6 +6,7 @@ under "Faithfulness".
 """
 
 from captum_rise.accumulator import SaliencyAccumulator
+from captum_rise.extremal_perturbation import ExtremalPerturbation
 from captum_rise.hsic import HSICAttribution
 from captum_rise.masks import (
     CellMaskSampler,
@@ -38,6 +39,7 @@ __all__ = [
     "DetectionScore",
     "SimilarityScore",
     "MeaningfulPerturbation",
+    "ExtremalPerturbation",
     "deletion",
     "insertion",
     "Deletion",
