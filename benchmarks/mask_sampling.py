@@ -63,7 +63,7 @@ def main() -> None:
     }
     aucs: Dict[str, List[tuple]] = {s: [] for s in MASK_SAMPLINGS}
     start = time.perf_counter()
-    for name, photo in photos:
+    for number, (name, photo) in enumerate(photos, start=1):
         x = classifier.preprocess(photo)
         with torch.no_grad():
             target = int(model(x.contiguous(memory_format=torch.channels_last)).argmax())
@@ -85,25 +85,29 @@ def main() -> None:
                         )
                     )
         print(f"{name} done ({time.perf_counter() - start:.0f} s)", flush=True)
+        report(errors, aucs, number, args)
+
+
+def report(errors, aucs, n_photos: int, args: argparse.Namespace) -> None:
+    """The table over the photos done so far (printed after every photo)."""
     print(
-        f"\nMobileNetV2, {len(photos)} photos, {args.seeds} seeds, reference N={args.reference_masks}"
+        f"\nMobileNetV2, {n_photos} photos, {args.seeds} seeds, reference N={args.reference_masks}"
         " (random), 7x7 grid, p 0.5"
     )
-    print(
-        "| sampling | "
-        + " | ".join(f"error N={n}" for n in CHECKPOINTS)
-        + " | deletion AUC N=1000 | insertion AUC N=1000 |"
-    )
+    header = " | ".join(f"error N={n}" for n in CHECKPOINTS)
+    print(f"| sampling | {header} | deletion AUC N=1000 | insertion AUC N=1000 |")
     print("|---" * (len(CHECKPOINTS) + 3) + "|")
     for sampling in MASK_SAMPLINGS:
         cells = [f"{np.mean(errors[sampling][n]):.4f}" for n in CHECKPOINTS]
         d, i = np.mean(aucs[sampling], axis=0)
         print(f"| {sampling} | " + " | ".join(cells) + f" | {d:.4f} | {i:.4f} |")
-    random_errors = {n: np.mean(errors["random"][n]) for n in CHECKPOINTS}
+    random_error = np.mean(errors["random"][1000])
     for sampling in ("antithetic", "sobol"):
         # masks random needs for the error this sampling reaches at N=1000 (errors ~ 1/sqrt(N))
-        equivalent = 1000 * (random_errors[1000] / np.mean(errors[sampling][1000])) ** 2
-        print(f"{sampling}: its error at N=1000 needs about {equivalent:.0f} random masks")
+        equivalent = 1000 * (random_error / np.mean(errors[sampling][1000])) ** 2
+        print(
+            f"{sampling}: its error at N=1000 needs about {equivalent:.0f} random masks", flush=True
+        )
 
 
 if __name__ == "__main__":
