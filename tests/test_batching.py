@@ -1,6 +1,5 @@
 """The automatic chunk size: probing, memory bound, out-of-memory fallback, invariance."""
 
-import time
 
 import pytest
 import torch
@@ -110,15 +109,28 @@ def test_fixed_chunk_size_is_used_as_given():
     assert calls == [4, 4, 2] and consumed == list(range(10))
 
 
+class _FakeClock:
+    """Stands in for the ``time`` module in :mod:`captum_rise.batching`: time moves
+    only when a test model says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
 def test_probing_grows_when_each_call_has_a_fixed_cost(tiny_convnet, monkeypatch):
     # 10 ms per call whatever its size: larger chunks are always cheaper per mask,
     # up to the memory bound (here 32 masks of a 3x16x16 float32 input).
     monkeypatch.setattr(batching, "CPU_BUDGET_BYTES", 32 * 3 * 16 * 16 * 4)
+    clock = _FakeClock()  # deterministic: the test must not depend on the machine's load
+    monkeypatch.setattr(batching, "time", clock)
     seen = []
 
     def slow_model(x):
         seen.append(x.shape[0])
-        time.sleep(0.01)
+        clock.now += 0.01
         return tiny_convnet(x)
 
     x = torch.rand(1, 3, 16, 16)
