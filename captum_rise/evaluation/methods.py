@@ -30,19 +30,13 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
-from captum.attr import (
-    IntegratedGradients,
-    KernelShap,
-    LayerAttribution,
-    LayerGradCam,
-    Occlusion,
-)
+from captum.attr import KernelShap, Occlusion
 from torch import Tensor, nn
 
+from captum_rise.comparison import gradcam_map, integrated_gradients_map, rise_map
 from captum_rise.hsic import HSICAttribution
 from captum_rise.meaningful_perturbation import MeaningfulPerturbation
 from captum_rise.quantus_explain import probabilities
-from captum_rise.rise import RISE
 
 Explain = Callable[[Tensor, int, int], Tensor]
 
@@ -102,7 +96,7 @@ def make_methods(
     probs = probabilities(model)
 
     def rise(x: Tensor, target: int, seed: int) -> Tensor:
-        return RISE(probs).attribute(x, target=target, n_masks=n_masks, seed=seed)[:, :1]
+        return rise_map(model, x, target, n_masks=n_masks, seed=seed)
 
     def hsic(x: Tensor, target: int, seed: int) -> Tensor:
         return HSICAttribution(probs).attribute(x, target=target, n_designs=n_designs, seed=seed)[
@@ -114,14 +108,10 @@ def make_methods(
 
     def gradcam(x: Tensor, target: int, seed: int) -> Tensor:
         layer = gradcam_layer if gradcam_layer is not None else last_convolution(model)
-        cam = LayerGradCam(model, layer).attribute(x, target=target, relu_attributions=True)
-        return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
+        return gradcam_map(model, x, target, layer)
 
     def integrated_gradients(x: Tensor, target: int, seed: int) -> Tensor:
-        attributions = IntegratedGradients(model).attribute(
-            x, target=target, n_steps=50, internal_batch_size=16
-        )
-        return attributions.sum(dim=1, keepdim=True)
+        return integrated_gradients_map(model, x, target, n_steps=50)
 
     def occlusion(x: Tensor, target: int, seed: int) -> Tensor:
         window = max(1, round(min(x.shape[2:]) / 7))
