@@ -12,7 +12,7 @@ from torch import Tensor
 from captum_rise._base import MaskAttribution
 from captum_rise._forward import ModelScorer, needs_softmax
 from captum_rise._validation import check_int, check_positive, check_target
-from captum_rise.meaningful_perturbation import VARIANTS, gaussian_blur
+from captum_rise.meaningful_perturbation import VARIANTS, descend_clamped, gaussian_blur
 
 
 class SmoothMaxMask:
@@ -202,11 +202,7 @@ class ExtremalPerturbation(MaskAttribution):
                 score = scorer.select(torch.softmax(raw, dim=1) if softmax else raw, n_areas)
                 reward = score.reshape(-1) if variant == "preserve" else -score.reshape(-1)
                 loss = (weight * area_penalty(masks, area_of_row) - reward).sum()
-                (gradient,) = torch.autograd.grad(loss, params)
-                params.grad = gradient
-                optimizer.step()
-                with torch.no_grad():
-                    params.clamp_(0.0, 1.0)
+                descend_clamped(optimizer, params, loss)
                 bar.update()
         bar.close()
         with torch.no_grad():

@@ -34,6 +34,19 @@ def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
     return TF.gaussian_blur(images, kernel_size=[size, size], sigma=[sigma, sigma])
 
 
+def descend_clamped(optimizer: torch.optim.Optimizer, mask: Tensor, loss: Tensor) -> None:
+    """One optimizer step on ``mask`` alone, then clip it to [0, 1].
+
+    The gradient is taken with respect to ``mask`` only, so the model's
+    parameters and their ``.grad`` are left as found.
+    """
+    (gradient,) = torch.autograd.grad(loss, mask)
+    mask.grad = gradient
+    optimizer.step()
+    with torch.no_grad():
+        mask.clamp_(0.0, 1.0)
+
+
 class MeaningfulPerturbation(MaskAttribution):
     r"""Meaningful perturbation (Fong & Vedaldi, ICCV 2017). White box: needs gradients.
 
@@ -145,11 +158,7 @@ class MeaningfulPerturbation(MaskAttribution):
                     upsampled, tv_beta
                 )
                 loss = (regulariser + (score if variant == "delete" else -score)).sum()
-                (gradient,) = torch.autograd.grad(loss, mask)
-                mask.grad = gradient
-                optimizer.step()
-                with torch.no_grad():
-                    mask.clamp_(0.0, 1.0)
+                descend_clamped(optimizer, mask, loss)
                 bar.update()
         bar.close()
         with torch.no_grad():
