@@ -145,9 +145,7 @@ class ModelScorer:
             _expand_additional_forward_args(self.additional_forward_args, n),
         )
         if not isinstance(output, Tensor):
-            raise TypeError(
-                f"forward_func must return a torch.Tensor, got {type(output).__name__}"
-            )
+            raise TypeError(f"forward_func must return a torch.Tensor, got {type(output).__name__}")
         if output.dim() == 0 or output.shape[0] != rows:
             raise ValueError(
                 f"forward_func must return one row per example: for {rows} perturbed "
@@ -164,6 +162,15 @@ class ModelScorer:
         scores = self._select(output, n)
         self._checked = True
         return scores.reshape(n, self.batch_size, -1)
+
+    def target_columns(self, output: Tensor, n: int) -> Tensor:
+        """The column the target picks in each row of an ``(n * B, C)`` output: ``(n * B,)`` long.
+
+        Any Captum target form works: the columns' indices are selected as the
+        scores would be.
+        """
+        columns = torch.arange(output.shape[1], device=output.device).expand(output.shape[0], -1)
+        return self._select(columns, n)
 
     def _select(self, output: Tensor, n: int) -> Tensor:
         """``(n * B,)`` or ``(n * B, K)`` scores from the raw output."""

@@ -25,6 +25,45 @@ class TinyConvNet(torch.nn.Module):
         return torch.softmax(self.head(self.features(x)), dim=-1)
 
 
+class BoxEnergy(torch.nn.Module):
+    """Two classes; class 0's logit grows with the high-frequency energy inside one box.
+
+    The box is 64x64 of a 224x224 image, scaled with ``size`` (rows
+    ``y0:y1``, columns ``x0:x1`` in :attr:`box`). On a uniform random texture
+    class 0's softmax probability is about 0.997 at any size (issue 12's test
+    case: a confident prediction that depends on one known region).
+    """
+
+    def __init__(self, size: int = 224) -> None:
+        super().__init__()
+        self.size = size
+        self.box = tuple(round(v * size / 224) for v in (80, 144, 40, 104))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from captum_rise.meaningful_perturbation import gaussian_blur
+
+        y0, y1, x0, x1 = self.box
+        detail = x - gaussian_blur(x, 2.0)
+        energy = detail[:, :, y0:y1, x0:x1].pow(2).mean(dim=(1, 2, 3))
+        logit = 5.8 * energy / 0.0774
+        return torch.stack([logit, torch.zeros_like(logit)], dim=1)
+
+    def box_mask(self) -> torch.Tensor:
+        """``(size, size)`` bool, True inside the box."""
+        y0, y1, x0, x1 = self.box
+        inside = torch.zeros(self.size, self.size, dtype=torch.bool)
+        inside[y0:y1, x0:x1] = True
+        return inside
+
+    def top_region_iou(self, saliency: torch.Tensor, area: float) -> float:
+        """IoU with the box of the top ``area`` fraction of ``(size, size)`` saliency."""
+        flat = saliency.flatten()
+        top = torch.zeros_like(flat, dtype=torch.bool)
+        top[flat.argsort(descending=True)[: round(area * flat.numel())]] = True
+        top, inside = top.reshape(self.size, self.size), self.box_mask()
+        return float((top & inside).sum() / (top | inside).sum())
+
+
 @pytest.fixture
 def tiny_convnet() -> TinyConvNet:
     torch.manual_seed(1)

@@ -3,34 +3,12 @@
 import pytest
 import torch
 
+from conftest import BoxEnergy
+
 from captum_rise import ExtremalPerturbation
 from captum_rise.extremal_perturbation import SmoothMaxMask, area_penalty
-from captum_rise.meaningful_perturbation import gaussian_blur
 
-BOX = (80, 144, 40, 104)  # rows y0:y1, columns x0:x1: 64x64 of 224x224
 AREA = 64 * 64 / 224**2
-
-
-class BoxEnergy(torch.nn.Module):
-    """Class 0's logit grows with the high-frequency energy inside :data:`BOX`; on a
-    random texture its softmax probability is about 0.997 (issue 12's test case)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y0, y1, x0, x1 = BOX
-        detail = x - gaussian_blur(x, 2.0)
-        energy = detail[:, :, y0:y1, x0:x1].pow(2).mean(dim=(1, 2, 3))
-        logit = 5.8 * energy / 0.0774
-        return torch.stack([logit, torch.zeros_like(logit)], dim=1)
-
-
-def _top_region_iou(attribution: torch.Tensor, area: float) -> float:
-    saliency = attribution.sum(dim=0).flatten()
-    top = torch.zeros_like(saliency, dtype=torch.bool)
-    top[saliency.argsort(descending=True)[: round(area * saliency.numel())]] = True
-    box = torch.zeros(224, 224, dtype=torch.bool)
-    box[BOX[0] : BOX[1], BOX[2] : BOX[3]] = True
-    top = top.reshape(224, 224)
-    return float((top & box).sum() / (top | box).sum())
 
 
 @pytest.mark.parametrize("variant", ["preserve", "delete"])
@@ -44,7 +22,7 @@ def test_fixed_area_mask_finds_the_box(variant):
         x, target=0, areas=[AREA], n_iter=200, variant=variant
     )
     assert mask.shape == x.shape
-    assert _top_region_iou(mask[0], AREA) > 0.5
+    assert model.top_region_iou(mask[0].sum(dim=0), AREA) > 0.5
     assert abs(float(mask.mean()) - AREA) < 0.05  # the area constraint holds
 
 
