@@ -7,9 +7,11 @@ class. Metrics follow the RISE paper: one row (224 pixels) per step, deletion
 to a constant 0 (black), insertion from a blur (kernel 11, sigma 5), softmax
 probability of the class.
 
-Methods: RISE (N masks, default 4000), HSIC at 1536 and 768 designs, Grad-CAM,
-Integrated Gradients, Occlusion, KernelShap on SLIC superpixels, and
-meaningful perturbation. Stochastic methods run with several seeds; the
+Methods: RISE (N masks, default 4000), RISE at N=1000 with each mask
+sampling (random, antithetic, Sobol'), anytime RISE at two tolerances (at most
+8000 masks; the masks used are reported), HSIC at 1536 and 768 designs,
+Grad-CAM, Integrated Gradients, Occlusion, KernelShap on SLIC superpixels,
+meaningful perturbation and extremal perturbation (area 0.1, preserve). Stochastic methods run with several seeds; the
 table gives the mean AUC over photos, +- the standard deviation of that mean
 over seeds, and seconds per image for the attribution alone.
 
@@ -32,12 +34,46 @@ from _common import bundled_photos
 from captum.attr import KernelShap, Occlusion
 from skimage.segmentation import slic
 
-from captum_rise import HSICAttribution, MeaningfulPerturbation, deletion, insertion
+from captum_rise import (
+    RISE,
+    ExtremalPerturbation,
+    HSICAttribution,
+    MeaningfulPerturbation,
+    deletion,
+    insertion,
+)
 from captum_rise.comparison import gradcam_map, integrated_gradients_map, rise_map
 from captum_rise.imagenet import load_classifier
 from captum_rise.quantus_explain import probabilities
 
-STOCHASTIC = {"RISE", "HSIC-1536", "HSIC-768", "KernelShap"}
+SAMPLINGS = ("random", "antithetic", "sobol")
+TOLERANCES = (0.5, 0.35)
+ANYTIME_MAX_MASKS = 8000
+STOCHASTIC = {
+    "RISE",
+    "HSIC-1536",
+    "HSIC-768",
+    "KernelShap",
+    *(f"RISE-1000 {s}" for s in SAMPLINGS),
+    *(f"RISE tolerance {t}" for t in TOLERANCES),
+}
+
+
+class AnytimeRISE:
+    """RISE on the class probability that stops at ``tolerance``; keeps the masks it used."""
+
+    def __init__(self, model: torch.nn.Module, tolerance: float) -> None:
+        self.rise = RISE(probabilities(model))
+        self.tolerance = tolerance
+
+    @property
+    def masks_used(self) -> Optional[int]:
+        return self.rise.n_masks_used
+
+    def __call__(self, x: torch.Tensor, target: int, seed: int) -> torch.Tensor:
+        return self.rise.attribute(
+            x, target=target, n_masks=ANYTIME_MAX_MASKS, tolerance=self.tolerance, seed=seed
+        )[:, :1]
 
 
 def method_table(classifier, rise_masks: int, batch: Optional[int]) -> Dict[str, Callable]:
@@ -56,28 +92,53 @@ def method_table(classifier, rise_masks: int, batch: Optional[int]) -> Dict[str,
         )[:, :1]
 
     def kernel_shap(x, t, seed):
-        segments = slic(x[0].permute(1, 2, 0).cpu().numpy(), n_segments=50, compactness=10, start_label=0)
+        segments = slic(
+            x[0].permute(1, 2, 0).cpu().numpy(), n_segments=50, compactness=10, start_label=0
+        )
         mask = torch.from_numpy(segments).long()[None, None].to(x.device)
         torch.manual_seed(seed)  # KernelShap samples with the global RNG
         return KernelShap(probs).attribute(
             x, target=t, feature_mask=mask, n_samples=500, perturbations_per_eval=captum_batch
         )[:, :1]
 
+    def sampled_rise(sampling: str) -> Callable:
+        return lambda x, t, seed: rise_map(
+            model,
+            x,
+            t,
+            n_masks=1000,
+            perturbations_per_eval=batch,
+            seed=seed,
+            mask_sampling=sampling,
+        )
+
     return {
         "RISE": lambda x, t, seed: rise_map(
             model, x, t, n_masks=rise_masks, perturbations_per_eval=batch, seed=seed
         ),
+        **{f"RISE-1000 {s}": sampled_rise(s) for s in SAMPLINGS},
+        **{f"RISE tolerance {t}": AnytimeRISE(model, t) for t in TOLERANCES},
         "HSIC-1536": hsic(1536),
         "HSIC-768": hsic(768),
         "Grad-CAM": lambda x, t, seed: gradcam_map(model, x, t, classifier.gradcam_layer()),
         "Integrated Gradients": lambda x, t, seed: integrated_gradients_map(model, x, t),
-        "Occlusion": lambda x, t, seed: Occlusion(probs).attribute(
-            x, target=t, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16),
-            perturbations_per_eval=captum_batch,
-        ).sum(dim=1, keepdim=True),
+        "Occlusion": lambda x, t, seed: (
+            Occlusion(probs)
+            .attribute(
+                x,
+                target=t,
+                sliding_window_shapes=(3, 32, 32),
+                strides=(3, 16, 16),
+                perturbations_per_eval=captum_batch,
+            )
+            .sum(dim=1, keepdim=True)
+        ),
         "KernelShap": kernel_shap,
         "Meaningful perturbation": lambda x, t, seed: MeaningfulPerturbation(model).attribute(
             x, target=t, seed=seed
+        )[:, :1],
+        "Extremal perturbation": lambda x, t, seed: ExtremalPerturbation(model).attribute(
+            x, target=t, areas=[0.1]
         )[:, :1],
     }
 
@@ -91,11 +152,16 @@ FORWARDS = {
     "Occlusion": "169",
     "KernelShap": "500",
     "Meaningful perturbation": "300 + backward",
+    "Extremal perturbation": "800 + backward",
+    **{f"RISE-1000 {s}": "1000" for s in SAMPLINGS},
+    **{f"RISE tolerance {t}": "used" for t in TOLERANCES},
 }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--rise-masks", type=int, default=4000)
@@ -140,18 +206,28 @@ def main() -> None:
                     "deletion": float(deleted.auc),
                     "insertion": float(inserted.auc),
                     "seconds": seconds,
+                    "masks_used": getattr(methods[name], "masks_used", None),
                 }
                 out.write_text(json.dumps(results, indent=1))
-                print(f"{key}: deletion {float(deleted.auc):.4f} insertion {float(inserted.auc):.4f} ({seconds:.1f} s)", flush=True)
+                print(
+                    f"{key}: deletion {float(deleted.auc):.4f} insertion {float(inserted.auc):.4f} ({seconds:.1f} s)",
+                    flush=True,
+                )
     print_table(results, chosen, args.rise_masks, args.device)
 
 
 def print_table(results: Dict[str, dict], methods: List[str], rise_masks: int, device: str) -> None:
     print(f"\nMobileNetV2 (ImageNet), {device}; mean over photos, +- std over seeds")
-    print("| method | forwards / image | deletion AUC (lower better) | insertion AUC (higher better) | s / image |")
+    print(
+        "| method | forwards / image | deletion AUC (lower better) | insertion AUC (higher better) | s / image |"
+    )
     print("|---|---|---|---|---|")
     for name in methods:
-        rows = [r for k, r in results.items() if r["method"] == name and (name != "RISE" or k.endswith(f"N={rise_masks}"))]
+        rows = [
+            r
+            for k, r in results.items()
+            if r["method"] == name and (name != "RISE" or k.endswith(f"N={rise_masks}"))
+        ]
         if not rows:
             continue
         by_seed: Dict[int, List[dict]] = {}
@@ -163,9 +239,14 @@ def print_table(results: Dict[str, dict], methods: List[str], rise_masks: int, d
             spread = f" +- {np.std(means):.4f}" if len(means) > 1 else ""
             cells.append(f"{np.mean(means):.4f}{spread}")
         forwards = FORWARDS[name].replace("N", str(rise_masks))
+        if forwards == "used":  # anytime RISE: mean (min-max) of the masks it used
+            used = [r["masks_used"] for r in rows]
+            forwards = f"{np.mean(used):.0f} ({min(used)}-{max(used)})"
         seconds = np.mean([r["seconds"] for r in rows])
         photos = len({r["photo"] for r in rows})
-        print(f"| {name} ({photos} photos, {len(by_seed)} seeds) | {forwards} | {cells[0]} | {cells[1]} | {seconds:.1f} |")
+        print(
+            f"| {name} ({photos} photos, {len(by_seed)} seeds) | {forwards} | {cells[0]} | {cells[1]} | {seconds:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -163,6 +163,13 @@ class ParamStream:
         self.sampling = sampling
         self._sobol: Optional[torch.quasirandom.SobolEngine] = None
         if sampling == "sobol":
+            if sampler.n_params > torch.quasirandom.SobolEngine.MAXDIM:
+                raise ValueError(
+                    f"mask_sampling='sobol' supports masks of at most "
+                    f"{torch.quasirandom.SobolEngine.MAXDIM} random numbers (grid cells or "
+                    f"feature groups, plus shifts), these need {sampler.n_params}: use "
+                    f"mask_sampling='antithetic' or 'random'"
+                )
             sobol_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
             self._sobol = torch.quasirandom.SobolEngine(
                 sampler.n_params, scramble=True, seed=sobol_seed

@@ -30,13 +30,28 @@ def test_estimated_error_is_honest_at_the_stop(linear_case):
     for seed in range(20):
         saliency, delta = rise.attribute(
             x, feature_mask=groups, n_masks=20_000, seed=seed, tolerance=0.1,
-            return_convergence_delta=True,
+            mask_sampling="random", return_convergence_delta=True,
         )  # fmt: skip
         assert float(delta[0]) <= 0.1 and rise.n_masks_used < 20_000
         true_error = ((saliency[0] - truth) ** 2).mean().sqrt() / saliency[0].std()
         ratios.append(float(true_error / delta[0]))
     within = sum(0.5 <= r <= 2 for r in ratios)
     assert within >= 16, sorted(ratios)
+
+
+@pytest.mark.parametrize("sampling", ["antithetic", "sobol"])
+def test_estimate_bounds_the_error_of_variance_reduced_masks(linear_case, sampling):
+    """The estimate treats masks as independent: for antithetic and Sobol' masks,
+    whose errors are smaller, it is an upper bound (the run never stops early)."""
+    model, x, groups, truth = linear_case
+    rise = RISE(model)
+    for seed in range(5):
+        saliency, delta = rise.attribute(
+            x, feature_mask=groups, n_masks=20_000, seed=seed, tolerance=0.1,
+            mask_sampling=sampling, return_convergence_delta=True,
+        )  # fmt: skip
+        true_error = ((saliency[0] - truth) ** 2).mean().sqrt() / saliency[0].std()
+        assert float(true_error) <= 1.5 * float(delta[0]) <= 0.15
 
 
 def test_stopped_map_is_the_fixed_n_map(linear_case):

@@ -74,9 +74,10 @@ def test_log_probability_and_complement_are_exact_when_saturated():
     columns = torch.tensor([0, 2, 0])
     log_p, log_not_p = log_probability_and_complement(logits, columns)
     exact = torch.softmax(logits.detach().double(), dim=1).gather(1, columns[:, None])[:, 0]
-    rest = torch.exp(logits.detach().double()[[0, 0], [1, 2]]).sum() / torch.exp(
-        logits.detach().double()[0]
-    ).sum()
+    rest = (
+        torch.exp(logits.detach().double()[[0, 0], [1, 2]]).sum()
+        / torch.exp(logits.detach().double()[0]).sum()
+    )
     torch.testing.assert_close(log_p.double(), exact.log(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(log_not_p[1:].double(), (1 - exact[1:]).log(), rtol=1e-5, atol=1e-6)
     # p = 1 - 1e-13 in float32 is 1.0; the complement is still e^-30-ish, not log(0)

@@ -5,7 +5,8 @@ saliency map ``(1, 1, H, W)`` (higher = more important for the class):
 
 =============================  ==============================================================
 ``rise``                       :class:`captum_rise.RISE` on the softmax probability,
-                               ``n_masks`` masks (default 4000), 7x7 grid, ``p_keep`` 0.5
+                               ``n_masks`` masks (default 4000), 7x7 grid, ``p_keep`` 0.5,
+                               Sobol' masks
 ``hsic``                       :class:`captum_rise.HSICAttribution` on the softmax
                                probability, ``n_designs`` (default 1536), 7x7 grid, LHS
 ``meaningful_perturbation``    :class:`captum_rise.MeaningfulPerturbation`, deletion game,
@@ -96,7 +97,7 @@ def make_methods(
     probs = probabilities(model)
 
     def rise(x: Tensor, target: int, seed: int) -> Tensor:
-        return rise_map(model, x, target, n_masks=n_masks, seed=seed)
+        return rise_map(model, x, target, n_masks=n_masks, seed=seed, mask_sampling="sobol")
 
     def hsic(x: Tensor, target: int, seed: int) -> Tensor:
         return HSICAttribution(probs).attribute(x, target=target, n_designs=n_designs, seed=seed)[
@@ -148,9 +149,15 @@ def make_methods(
         "kernelshap": kernelshap,
     }
     settings: Dict[str, Dict[str, object]] = {
-        "rise": {"n_masks": n_masks, "grid_size": 7, "p_keep": 0.5, "score": "softmax"},
+        "rise": {
+            "n_masks": n_masks,
+            "grid_size": 7,
+            "p_keep": 0.5,
+            "mask_sampling": "sobol",
+            "score": "softmax",
+        },
         "hsic": {"n_designs": n_designs, "grid_size": 7, "sampler": "lhs", "score": "softmax"},
-        "meaningful_perturbation": {"variant": "delete", "n_iter": 300},
+        "meaningful_perturbation": {"variant": "delete", "n_iter": 300, "class_term": "log"},
         "gradcam": {
             "layer": "last conv" if gradcam_layer is None else type(gradcam_layer).__name__
         },
