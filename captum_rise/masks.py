@@ -26,11 +26,15 @@ from torch import Tensor
 from captum_rise._validation import check_seed
 
 DRAW_BLOCK = 1024
+"""Number of masks whose random parameters are drawn from the generator at once."""
 
 MASK_SAMPLINGS = ("random", "antithetic", "sobol")
 """How mask parameters are drawn: independent uniforms (the paper's); antithetic
 pairs ``u, reflect(u)``; scrambled Sobol' points (quasi-Monte Carlo)."""
-"""Number of masks whose random parameters are drawn from the generator at once."""
+
+DEFAULT_MASK_SAMPLING = "sobol"
+"""RISE's default: the sampling with the least map error per mask, measured on
+MobileNetV2 and real photos (``benchmarks/mask_sampling.py``)."""
 
 GridSize = Union[int, Sequence[int]]
 

@@ -34,6 +34,7 @@ from captum_rise.distributed import (
     share,
 )
 from captum_rise.masks import (
+    DEFAULT_MASK_SAMPLING,
     GridMaskSampler,
     GridSize,
     GroupIndex,
@@ -109,7 +110,7 @@ class RISE(MaskAttribution):
         seed: Optional[int] = None,
         normalization: Optional[str] = None,
         process_group: ProcessGroup = None,
-        mask_sampling: str = "sobol",
+        mask_sampling: str = DEFAULT_MASK_SAMPLING,
         tolerance: Optional[float] = None,
         return_convergence_delta: bool = False,
     ) -> Union[TensorOrTupleOfTensorsGeneric, Tuple[TensorOrTupleOfTensorsGeneric, Tensor]]:
@@ -259,7 +260,7 @@ class RISE(MaskAttribution):
         seed: Optional[int] = None,
         normalization: Optional[str] = None,
         process_group: ProcessGroup = None,
-        mask_sampling: str = "sobol",
+        mask_sampling: str = DEFAULT_MASK_SAMPLING,
         tolerance: Optional[float] = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Saliency maps for several classes from one set of forward passes.
@@ -335,9 +336,9 @@ class RISE(MaskAttribution):
         seed: Optional[int],
         normalization: Optional[str],
         process_group: ProcessGroup,
-        tolerance: Optional[float] = None,
-        track_error: bool = False,
-        mask_sampling: str = "sobol",
+        tolerance: Optional[float],
+        track_error: bool,
+        mask_sampling: str,
     ) -> Tuple[List[Tensor], Optional[Tensor]]:
         """Runs the masked forwards (in rounds of :data:`ROUND_MASKS` until the
         relative standard error is at most ``tolerance``, when given).

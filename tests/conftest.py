@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from captum_rise.meaningful_perturbation import gaussian_blur
+
 
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
@@ -40,8 +42,6 @@ class BoxEnergy(torch.nn.Module):
         self.box = tuple(round(v * size / 224) for v in (80, 144, 40, 104))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from captum_rise.meaningful_perturbation import gaussian_blur
-
         y0, y1, x0, x1 = self.box
         detail = x - gaussian_blur(x, 2.0)
         energy = detail[:, :, y0:y1, x0:x1].pow(2).mean(dim=(1, 2, 3))

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from captum_rise.comparison import gradcam_map, integrated_gradients_map, rise_map
 from captum_rise.hsic import HSICAttribution
+from captum_rise.masks import DEFAULT_MASK_SAMPLING
 from captum_rise.meaningful_perturbation import MeaningfulPerturbation
 from captum_rise.quantus_explain import probabilities
 
@@ -97,7 +98,9 @@ def make_methods(
     probs = probabilities(model)
 
     def rise(x: Tensor, target: int, seed: int) -> Tensor:
-        return rise_map(model, x, target, n_masks=n_masks, seed=seed, mask_sampling="sobol")
+        return rise_map(
+            model, x, target, n_masks=n_masks, seed=seed, mask_sampling=DEFAULT_MASK_SAMPLING
+        )
 
     def hsic(x: Tensor, target: int, seed: int) -> Tensor:
         return HSICAttribution(probs).attribute(x, target=target, n_designs=n_designs, seed=seed)[
@@ -153,7 +156,7 @@ def make_methods(
             "n_masks": n_masks,
             "grid_size": 7,
             "p_keep": 0.5,
-            "mask_sampling": "sobol",
+            "mask_sampling": DEFAULT_MASK_SAMPLING,
             "score": "softmax",
         },
         "hsic": {"n_designs": n_designs, "grid_size": 7, "sampler": "lhs", "score": "softmax"},
