@@ -5,22 +5,24 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Dict, List
 
 import numpy as np
 import torch
 from PIL import Image
 
-from captum_rise.batching import synchronize  # noqa: F401  (re-exported for the scripts)
+from captum_rise.batching import synchronize
 
 
-def bundled_photos() -> Dict[str, Image.Image]:
+def bundled_photos() -> dict[str, Image.Image]:
     """Real photos that ship inside installed packages (no download)."""
     import matplotlib.cbook
     from skimage import data
     from sklearn.datasets import load_sample_images
 
-    photos = {name: Image.fromarray(getattr(data, name)()) for name in ("chelsea", "coffee", "astronaut", "rocket")}
+    photos = {
+        name: Image.fromarray(getattr(data, name)())
+        for name in ("chelsea", "coffee", "astronaut", "rocket")
+    }
     samples = load_sample_images()
     for path, image in zip(samples.filenames, samples.images):
         photos[path.rsplit("/", 1)[-1].split(".")[0]] = Image.fromarray(image)
@@ -76,7 +78,7 @@ def reset_peak_memory(device: str) -> None:
         pass
 
 
-def run_child(script: str, arguments: List[str]) -> dict:
+def run_child(script: str, arguments: list[str]) -> dict:
     """Runs ``script`` in a fresh Python process and parses the JSON of its last output line.
 
     Peak-memory figures need a process of their own, since the high-water mark only grows.
@@ -87,7 +89,9 @@ def run_child(script: str, arguments: List[str]) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def naive_rise(model, image: torch.Tensor, target: int, n_masks: int, batch: int, seed: int) -> torch.Tensor:
+def naive_rise(
+    model, image: torch.Tensor, target: int, n_masks: int, batch: int, seed: int
+) -> torch.Tensor:
     """RISE as the original code does it: every mask in memory, made on the CPU with numpy."""
     from skimage.transform import resize
 

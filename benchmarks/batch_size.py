@@ -18,7 +18,9 @@ from captum_rise import RISE
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--n-masks", type=int, default=128)
     parser.add_argument("--sizes", default="1,2,4,8,16,32,64")
@@ -28,7 +30,10 @@ def main() -> None:
     rise = RISE(lambda x: torch.softmax(network(x), dim=1))
     image = torch.rand(1, 3, 224, 224, device=device)
     rise.attribute(image, target=0, n_masks=8, perturbations_per_eval=8, seed=0)  # warm-up
-    print(f"device: {args.device}, MobileNetV2 224x224, N={args.n_masks}, threads {torch.get_num_threads()}")
+    print(
+        f"device: {args.device}, MobileNetV2 224x224, N={args.n_masks}, "
+        f"threads {torch.get_num_threads()}"
+    )
     print("| perturbations_per_eval | ms per mask |")
     print("|---|---|")
     for size in [int(s) for s in args.sizes.split(",")] + [None]:

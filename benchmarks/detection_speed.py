@@ -83,7 +83,8 @@ def main() -> None:
         run()
         rows.append((name, time.perf_counter() - start, detector.images))
     print(
-        f"MTCNN on the astronaut (128x128), N={args.n_masks} masks, 16x16 grid, CPU, {torch.get_num_threads()} threads"
+        f"MTCNN on the astronaut (128x128), N={args.n_masks} masks, 16x16 grid, CPU, "
+        f"{torch.get_num_threads()} threads"
     )
     print("| variant | seconds | images detected | / captum_rise K targets |")
     print("|---|---|---|---|")

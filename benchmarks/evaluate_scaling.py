@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
 
 from _common import bundled_photos
 from PIL import ImageOps
@@ -44,7 +43,7 @@ def write_photos(folder: Path) -> int:
     return len(photos)
 
 
-def timed_run(command: List[str], env: Dict[str, str]) -> float:
+def timed_run(command: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -67,7 +66,7 @@ print(160 / (time.perf_counter() - start))
 """
 
 
-def forward_ceiling(env: Dict[str, str]) -> float:
+def forward_ceiling(env: dict[str, str]) -> float:
     """Images/s of two concurrent 1-thread forward loops over that of one loop."""
     alone = float(
         subprocess.run(
@@ -88,7 +87,7 @@ def forward_ceiling(env: Dict[str, str]) -> float:
     return together / alone
 
 
-def aucs(path: Path) -> Dict[tuple, tuple]:
+def aucs(path: Path) -> dict[tuple, tuple]:
     with open(path, newline="") as file:
         return {
             (r["image"], r["method"]): (float(r["deletion_auc"]), float(r["insertion_auc"]))

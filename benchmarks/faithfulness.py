@@ -11,9 +11,10 @@ Methods: RISE (N random masks, default 4000), RISE at N=1000 with each mask
 sampling (random, antithetic, Sobol'), anytime RISE with random masks at two
 tolerances (at most 8000 masks; the masks used are reported), HSIC at 1536 and 768 designs,
 Grad-CAM, Integrated Gradients, Occlusion, KernelShap on SLIC superpixels,
-meaningful perturbation and extremal perturbation (area 0.1, preserve). Stochastic methods run with several seeds; the
-table gives the mean AUC over photos, +- the standard deviation of that mean
-over seeds, and seconds per image for the attribution alone.
+meaningful perturbation and extremal perturbation (area 0.1, preserve).
+Stochastic methods run with several seeds; the table gives the mean AUC over
+photos, +- the standard deviation of that mean over seeds, and seconds per
+image for the attribution alone.
 
 Results are saved after every (method, seed, photo) to a JSON file, and a run
 resumes from it.
@@ -25,8 +26,8 @@ Usage: ``python benchmarks/faithfulness.py [--seeds 2] [--rise-masks 4000]
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -70,7 +71,7 @@ class AnytimeRISE:
         self.tolerance = tolerance
 
     @property
-    def masks_used(self) -> Optional[int]:
+    def masks_used(self) -> int | None:
         return self.rise.n_masks_used
 
     def __call__(self, x: torch.Tensor, target: int, seed: int) -> torch.Tensor:
@@ -84,7 +85,7 @@ class AnytimeRISE:
         )[:, :1]
 
 
-def method_table(classifier, rise_masks: int, batch: Optional[int]) -> Dict[str, Callable]:
+def method_table(classifier, rise_masks: int, batch: int | None) -> dict[str, Callable]:
     """name -> f(x, target, seed) returning a (1, 1, H, W) saliency map.
 
     ``batch`` None: captum_rise's methods choose their own; Captum's get 4 (CPU) or 64.
@@ -193,7 +194,7 @@ def main() -> None:
         photos = {name: photos[name] for name in args.photos.split(",")}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results: Dict[str, dict] = json.loads(out.read_text()) if out.exists() else {}
+    results: dict[str, dict] = json.loads(out.read_text()) if out.exists() else {}
 
     for name in chosen:
         seeds = range(args.seeds) if name in STOCHASTIC else [0]
@@ -224,16 +225,18 @@ def main() -> None:
                 }
                 out.write_text(json.dumps(results, indent=1))
                 print(
-                    f"{key}: deletion {float(deleted.auc):.4f} insertion {float(inserted.auc):.4f} ({seconds:.1f} s)",
+                    f"{key}: deletion {float(deleted.auc):.4f} "
+                    f"insertion {float(inserted.auc):.4f} ({seconds:.1f} s)",
                     flush=True,
                 )
     print_table(results, chosen, args.rise_masks, args.device)
 
 
-def print_table(results: Dict[str, dict], methods: List[str], rise_masks: int, device: str) -> None:
+def print_table(results: dict[str, dict], methods: list[str], rise_masks: int, device: str) -> None:
     print(f"\nMobileNetV2 (ImageNet), {device}; mean over photos, +- std over seeds")
     print(
-        "| method | forwards / image | deletion AUC (lower better) | insertion AUC (higher better) | s / image |"
+        "| method | forwards / image | deletion AUC (lower better) "
+        "| insertion AUC (higher better) | s / image |"
     )
     print("|---|---|---|---|---|")
     for name in methods:
@@ -244,7 +247,7 @@ def print_table(results: Dict[str, dict], methods: List[str], rise_masks: int, d
         ]
         if not rows:
             continue
-        by_seed: Dict[int, List[dict]] = {}
+        by_seed: dict[int, list[dict]] = {}
         for r in rows:
             by_seed.setdefault(r["seed"], []).append(r)
         cells = []
@@ -259,7 +262,8 @@ def print_table(results: Dict[str, dict], methods: List[str], rise_masks: int, d
         seconds = np.mean([r["seconds"] for r in rows])
         photos = len({r["photo"] for r in rows})
         print(
-            f"| {name} ({photos} photos, {len(by_seed)} seeds) | {forwards} | {cells[0]} | {cells[1]} | {seconds:.1f} |"
+            f"| {name} ({photos} photos, {len(by_seed)} seeds) | {forwards} "
+            f"| {cells[0]} | {cells[1]} | {seconds:.1f} |"
         )
 
 

@@ -7,9 +7,9 @@ sampling is an unbiased estimate of the same map, so the squared error
 against an independent reference is the map's variance plus the
 reference's, and the reference with the least variance shows the
 differences best; a random reference at 16000 masks had an error as large
-as Sobol's maps at N=1000 and hid everything below it). Each sampling then runs 2000 masks for each seed;
-since mask k depends only on the seed and k, the maps at N = 250, 500, 1000
-and 2000 are the running sums at those points. The error of a map is
+as Sobol's maps at N=1000 and hid everything below it). Each sampling then
+runs 2000 masks for each seed; since mask k depends only on the seed and k,
+the maps at N = 250, 500, 1000 and 2000 are the running sums at those points. The error of a map is
 ``RMS(map - reference) / std(reference)`` over pixels. Deletion and insertion
 AUCs (paper protocol) are taken at N = 1000.
 
@@ -21,7 +21,6 @@ protocol; hours on a 2-core CPU: ``--photos 3 --seeds 2 --reference-masks
 
 import argparse
 import time
-from typing import Dict, List
 
 import numpy as np
 import torch
@@ -36,7 +35,7 @@ CHECKPOINTS = (250, 500, 1000, 2000)
 CHUNK = 16
 
 
-def running_maps(model, x, target, sampling, seed, checkpoints) -> Dict[int, torch.Tensor]:
+def running_maps(model, x, target, sampling, seed, checkpoints) -> dict[int, torch.Tensor]:
     """RISE maps ``(H, W)`` after each checkpoint's number of masks."""
     sampler = GridMaskSampler([x.shape], 7, 0.5, x.device)
     stream = ParamStream(sampler, make_generator(seed), sampling)
@@ -65,10 +64,10 @@ def main() -> None:
     classifier = load_classifier()
     model = classifier.model.to(memory_format=torch.channels_last)
     photos = list(bundled_photos().items())[: args.photos]
-    errors: Dict[str, Dict[int, List[float]]] = {
+    errors: dict[str, dict[int, list[float]]] = {
         s: {n: [] for n in CHECKPOINTS} for s in MASK_SAMPLINGS
     }
-    aucs: Dict[str, List[tuple]] = {s: [] for s in MASK_SAMPLINGS}
+    aucs: dict[str, list[tuple]] = {s: [] for s in MASK_SAMPLINGS}
     start = time.perf_counter()
     for number, (name, photo) in enumerate(photos, start=1):
         x = classifier.preprocess(photo)

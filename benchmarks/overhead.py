@@ -80,7 +80,9 @@ def peak_memory(device: str, n_masks: int, batch: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--n-time", type=int, default=256, help="masks for the time ratio")
     parser.add_argument("--batch", type=int, default=None, help="perturbations_per_eval")
@@ -99,7 +101,8 @@ def main() -> None:
     print("|---|---|---|")
     print(
         f"| RISE / bare forward time (MobileNetV2, N={timing['n_masks']}, batch {batch}) "
-        f"| {timing['time_ratio']:.3f} ({timing['rise_s']:.2f} s / {timing['bare_forward_s']:.2f} s) "
+        f"| {timing['time_ratio']:.3f} "
+        f"({timing['rise_s']:.2f} s / {timing['bare_forward_s']:.2f} s) "
         f"| <= 1.05 |"
     )
     print(

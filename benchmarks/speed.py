@@ -28,15 +28,19 @@ def child(variant: str, device: str, n_masks: int, batch: int) -> None:
     network = torchvision.models.mobilenet_v2(weights=None).eval().to(device)
     model = ForwardTimer(network)
     image = torch.rand(1, 3, 224, 224, device=device)
-    probabilities = lambda x: torch.softmax(model(x), dim=1)  # noqa: E731
+    probabilities = lambda x: torch.softmax(model(x), dim=1)
     synchronize(torch.device(device))
     start = time.perf_counter()
     if variant == "naive":
         naive_rise(model, image, 0, n_masks, batch, seed=0)
     elif variant == "captum_rise":
-        RISE(probabilities).attribute(image, target=0, n_masks=n_masks, perturbations_per_eval=batch, seed=0)
+        RISE(probabilities).attribute(
+            image, target=0, n_masks=n_masks, perturbations_per_eval=batch, seed=0
+        )
     elif variant == "captum_rise_all_classes":
-        RISE(probabilities).attribute_classes(image, n_masks=n_masks, perturbations_per_eval=batch, seed=0)
+        RISE(probabilities).attribute_classes(
+            image, n_masks=n_masks, perturbations_per_eval=batch, seed=0
+        )
     synchronize(torch.device(device))
     wall = time.perf_counter() - start
     print(
@@ -53,7 +57,9 @@ def child(variant: str, device: str, n_masks: int, batch: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--n-masks", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=None)
@@ -68,15 +74,23 @@ def main() -> None:
         variant: run_child(__file__, ["--child", variant, *common])
         for variant in ("naive", "captum_rise", "captum_rise_all_classes")
     }
-    print(f"device: {args.device}, N={args.n_masks}, batch {batch}, MobileNetV2 224x224, torch {torch.__version__}")
+    print(
+        f"device: {args.device}, N={args.n_masks}, batch {batch}, MobileNetV2 224x224, "
+        f"torch {torch.__version__}"
+    )
     print("| implementation | wall s | model forward s | outside forward s | peak memory MiB |")
     print("|---|---|---|---|---|")
     for variant, r in results.items():
         print(
-            f"| {variant} | {r['wall_s']:.1f} | {r['forward_s']:.1f} | {r['outside_forward_s']:.2f} "
+            f"| {variant} | {r['wall_s']:.1f} | {r['forward_s']:.1f} "
+            f"| {r['outside_forward_s']:.2f} "
             f"| {r['peak_bytes'] / 2**20:.0f} |"
         )
-    naive, ours, every = results["naive"], results["captum_rise"], results["captum_rise_all_classes"]
+    naive, ours, every = (
+        results["naive"],
+        results["captum_rise"],
+        results["captum_rise_all_classes"],
+    )
     print(f"\nwall time, naive / captum_rise: {naive['wall_s'] / ours['wall_s']:.2f}")
     print(
         f"time outside the forward, naive / captum_rise: "

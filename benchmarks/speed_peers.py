@@ -34,7 +34,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import torch
 import torchvision
@@ -110,7 +109,7 @@ def masked_images(x: torch.Tensor, n_masks: int) -> torch.Tensor:
     )
 
 
-def fastest(sizes: List[int], run) -> int:
+def fastest(sizes: list[int], run) -> int:
     """The size whose ``run(size)`` (seconds per item, after a warm-up) is lowest."""
     timings = {}
     for size in sizes:
@@ -131,7 +130,7 @@ def child(variant: str, args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     model, probabilities, x, target = setting(args.device, args.model, "channels_last" in variant)
     n, sizes = args.n_masks, [int(s) for s in args.sizes.split(",")]
-    info: Dict[str, object] = {}
+    info: dict[str, object] = {}
 
     def rise(**kwargs):
         return lambda: RISE(probabilities).attribute(x, target=target, n_masks=n, seed=0, **kwargs)
@@ -248,8 +247,8 @@ def main() -> None:
     common += ["--sizes", args.sizes, "--sweep-masks", str(args.sweep_masks)]
     chosen = args.variants.split(",")
     repeated = [v for v in chosen if v.startswith("captum_rise") or v == "limit"]
-    results: Dict[str, dict] = {}
-    rounds: List[Dict[str, float]] = []
+    results: dict[str, dict] = {}
+    rounds: list[dict[str, float]] = []
     # The machine's speed drifts: the variants compared within 10% run interleaved,
     # round after round; each keeps its fastest round, and the ratios of runs next
     # to each other in time are printed too.
@@ -290,7 +289,8 @@ def main() -> None:
             "perturbations_per_eval", r.get("batch", "auto" if "default" in variant else 1)
         )
         print(
-            f"| {variant} | {r['seconds']:.1f} | {ratio} | {r['peak_bytes'] / 2**20:.0f} | {batch} |"
+            f"| {variant} | {r['seconds']:.1f} | {ratio} "
+            f"| {r['peak_bytes'] / 2**20:.0f} | {batch} |"
         )
     if ours:
         for other in ("captum_rise fixed", "limit", "captum-rise 1.0"):

@@ -1,6 +1,6 @@
 """What captum_rise's attribution classes share on top of Captum's base class."""
 
-from typing import Callable
+from collections.abc import Callable
 
 from captum._utils.progress import NullProgress, Progress, progress
 from captum.attr import PerturbationAttribution

@@ -1,6 +1,7 @@
 """Blending inputs with masks and scoring the perturbed copies with the model."""
 
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from captum._utils.common import (
@@ -39,9 +40,7 @@ class Blender:
         baselines: a number or a tensor broadcastable to each input.
     """
 
-    def __init__(
-        self, inputs: Tuple[Tensor, ...], baselines: Tuple[Union[Tensor, float], ...]
-    ) -> None:
+    def __init__(self, inputs: tuple[Tensor, ...], baselines: tuple[Tensor | float, ...]) -> None:
         self.inputs = tuple(x.detach() for x in inputs)
         self.baselines = [
             torch.as_tensor(b, dtype=x.dtype, device=x.device).detach()
@@ -50,7 +49,7 @@ class Blender:
         self.differences = [x - b for x, b in zip(self.inputs, self.baselines)]
         self.formats = [memory_format_of(x) for x in self.inputs]
 
-    def __call__(self, masks: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
+    def __call__(self, masks: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """Perturbed inputs for ``n`` masks.
 
         Args:
@@ -74,10 +73,10 @@ class Blender:
 
 
 def blend(
-    inputs: Tuple[Tensor, ...],
-    baselines: Tuple[Union[Tensor, float], ...],
-    masks: Tuple[Tensor, ...],
-) -> Tuple[Tensor, ...]:
+    inputs: tuple[Tensor, ...],
+    baselines: tuple[Tensor | float, ...],
+    masks: tuple[Tensor, ...],
+) -> tuple[Tensor, ...]:
     """``input * M + baseline * (1 - M)`` for ``n`` masks: one call of :class:`Blender`.
 
     Args:
@@ -122,7 +121,7 @@ class ModelScorer:
         self,
         forward_func: Callable[..., Any],
         batch_size: int,
-        additional_forward_args: Optional[Tuple[Any, ...]],
+        additional_forward_args: tuple[Any, ...] | None,
         target: TargetType = None,
     ) -> None:
         self.forward_func = forward_func
@@ -199,8 +198,8 @@ class ClassScorer(ModelScorer):
         self,
         forward_func: Callable[..., Any],
         batch_size: int,
-        additional_forward_args: Optional[Tuple[Any, ...]],
-        classes: Optional[Tensor] = None,
+        additional_forward_args: tuple[Any, ...] | None,
+        classes: Tensor | None = None,
     ) -> None:
         super().__init__(forward_func, batch_size, additional_forward_args)
         self.classes = classes

@@ -1,7 +1,6 @@
 """Argument checks that raise clear errors naming the argument."""
 
 import numbers
-from typing import Optional, Tuple, Union
 
 import torch
 from captum._utils.typing import BaselineType, TargetType
@@ -35,14 +34,14 @@ def check_positive(name: str, value: object) -> float:
     return float(value)
 
 
-def check_seed(seed: object) -> Optional[int]:
+def check_seed(seed: object) -> int | None:
     """``seed`` as an int, or None."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     return None if seed is None else int(seed)
 
 
-def check_inputs(inputs: Tuple[Tensor, ...]) -> None:
+def check_inputs(inputs: tuple[Tensor, ...]) -> None:
     """Every input is a floating tensor with a batch dim >= 1, all with one batch size."""
     if len(inputs) == 0:
         raise ValueError("inputs must hold at least one tensor")
@@ -65,8 +64,8 @@ def check_inputs(inputs: Tuple[Tensor, ...]) -> None:
 
 
 def format_baselines(
-    baselines: BaselineType, inputs: Tuple[Tensor, ...]
-) -> Tuple[Union[Tensor, float], ...]:
+    baselines: BaselineType, inputs: tuple[Tensor, ...]
+) -> tuple[Tensor | float, ...]:
     """One baseline per input: a number, or a tensor that broadcasts to the input."""
     if baselines is None:
         return tuple(0.0 for _ in inputs)
@@ -74,7 +73,8 @@ def format_baselines(
         baselines = (baselines,)
     if len(baselines) != len(inputs):
         raise ValueError(
-            f"baselines must have one entry per input: got {len(baselines)} for {len(inputs)} inputs"
+            f"baselines must have one entry per input: got {len(baselines)} "
+            f"for {len(inputs)} inputs"
         )
     formatted = []
     for i, (baseline, inp) in enumerate(zip(baselines, inputs)):
@@ -103,7 +103,7 @@ def format_baselines(
 
 def check_target(target: TargetType, batch_size: int) -> None:
     """Checks the type of ``target`` and, for per-example forms, its length."""
-    if target is None or isinstance(target, (int, tuple)) and not isinstance(target, bool):
+    if target is None or (isinstance(target, (int, tuple)) and not isinstance(target, bool)):
         return
     if isinstance(target, Tensor):
         if target.is_floating_point():

@@ -1,6 +1,6 @@
 """Running sums of score-weighted masks, mergeable across workers."""
 
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -48,7 +48,7 @@ class SaliencyAccumulator:
         self,
         batch_size: int,
         n_outputs: int,
-        mask_shapes: Sequence[Tuple[int, ...]],
+        mask_shapes: Sequence[tuple[int, ...]],
         device: torch.device,
         dtype: torch.dtype = torch.float32,
         buffer_bytes: int = 64 * 2**20,
@@ -57,23 +57,23 @@ class SaliencyAccumulator:
         self.batch_size = batch_size
         self.n_outputs = n_outputs
         self.mask_shapes = [tuple(s) for s in mask_shapes]
-        self.weighted_sums: List[Tensor] = [
+        self.weighted_sums: list[Tensor] = [
             torch.zeros(batch_size, n_outputs, *shape[1:], device=device, dtype=dtype)
             for shape in self.mask_shapes
         ]
-        self.mask_sums: List[Tensor] = [
+        self.mask_sums: list[Tensor] = [
             torch.zeros(shape, device=device, dtype=dtype) for shape in self.mask_shapes
         ]
-        self.squared_sums: List[Tensor] = (
+        self.squared_sums: list[Tensor] = (
             [torch.zeros_like(w) for w in self.weighted_sums] if track_squares else []
         )
         self.n_masks = 0
         self.buffer_bytes = buffer_bytes
-        self._pending_scores: List[Tensor] = []
-        self._pending_masks: List[Tuple[Tensor, ...]] = []
+        self._pending_scores: list[Tensor] = []
+        self._pending_masks: list[tuple[Tensor, ...]] = []
         self._pending_bytes = 0
 
-    def add(self, scores: Tensor, masks: Tuple[Tensor, ...]) -> None:
+    def add(self, scores: Tensor, masks: tuple[Tensor, ...]) -> None:
         """Add a chunk: ``scores`` ``(n, B, K)``, ``masks[i]`` ``(n, Bm, *rest_i)``."""
         self._pending_scores.append(scores)
         self._pending_masks.append(masks)
@@ -128,7 +128,7 @@ class SaliencyAccumulator:
         self.n_masks = int(all_reduce(count, group).item())
         return self
 
-    def saliency(self, p_keep: float, normalization: str = "expectation") -> List[Tensor]:
+    def saliency(self, p_keep: float, normalization: str = "expectation") -> list[Tensor]:
         """The saliency maps, ``(B, K, *rest_i)`` per input.
 
         ``"expectation"`` divides by ``N * p_keep`` (the paper's eq. 6);

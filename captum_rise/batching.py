@@ -23,7 +23,8 @@ Timing needs the device to be synchronised; that happens only while probing.
 import math
 import time
 import weakref
-from typing import Callable, Dict, Hashable, Optional, Sequence, Tuple, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
 
 import torch
 from captum._utils.progress import Progress
@@ -111,7 +112,7 @@ class ChunkSizer:
         self._timings = []
 
 
-_SIZERS: "weakref.WeakKeyDictionary[object, Dict[Hashable, ChunkSizer]]" = (
+_SIZERS: "weakref.WeakKeyDictionary[object, dict[Hashable, ChunkSizer]]" = (
     weakref.WeakKeyDictionary()
 )
 
@@ -140,7 +141,7 @@ def sizer_for(owner: object, item: Sequence[torch.Tensor]) -> ChunkSizer:
     return per_owner[signature]
 
 
-def item_signature(*tensors: torch.Tensor) -> Tuple[Hashable, ...]:
+def item_signature(*tensors: torch.Tensor) -> tuple[Hashable, ...]:
     """Shapes, dtypes, memory layouts and device of the tensors that make one item."""
     return tuple((tuple(t.shape), t.dtype, t.device, t.is_contiguous()) for t in tensors)
 
@@ -155,7 +156,7 @@ def run_in_chunks(
     n_items: int,
     evaluate: Callable[[int, int], ChunkResult],
     consume: Callable[[int, int, ChunkResult], None],
-    chunk_size: Optional[int],
+    chunk_size: int | None,
     sizer: Callable[[], ChunkSizer],
     device: torch.device,
     progress: Progress,
@@ -213,6 +214,6 @@ def run_in_chunks(
         lo += size
 
 
-def check_chunk_size(name: str, value: Optional[int]) -> Optional[int]:
+def check_chunk_size(name: str, value: int | None) -> int | None:
     """``value`` as an int >= 1, or None (automatic)."""
     return None if value is None else check_int(name, value)

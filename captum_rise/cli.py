@@ -10,8 +10,8 @@ insertion curves with their AUCs; the AUCs are also printed as a table.
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from matplotlib.figure import Figure
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "evaluate":
@@ -126,9 +126,9 @@ def _parse_target(text: str, probabilities: torch.Tensor) -> int:
     return target
 
 
-def format_table(curves: Dict[str, Tuple[CausalCurve, CausalCurve]]) -> str:
+def format_table(curves: dict[str, tuple[CausalCurve, CausalCurve]]) -> str:
     """A markdown table of deletion and insertion AUCs per method."""
-    rows: List[str] = [
+    rows: list[str] = [
         "| method | deletion AUC (lower is better) | insertion AUC (higher is better) |",
         "|---|---|---|",
     ]
@@ -139,8 +139,8 @@ def format_table(curves: Dict[str, Tuple[CausalCurve, CausalCurve]]) -> str:
 
 def draw_figure(
     image: torch.Tensor,
-    maps: Dict[str, torch.Tensor],
-    curves: Dict[str, Tuple[CausalCurve, CausalCurve]],
+    maps: dict[str, torch.Tensor],
+    curves: dict[str, tuple[CausalCurve, CausalCurve]],
     title: str,
 ) -> Figure:
     """Photo and overlays on top, deletion and insertion curves below."""

@@ -1,6 +1,6 @@
 """RISE next to Grad-CAM and Integrated Gradients on an image classifier, with causal metrics."""
 
-from typing import Callable, Dict, Optional, Tuple, Union
+from collections.abc import Callable
 
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import Tensor, nn
@@ -9,12 +9,10 @@ from captum_rise.metrics.causal import CausalCurve, deletion, insertion
 from captum_rise.quantus_explain import probabilities
 from captum_rise.rise import RISE
 
-TargetType = Union[int, Tensor]
+TargetType = int | Tensor
 
 
-def rise_map(
-    model: nn.Module, x: Tensor, target: TargetType, **rise_kwargs: object
-) -> Tensor:
+def rise_map(model: nn.Module, x: Tensor, target: TargetType, **rise_kwargs: object) -> Tensor:
     """RISE on the class probability (as in the paper): ``(B, 1, H, W)``."""
     attributions = RISE(probabilities(model)).attribute(x, target=target, **rise_kwargs)
     return attributions[:, :1]
@@ -23,7 +21,9 @@ def rise_map(
 def gradcam_map(model: nn.Module, x: Tensor, target: TargetType, layer: nn.Module) -> Tensor:
     """Grad-CAM (ReLU of the class-weighted activations), upsampled bilinearly: ``(B, 1, H, W)``."""
     cam = LayerGradCam(model, layer).attribute(x, target=target, relu_attributions=True)
-    return LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear").detach()
+    return LayerAttribution.interpolate(
+        cam, tuple(x.shape[2:]), interpolate_mode="bilinear"
+    ).detach()
 
 
 def integrated_gradients_map(
@@ -42,12 +42,12 @@ def compare_methods(
     x: Tensor,
     target: TargetType,
     n_masks: int = 4000,
-    perturbations_per_eval: Optional[int] = None,
+    perturbations_per_eval: int | None = None,
     seed: int = 0,
     show_progress: bool = False,
-) -> Dict[str, Tensor]:
+) -> dict[str, Tensor]:
     """Saliency maps ``(B, 1, H, W)`` of RISE, Grad-CAM and Integrated Gradients."""
-    methods: Dict[str, Callable[[], Tensor]] = {
+    methods: dict[str, Callable[[], Tensor]] = {
         "RISE": lambda: rise_map(
             model,
             x,
@@ -66,10 +66,10 @@ def compare_methods(
 def causal_curves(
     model: nn.Module,
     x: Tensor,
-    maps: Dict[str, Tensor],
+    maps: dict[str, Tensor],
     target: TargetType,
-    batch_size: Optional[int] = None,
-) -> Dict[str, Tuple[CausalCurve, CausalCurve]]:
+    batch_size: int | None = None,
+) -> dict[str, tuple[CausalCurve, CausalCurve]]:
     """Deletion and insertion curves (paper protocol) for every map."""
     return {
         name: (

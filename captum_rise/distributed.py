@@ -8,16 +8,14 @@ Collectives run on the group backend's device: CUDA for NCCL (the current
 CUDA device), the CPU otherwise (gloo); tensors are moved there and back.
 """
 
-from typing import Optional, Tuple
-
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-ProcessGroup = Optional[dist.ProcessGroup]
+ProcessGroup = dist.ProcessGroup | None
 
 
-def share(n_items: int, rank: int, world_size: int) -> Tuple[int, int]:
+def share(n_items: int, rank: int, world_size: int) -> tuple[int, int]:
     """Rank ``rank``'s contiguous range ``[lo, hi)`` of ``n_items`` items.
 
     The first ``n_items % world_size`` ranks get one item more; a rank may get
@@ -28,7 +26,7 @@ def share(n_items: int, rank: int, world_size: int) -> Tuple[int, int]:
     return lo, lo + base + (rank < extra)
 
 
-def group_rank_and_size(group: ProcessGroup) -> Tuple[int, int]:
+def group_rank_and_size(group: ProcessGroup) -> tuple[int, int]:
     """``(rank, world_size)`` within ``group``; ``(0, 1)`` for None."""
     if group is None:
         return 0, 1
@@ -57,7 +55,7 @@ def all_reduce(
     return on_backend.to(tensor.device)
 
 
-def agree_on_seed(seed: Optional[int], group: ProcessGroup) -> Optional[int]:
+def agree_on_seed(seed: int | None, group: ProcessGroup) -> int | None:
     """``seed``, or with a group and ``seed=None`` one fresh seed drawn on the
     group's rank 0 and sent to all, so that every rank draws the same masks."""
     if group is None or seed is not None:

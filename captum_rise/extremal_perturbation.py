@@ -1,7 +1,7 @@
 """Extremal perturbation (Fong, Patrick & Vedaldi, ICCV 2019): the best mask of a fixed area."""
 
 import math
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 from captum._utils.common import _format_additional_forward_args
@@ -115,8 +115,8 @@ class ExtremalPerturbation(MaskAttribution):
         self,
         inputs: Tensor,
         target: TargetType = None,
-        additional_forward_args: Optional[object] = None,
-        areas: Union[float, Sequence[float]] = (0.1,),
+        additional_forward_args: object | None = None,
+        areas: float | Sequence[float] = (0.1,),
         variant: str = "preserve",
         n_iter: int = 800,
         learning_rate: float = 0.05,
@@ -125,7 +125,7 @@ class ExtremalPerturbation(MaskAttribution):
         blur_sigma: float = 10.0,
         area_coeff: float = 300.0,
         temperature: float = 0.1,
-        apply_softmax: Optional[bool] = None,
+        apply_softmax: bool | None = None,
         show_progress: bool = False,
     ) -> Tensor:
         """Learn one mask per example and area; return it as the attribution.

@@ -6,7 +6,6 @@ its on/off variable and the model's output over the designs.
 """
 
 import math
-from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -53,7 +52,7 @@ RBF_INPUT_WIDTH = 0.5
 
 
 def sample_designs(
-    n_designs: int, n_variables: int, sampler: str = "lhs", seed: Optional[int] = None
+    n_designs: int, n_variables: int, sampler: str = "lhs", seed: int | None = None
 ) -> np.ndarray:
     """``(n_designs, n_variables)`` points in [0, 1) from scipy's ``stats.qmc``.
 
@@ -219,18 +218,18 @@ class HSICAttribution(MaskAttribution):
         inputs: TensorOrTupleOfTensorsGeneric,
         baselines: BaselineType = None,
         target: TargetType = None,
-        additional_forward_args: Optional[object] = None,
-        feature_mask: Union[None, Tensor, Tuple[Tensor, ...]] = None,
+        additional_forward_args: object | None = None,
+        feature_mask: Tensor | tuple[Tensor, ...] | None = None,
         n_designs: int = 1536,
         grid_size: GridSize = 7,
         sampler: str = "lhs",
         input_kernel: str = "binary",
         p_keep: float = 0.5,
-        perturbations_per_eval: Optional[int] = None,
+        perturbations_per_eval: int | None = None,
         estimator_batch_size: int = 4,
         smooth_map: bool = True,
         show_progress: bool = False,
-        seed: Optional[int] = None,
+        seed: int | None = None,
         process_group: ProcessGroup = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""HSIC of every grid cell (or feature group) with the output for ``target``.
@@ -288,20 +287,20 @@ class HSICAttribution(MaskAttribution):
         inputs: TensorOrTupleOfTensorsGeneric,
         baselines: BaselineType = None,
         target: TargetType = None,
-        additional_forward_args: Optional[object] = None,
-        feature_mask: Union[None, Tensor, Tuple[Tensor, ...]] = None,
+        additional_forward_args: object | None = None,
+        feature_mask: Tensor | tuple[Tensor, ...] | None = None,
         n_designs: int = 1536,
         grid_size: GridSize = 7,
         sampler: str = "lhs",
         input_kernel: str = "binary",
         p_keep: float = 0.5,
-        perturbations_per_eval: Optional[int] = None,
+        perturbations_per_eval: int | None = None,
         estimator_batch_size: int = 4,
         smooth_map: bool = True,
         show_progress: bool = False,
-        seed: Optional[int] = None,
+        seed: int | None = None,
         process_group: ProcessGroup = None,
-    ) -> Tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
+    ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         r"""First-order HSIC maps and pairwise interactions, from one set of forwards.
 
         Arguments are those of :meth:`attribute`. The interactions follow the
@@ -344,21 +343,21 @@ class HSICAttribution(MaskAttribution):
         inputs: TensorOrTupleOfTensorsGeneric,
         baselines: BaselineType,
         target: TargetType,
-        additional_forward_args: Optional[object],
-        feature_mask: Union[None, Tensor, Tuple[Tensor, ...]],
+        additional_forward_args: object | None,
+        feature_mask: Tensor | tuple[Tensor, ...] | None,
         n_designs: int,
         grid_size: GridSize,
         sampler: str,
         input_kernel: str,
         p_keep: float,
-        perturbations_per_eval: Optional[int],
+        perturbations_per_eval: int | None,
         estimator_batch_size: int,
         smooth_map: bool,
         show_progress: bool,
-        seed: Optional[int],
+        seed: int | None,
         process_group: ProcessGroup,
         with_interactions: bool,
-    ) -> Tuple[TensorOrTupleOfTensorsGeneric, Optional[Tensor]]:
+    ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor | None]:
 
         is_inputs_tuple = _is_tuple(inputs)
         formatted_inputs = _format_tensor_into_tuples(inputs)

@@ -9,7 +9,6 @@ substrate of 0 is a black pixel, the paper's dimming.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Union
 
 import torch
 import torchvision
@@ -43,7 +42,7 @@ class ImageClassifier:
 
     model: nn.Module
     network: nn.Module
-    categories: List[str]
+    categories: list[str]
     resize_size: int
     crop_size: int
     name: str
@@ -67,7 +66,7 @@ class ImageClassifier:
 
 
 class _Normalize(nn.Module):
-    def __init__(self, mean: List[float], std: List[float]) -> None:
+    def __init__(self, mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).reshape(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).reshape(1, -1, 1, 1))
@@ -79,7 +78,7 @@ class _Normalize(nn.Module):
 def load_classifier(
     name: str = DEFAULT_MODEL,
     weights: str = DEFAULT_WEIGHTS,
-    device: Union[str, torch.device] = "cpu",
+    device: str | torch.device = "cpu",
 ) -> ImageClassifier:
     """A torchvision classification model with pretrained ImageNet weights, in eval mode.
 
@@ -117,7 +116,7 @@ def load_classifier(
     )
 
 
-def load_image(path: Union[str, Path]) -> Image.Image:
+def load_image(path: str | Path) -> Image.Image:
     """An RGB PIL image, or :class:`ImageLoadError` with a clear message."""
     path = Path(path)
     if not path.is_file():

@@ -16,8 +16,8 @@ whatever the device, and the global RNG is never touched.
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -36,13 +36,13 @@ DEFAULT_MASK_SAMPLING = "sobol"
 """RISE's default: the sampling with the least map error per mask, measured on
 MobileNetV2 and real photos (``benchmarks/mask_sampling.py``)."""
 
-GridSize = Union[int, Sequence[int]]
+GridSize = int | Sequence[int]
 
 _INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 _SMOOTH_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
 
 
-def spatial_grid_shape(input_shape: torch.Size, grid_size: GridSize) -> Tuple[int, ...]:
+def spatial_grid_shape(input_shape: torch.Size, grid_size: GridSize) -> tuple[int, ...]:
     """The per-axis grid for an input of shape ``(B, *rest)``.
 
     An int ``grid_size`` covers the trailing spatial dims: all dims after the
@@ -90,9 +90,9 @@ class GridLayout:
             is shared by the batch and broadcast over channels.
     """
 
-    grid: Tuple[int, ...]
-    spatial: Tuple[int, ...]
-    mask_shape: Tuple[int, ...]
+    grid: tuple[int, ...]
+    spatial: tuple[int, ...]
+    mask_shape: tuple[int, ...]
 
     @classmethod
     def of(cls, input_shape: torch.Size, grid_size: GridSize) -> "GridLayout":
@@ -115,7 +115,7 @@ class MaskSampler(ABC):
         self.dtype = dtype
 
     @abstractmethod
-    def render(self, params: Tensor) -> Tuple[Tensor, ...]:
+    def render(self, params: Tensor) -> tuple[Tensor, ...]:
         """Masks from parameters of shape ``(n, n_params)``; one ``(n, Bm, ...)`` per input,
         in :attr:`dtype`."""
 
@@ -134,7 +134,7 @@ class MaskSampler(ABC):
 
     def chunks(
         self, n_masks: int, chunk_size: int, generator: torch.Generator
-    ) -> Iterator[Tuple[Tensor, ...]]:
+    ) -> Iterator[tuple[Tensor, ...]]:
         """Yield ``ceil(n_masks / chunk_size)`` chunks of at most ``chunk_size`` masks.
 
         Mask ``k`` does not depend on ``chunk_size`` (see :class:`ParamStream`).
@@ -165,7 +165,7 @@ class ParamStream:
         self.sampler = sampler
         self.generator = generator
         self.sampling = sampling
-        self._sobol: Optional[torch.quasirandom.SobolEngine] = None
+        self._sobol: torch.quasirandom.SobolEngine | None = None
         if sampling == "sobol":
             if sampler.n_params > torch.quasirandom.SobolEngine.MAXDIM:
                 raise ValueError(
@@ -252,7 +252,7 @@ class GridMaskSampler(MaskSampler):
         self.mask_shapes = [layout.mask_shape for layout in self.layouts]
         self.n_params = sum(math.prod(layout.grid) + len(layout.grid) for layout in self.layouts)
 
-    def split_params(self, params: Tensor) -> List[Tuple[Tensor, Tensor]]:
+    def split_params(self, params: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Per input: binary grids ``(n, *s)`` in :attr:`dtype` and integer shifts ``(n, d)``."""
         out = []
         offset = 0
@@ -280,7 +280,7 @@ class GridMaskSampler(MaskSampler):
             offset += n_cells + len(layout.grid)
         return reflected
 
-    def render(self, params: Tensor) -> Tuple[Tensor, ...]:
+    def render(self, params: Tensor) -> tuple[Tensor, ...]:
         masks = []
         for (binary, shifts), layout, cell in zip(
             self.split_params(params), self.layouts, self.cells
@@ -298,7 +298,7 @@ class GridMaskSampler(MaskSampler):
         return tuple(masks)
 
 
-def _crop_at_shifts(volume: Tensor, shifts: Tensor, size: Tuple[int, ...]) -> Tensor:
+def _crop_at_shifts(volume: Tensor, shifts: Tensor, size: tuple[int, ...]) -> Tensor:
     """Crop ``volume`` ``(n, *U)`` to ``(n, *size)``, mask ``k`` starting at ``shifts[k]``."""
     n = volume.shape[0]
     out = volume
@@ -325,10 +325,10 @@ class DesignMaskSampler(MaskSampler):
         return (params < self.p_keep).to(params.dtype)
 
     @abstractmethod
-    def expand(self, values: Tensor) -> Tuple[Tensor, ...]:
+    def expand(self, values: Tensor) -> tuple[Tensor, ...]:
         """``(n, n_params)`` values per variable to one ``(n, *mask_shape_i)`` per input."""
 
-    def render(self, params: Tensor) -> Tuple[Tensor, ...]:
+    def render(self, params: Tensor) -> tuple[Tensor, ...]:
         return self.expand(self.keep(params).to(self.dtype))
 
 
@@ -359,15 +359,15 @@ class CellMaskSampler(DesignMaskSampler):
         self.mask_shapes = [layout.mask_shape for layout in self.layouts]
         self.n_params = math.prod(self.layouts[0].grid)
 
-    def expand(self, values: Tensor) -> Tuple[Tensor, ...]:
+    def expand(self, values: Tensor) -> tuple[Tensor, ...]:
         """``(n, n_cells)`` values per cell to one ``(n, *mask_shape_i)`` per input."""
         return self._upsample(values, smooth=False)
 
-    def interpolate(self, values: Tensor) -> Tuple[Tensor, ...]:
+    def interpolate(self, values: Tensor) -> tuple[Tensor, ...]:
         """Like :meth:`expand`, but smooth: bicubic for 2-D grids, (tri)linear for 1-D/3-D."""
         return self._upsample(values, smooth=True)
 
-    def _upsample(self, values: Tensor, smooth: bool) -> Tuple[Tensor, ...]:
+    def _upsample(self, values: Tensor, smooth: bool) -> tuple[Tensor, ...]:
         n = values.shape[0]
         out = []
         for layout in self.layouts:
@@ -396,7 +396,7 @@ class GroupIndex:
             inputs, or a feature mask does not broadcast to its input.
     """
 
-    def __init__(self, feature_mask: Tuple[Tensor, ...], inputs: Tuple[Tensor, ...]) -> None:
+    def __init__(self, feature_mask: tuple[Tensor, ...], inputs: tuple[Tensor, ...]) -> None:
         if len(feature_mask) != len(inputs):
             raise ValueError(
                 f"feature_mask must have one tensor per input: got {len(feature_mask)} "
@@ -420,13 +420,13 @@ class GroupIndex:
         flat = torch.cat([m.reshape(-1).to(inputs[0].device) for m in padded])
         ids, inverse = torch.unique(flat, return_inverse=True)
         self.n_groups = int(ids.numel())
-        self.index: List[Tensor] = []
+        self.index: list[Tensor] = []
         offset = 0
         for mask in padded:
             self.index.append(inverse[offset : offset + mask.numel()].reshape(mask.shape))
             offset += mask.numel()
 
-    def expand(self, group_values: Tensor) -> Tuple[Tensor, ...]:
+    def expand(self, group_values: Tensor) -> tuple[Tensor, ...]:
         """``(n, n_groups)`` values per group to one ``(n, *feature_mask_i.shape)`` per input."""
         return tuple(group_values[:, index] for index in self.index)
 
@@ -451,14 +451,12 @@ class GroupMaskSampler(DesignMaskSampler):
         self.n_params = groups.n_groups
         self.mask_shapes = [tuple(index.shape) for index in groups.index]
 
-    def expand(self, values: Tensor) -> Tuple[Tensor, ...]:
+    def expand(self, values: Tensor) -> tuple[Tensor, ...]:
         """``(n, n_groups)`` values per group to one ``(n, *feature_mask_i.shape)`` per input."""
         return self.groups.expand(values)
 
 
-def make_generator(
-    seed: Optional[int], device: torch.device = torch.device("cpu")
-) -> torch.Generator:
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
     """A private generator on ``device``: seeded with ``seed``, or freshly when None.
 
     The samplers draw from a CPU generator (the default), so that a seed gives

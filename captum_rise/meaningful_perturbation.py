@@ -1,7 +1,6 @@
 """Meaningful perturbation (Fong & Vedaldi, ICCV 2017): a learned deletion mask."""
 
 import math
-from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,14 +27,14 @@ def total_variation(mask: Tensor, beta: float) -> Tensor:
 
 
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """torchvision's Gaussian blur with a kernel of ``2 * ceil(3 sigma) + 1``, capped to the image."""
+    """torchvision's Gaussian blur, kernel ``2 * ceil(3 sigma) + 1`` capped to the image."""
     size = 2 * math.ceil(3 * sigma) + 1
     limit = min(images.shape[-2:])
     size = min(size, limit if limit % 2 == 1 else limit - 1)
     return TF.gaussian_blur(images, kernel_size=[size, size], sigma=[sigma, sigma])
 
 
-def log_probability_and_complement(logits: Tensor, columns: Tensor) -> Tuple[Tensor, Tensor]:
+def log_probability_and_complement(logits: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
     """``log p_c`` and ``log(1 - p_c)`` for ``p = softmax(logits)`` and class ``c = columns``.
 
     Both are exact however close ``p_c`` is to 0 or 1 (``1 - p_c`` is the
@@ -126,9 +125,9 @@ class MeaningfulPerturbation(MaskAttribution):
         self,
         inputs: Tensor,
         target: TargetType = None,
-        additional_forward_args: Optional[object] = None,
+        additional_forward_args: object | None = None,
         variant: str = "delete",
-        mask_shape: Optional[Tuple[int, int]] = None,
+        mask_shape: tuple[int, int] | None = None,
         n_iter: int = 300,
         learning_rate: float = 0.1,
         l1_coeff: float = 1e-4,
@@ -136,9 +135,9 @@ class MeaningfulPerturbation(MaskAttribution):
         tv_beta: float = 3.0,
         blur_sigma: float = 10.0,
         max_jitter: int = 4,
-        apply_softmax: Optional[bool] = None,
+        apply_softmax: bool | None = None,
         show_progress: bool = False,
-        seed: Optional[int] = None,
+        seed: int | None = None,
     ) -> Tensor:
         """Learn a mask for each example; returns it as an attribution.
 

@@ -1,6 +1,6 @@
 """Matplotlib figures: deletion/insertion curves and saliency overlays."""
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -9,13 +9,13 @@ from matplotlib.figure import Figure
 
 from captum_rise.metrics.causal import CausalCurve
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+ArrayLike = np.ndarray | torch.Tensor
 
 
 def plot_causal_curves(
-    curves: Dict[str, Tuple[CausalCurve, CausalCurve]],
+    curves: dict[str, tuple[CausalCurve, CausalCurve]],
     index: int = 0,
-    axes: Optional[Sequence[Axes]] = None,
+    axes: Sequence[Axes] | None = None,
 ) -> Figure:
     """Deletion and insertion curves of one or several methods, AUC shaded.
 
@@ -51,8 +51,8 @@ def plot_causal_curves(
 def overlay_saliency(
     image: ArrayLike,
     saliency: ArrayLike,
-    ax: Optional[Axes] = None,
-    title: Optional[str] = None,
+    ax: Axes | None = None,
+    title: str | None = None,
     alpha: float = 0.5,
     cmap: str = "jet",
 ) -> Figure:

@@ -28,7 +28,8 @@ Quantus pitfalls this design avoids:
   ``interpolate``, ``reduce_axes``, ...) are dropped before calling them.
 """
 
-from typing import Any, Callable, Dict, Type
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import quantus
@@ -40,7 +41,7 @@ from captum_rise.hsic import HSICAttribution
 from captum_rise.meaningful_perturbation import MeaningfulPerturbation
 from captum_rise.rise import RISE
 
-METHODS: Dict[str, Type[Attribution]] = {
+METHODS: dict[str, type[Attribution]] = {
     "RISE": RISE,
     "HSIC": HSICAttribution,
     "MeaningfulPerturbation": MeaningfulPerturbation,
@@ -65,7 +66,9 @@ _QUANTUS_ONLY_KEYS = {
 }
 
 
-def probabilities(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def probabilities(
+    model: Callable[[torch.Tensor], torch.Tensor],
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Wraps ``model`` so that it returns softmax probabilities.
 
     Outputs that already are probabilities (rows summing to 1) or one score
@@ -114,7 +117,9 @@ def make_explain_func(method: str = "RISE", **bound_kwargs: Any) -> Callable[...
     ``method=<dict key>``), so the callable behaves the same under any key.
     """
 
-    def explain_func(model: torch.nn.Module, inputs: Any, targets: Any, **kwargs: Any) -> np.ndarray:
+    def explain_func(
+        model: torch.nn.Module, inputs: Any, targets: Any, **kwargs: Any
+    ) -> np.ndarray:
         return explain(model, inputs, targets, **{**kwargs, **bound_kwargs, "method": method})
 
     explain_func.__name__ = f"explain_{method}"

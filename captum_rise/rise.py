@@ -1,6 +1,6 @@
 """RISE: Randomized Input Sampling for Explanation (Petsiuk et al., BMVC 2018)."""
 
-from typing import List, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -44,7 +44,7 @@ from captum_rise.masks import (
     make_generator,
 )
 
-FeatureMaskType = Union[None, Tensor, Tuple[Tensor, ...]]
+FeatureMaskType = Tensor | tuple[Tensor, ...] | None
 
 DEFAULT_GRID_SIZE = 7
 ROUND_MASKS = 250
@@ -88,7 +88,7 @@ class RISE(MaskAttribution):
     """
 
     method_name = "RISE"
-    n_masks_used: Optional[int] = None
+    n_masks_used: int | None = None
     """Masks the last call used (fewer than ``n_masks`` when ``tolerance`` stopped it)."""
 
     def has_convergence_delta(self) -> bool:
@@ -100,20 +100,20 @@ class RISE(MaskAttribution):
         inputs: TensorOrTupleOfTensorsGeneric,
         baselines: BaselineType = None,
         target: TargetType = None,
-        additional_forward_args: Optional[object] = None,
+        additional_forward_args: object | None = None,
         feature_mask: FeatureMaskType = None,
         n_masks: int = 4000,
-        grid_size: Optional[GridSize] = None,
+        grid_size: GridSize | None = None,
         p_keep: float = 0.5,
-        perturbations_per_eval: Optional[int] = None,
+        perturbations_per_eval: int | None = None,
         show_progress: bool = False,
-        seed: Optional[int] = None,
-        normalization: Optional[str] = None,
+        seed: int | None = None,
+        normalization: str | None = None,
         process_group: ProcessGroup = None,
         mask_sampling: str = DEFAULT_MASK_SAMPLING,
-        tolerance: Optional[float] = None,
+        tolerance: float | None = None,
         return_convergence_delta: bool = False,
-    ) -> Union[TensorOrTupleOfTensorsGeneric, Tuple[TensorOrTupleOfTensorsGeneric, Tensor]]:
+    ) -> TensorOrTupleOfTensorsGeneric | tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         r"""Saliency of every input feature for ``target``.
 
         Args:
@@ -248,20 +248,20 @@ class RISE(MaskAttribution):
     def attribute_classes(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
-        classes: Union[None, Sequence[int], Tensor] = None,
+        classes: Sequence[int] | Tensor | None = None,
         baselines: BaselineType = None,
-        additional_forward_args: Optional[object] = None,
+        additional_forward_args: object | None = None,
         feature_mask: FeatureMaskType = None,
         n_masks: int = 4000,
-        grid_size: Optional[GridSize] = None,
+        grid_size: GridSize | None = None,
         p_keep: float = 0.5,
-        perturbations_per_eval: Optional[int] = None,
+        perturbations_per_eval: int | None = None,
         show_progress: bool = False,
-        seed: Optional[int] = None,
-        normalization: Optional[str] = None,
+        seed: int | None = None,
+        normalization: str | None = None,
         process_group: ProcessGroup = None,
         mask_sampling: str = DEFAULT_MASK_SAMPLING,
-        tolerance: Optional[float] = None,
+        tolerance: float | None = None,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Saliency maps for several classes from one set of forward passes.
 
@@ -324,22 +324,22 @@ class RISE(MaskAttribution):
 
     def _estimate(
         self,
-        inputs: Tuple[Tensor, ...],
+        inputs: tuple[Tensor, ...],
         baselines: BaselineType,
         scorer: ModelScorer,
         feature_mask: FeatureMaskType,
         n_masks: int,
-        grid_size: Optional[GridSize],
+        grid_size: GridSize | None,
         p_keep: float,
-        perturbations_per_eval: Optional[int],
+        perturbations_per_eval: int | None,
         show_progress: bool,
-        seed: Optional[int],
-        normalization: Optional[str],
+        seed: int | None,
+        normalization: str | None,
         process_group: ProcessGroup,
-        tolerance: Optional[float],
+        tolerance: float | None,
         track_error: bool,
         mask_sampling: str,
-    ) -> Tuple[List[Tensor], Optional[Tensor]]:
+    ) -> tuple[list[Tensor], Tensor | None]:
         """Runs the masked forwards (in rounds of :data:`ROUND_MASKS` until the
         relative standard error is at most ``tolerance``, when given).
 
@@ -376,7 +376,7 @@ class RISE(MaskAttribution):
             sampler, make_generator(agree_on_seed(seed, process_group)), mask_sampling
         )
         first, last = share(n_masks, rank, world_size)
-        accumulator: Optional[SaliencyAccumulator] = None
+        accumulator: SaliencyAccumulator | None = None
 
         def make_accumulator(n_outputs: int) -> SaliencyAccumulator:
             return SaliencyAccumulator(
@@ -388,11 +388,14 @@ class RISE(MaskAttribution):
                 track_squares=track_error,
             )
 
-        def evaluate(lo: int, hi: int) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+        def evaluate(lo: int, hi: int) -> tuple[Tensor, tuple[Tensor, ...]]:
             masks = sampler.render(stream.params(lo, hi))
             return scorer(blender(masks), hi - lo), masks
 
-        def consume(result: Tuple[Tensor, Tuple[Tensor, ...]]) -> None:
+        def evaluate_from(start: int) -> Callable[[int, int], tuple[Tensor, tuple[Tensor, ...]]]:
+            return lambda lo, hi: evaluate(start + lo, start + hi)
+
+        def consume(result: tuple[Tensor, tuple[Tensor, ...]]) -> None:
             nonlocal accumulator
             scores, masks = result
             if accumulator is None:
@@ -405,16 +408,20 @@ class RISE(MaskAttribution):
             for start, stop in rounds:
                 run_in_chunks(
                     stop - start,
-                    lambda lo, hi: evaluate(start + lo, start + hi),
+                    evaluate_from(start),
                     lambda lo, hi, result: consume(result),
                     perturbations_per_eval,
                     lambda: sizer_for(self.forward_func, inputs),
                     device,
                     bar,
                 )
-                if tolerance is not None and accumulator is not None and stop - first >= 2:
-                    if float(accumulator.relative_standard_error(p_keep).max()) <= tolerance:
-                        break
+                if (
+                    tolerance is not None
+                    and accumulator is not None
+                    and stop - first >= 2
+                    and float(accumulator.relative_standard_error(p_keep).max()) <= tolerance
+                ):
+                    break
         bar.close()
         if process_group is not None:
             # A rank with no masks (fewer masks than ranks) learns the number of outputs.
@@ -428,13 +435,13 @@ class RISE(MaskAttribution):
         return maps, errors
 
 
-def _rounds(first: int, last: int) -> List[Tuple[int, int]]:
+def _rounds(first: int, last: int) -> list[tuple[int, int]]:
     """Masks ``first .. last - 1`` in rounds of :data:`ROUND_MASKS`."""
     return [(lo, min(lo + ROUND_MASKS, last)) for lo in range(first, last, ROUND_MASKS)]
 
 
 def _make_sampler(
-    inputs: Tuple[Tensor, ...],
+    inputs: tuple[Tensor, ...],
     feature_mask: FeatureMaskType,
     grid_size: GridSize,
     p_keep: float,

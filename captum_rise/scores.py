@@ -12,7 +12,8 @@ probability of the next word, a regression) needs no adapter: return ``(N,)``
 and call ``attribute(x)`` with ``target=None``.
 """
 
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,8 +87,8 @@ class DetectionScore:
     def __init__(
         self,
         detector: Callable[..., Detections],
-        target_boxes: Union[Tensor, np.ndarray, Sequence[Sequence[float]]],
-        target_labels: Union[None, Tensor, np.ndarray, Sequence[int]] = None,
+        target_boxes: Tensor | np.ndarray | Sequence[Sequence[float]],
+        target_labels: Tensor | np.ndarray | Sequence[int] | None = None,
     ) -> None:
         if not callable(detector):
             raise TypeError(f"detector must be callable, got {type(detector).__name__}")
@@ -104,7 +105,7 @@ class DetectionScore:
             raise ValueError("target_boxes must be (x0, y0, x1, y1) with x0 < x1 and y0 < y1")
         self.detector = detector
         self.target_boxes = boxes
-        self.target_labels: Optional[Tensor] = None
+        self.target_labels: Tensor | None = None
         if target_labels is not None:
             labels = torch.as_tensor(np.asarray(target_labels))
             if labels.is_floating_point() or labels.numel() == 0 or bool((labels < 0).any()):
@@ -158,13 +159,13 @@ class DetectionScore:
 
 def _proposals(
     detection: Any,
-) -> Optional[Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]]:
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None] | None:
     """``(boxes (M, 4), scores (M,), labels or None, probs or None)`` as float32/long
     CPU tensors, or None when there is no proposal."""
     if detection is None:
         return None
     if isinstance(detection, dict):
-        fields: Dict[str, Any] = detection
+        fields: dict[str, Any] = detection
     elif isinstance(detection, (tuple, list)) and len(detection) in (2, 3):
         fields = dict(zip(("boxes", "scores", "probs"), detection))
     else:

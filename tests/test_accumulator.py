@@ -46,4 +46,6 @@ def test_buffered_chunks_give_the_same_saliency_as_immediate_adds():
         buffered.add(scores[lo : lo + 3], (masks[lo : lo + 3],))
     assert torch.count_nonzero(buffered.weighted_sums[0]) == 0  # still in the buffer
     for mode in ("expectation", "coverage"):
-        torch.testing.assert_close(buffered.saliency(0.5, mode)[0], immediate.saliency(0.5, mode)[0])
+        torch.testing.assert_close(
+            buffered.saliency(0.5, mode)[0], immediate.saliency(0.5, mode)[0]
+        )

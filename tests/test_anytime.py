@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from test_rise_ground_truth import _closed_form_linear, _linear_model
 
 from captum_rise import RISE, SaliencyAccumulator
 from captum_rise.rise import ROUND_MASKS
-
-from test_rise_ground_truth import _closed_form_linear, _linear_model
 
 N_FEATURES = 16
 

@@ -1,12 +1,10 @@
 """The automatic chunk size: probing, memory bound, out-of-memory fallback, invariance."""
 
-
 import pytest
 import torch
 from captum._utils.progress import NullProgress
 
-from captum_rise import RISE, HSICAttribution, deletion, insertion
-from captum_rise import batching
+from captum_rise import RISE, HSICAttribution, batching, deletion, insertion
 from captum_rise.batching import ChunkSizer, OutOfMemoryError, memory_limit, run_in_chunks
 
 
@@ -30,7 +28,7 @@ def test_sizer_stops_at_the_best_size_of_a_cpu_like_curve():
 
 def test_sizer_grows_while_the_gain_exceeds_the_threshold():
     # per-call overhead of 100 units: per item 100/s + 1, gains shrink as s grows
-    sizes, sizer = probe(lambda s: 100.0 / s + 1.0)
+    _sizes, sizer = probe(lambda s: 100.0 / s + 1.0)
     assert sizer.size > 64
     gain_at_best = (100.0 / sizer.size + 1) / (100.0 / (2 * sizer.size) + 1) - 1
     assert gain_at_best <= batching.MIN_GAIN / (1 - batching.MIN_GAIN) + 1e-9
@@ -92,7 +90,7 @@ def test_out_of_memory_halves_the_chunk_and_loses_no_item():
 
 
 def test_out_of_memory_while_probing_stops_growth():
-    calls, consumed, state = collect(3000, None, fail_above=8)
+    _calls, consumed, state = collect(3000, None, fail_above=8)
     assert consumed == list(range(3000))
     assert state.limit == 8 and not state.probing and state.size <= 8
 

@@ -54,7 +54,7 @@ def _reference_curve(model, start, end, saliency, target, step):
 
 @pytest.mark.parametrize("step", [8, 5, 64])
 def test_batched_curve_matches_reference_loop(tiny_convnet, step):
-    logits_model = lambda x: torch.log(tiny_convnet(x))  # noqa: E731 -- a logit model
+    logits_model = lambda x: torch.log(tiny_convnet(x))
     images = torch.rand(3, 3, H, W)
     saliency = torch.rand(3, 1, H, W)
     targets = [0, 3, 1]
@@ -95,8 +95,13 @@ def test_substrates_and_step_options(tiny_convnet):
     torch.testing.assert_close(by_steps.scores, by_pixels.scores)
     # the insertion canvas defaults to the blurred image, which is what a 'blur' substrate gives
     blurred = insertion(tiny_convnet, images, saliency, 1)
-    torch.testing.assert_close(blurred.scores, insertion(tiny_convnet, images, saliency, 1, substrate="blur").scores)
-    assert not torch.allclose(blurred.scores[:, 0], insertion(tiny_convnet, images, saliency, 1, substrate=0.0).scores[:, 0])
+    torch.testing.assert_close(
+        blurred.scores, insertion(tiny_convnet, images, saliency, 1, substrate="blur").scores
+    )
+    assert not torch.allclose(
+        blurred.scores[:, 0],
+        insertion(tiny_convnet, images, saliency, 1, substrate=0.0).scores[:, 0],
+    )
 
 
 def test_softmax_applied_to_logits_not_to_probabilities(tiny_convnet):
@@ -110,7 +115,7 @@ def test_softmax_applied_to_logits_not_to_probabilities(tiny_convnet):
 
 
 def test_any_image_size_and_channel_count():
-    model = lambda x: x.mean(dim=(1, 2, 3))  # noqa: E731
+    model = lambda x: x.mean(dim=(1, 2, 3))
     for shape in [(1, 1, 5, 7), (2, 4, 9, 3)]:
         images = torch.rand(shape)
         curve = deletion(model, images, torch.rand(shape))
@@ -135,7 +140,10 @@ def test_any_image_size_and_channel_count():
 )
 def test_bad_inputs(tiny_convnet, kwargs, error, match):
     arguments = dict(
-        model=tiny_convnet, inputs=torch.rand(1, 3, 8, 8), attributions=torch.rand(1, 1, 8, 8), target=0
+        model=tiny_convnet,
+        inputs=torch.rand(1, 3, 8, 8),
+        attributions=torch.rand(1, 1, 8, 8),
+        target=0,
     )
     arguments.update(kwargs)
     with pytest.raises(error, match=match):
@@ -144,6 +152,8 @@ def test_bad_inputs(tiny_convnet, kwargs, error, match):
 
 def test_causal_curve_moves_from_start_to_end():
     start, end = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
-    curve = causal_curve(lambda x: x.mean(dim=(1, 2, 3)), start, end, torch.rand(1, 1, 4, 4), step=1)
+    curve = causal_curve(
+        lambda x: x.mean(dim=(1, 2, 3)), start, end, torch.rand(1, 1, 4, 4), step=1
+    )
     torch.testing.assert_close(curve.scores[0], torch.linspace(0, 1, 17))
     assert math.isclose(float(curve.auc), 0.5, abs_tol=1e-6)

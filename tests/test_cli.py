@@ -40,7 +40,9 @@ def test_demo_writes_the_figure_and_prints_the_aucs(capsys, tmp_path):
     if not WEIGHTS_FILE.exists():
         pytest.skip("offline MobileNetV2 weights are not placed (make test places them)")
     out = tmp_path / "figure.png"
-    assert main(["demo", "--n-masks", "16", "--batch", "8", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(["demo", "--n-masks", "16", "--batch", "8", "--device", "cpu", "--out", str(out)]) == 0
+    )
     printed = capsys.readouterr().out
     assert "bow tie" in printed  # MobileNetV2's top class for Grace Hopper's portrait
     for method in ("RISE", "Grad-CAM", "Integrated Gradients"):

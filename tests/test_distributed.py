@@ -75,7 +75,7 @@ def rank_maps(tmp_path_factory):
 
 
 def test_share_covers_every_item_once():
-    for n in range(0, 12):
+    for n in range(12):
         for world in range(1, 5):
             ranges = [share(n, r, world) for r in range(world)]
             items = [i for lo, hi in ranges for i in range(lo, hi)]

@@ -193,7 +193,7 @@ def test_a_rerun_with_other_settings_is_refused(images, tmp_path):
 
 def test_a_half_written_row_is_dropped_and_writing_goes_on(tmp_path):
     writer = PartWriter(tmp_path, rank=0)
-    good = {column: "1" for column in COLUMNS} | {"image": "a", "method": "rise", "error": ""}
+    good = dict.fromkeys(COLUMNS, "1") | {"image": "a", "method": "rise", "error": ""}
     writer.write(good)
     writer.close()
     with open(tmp_path / "parts" / "rank-0.csv", "a") as file:

@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from conftest import BoxEnergy
-
 from captum_rise import ExtremalPerturbation
 from captum_rise.extremal_perturbation import SmoothMaxMask, area_penalty
+from conftest import BoxEnergy
 
 AREA = 64 * 64 / 224**2
 

@@ -9,8 +9,7 @@ import time
 import pytest
 import torch
 
-from captum_rise import RISE, HSICAttribution, SaliencyAccumulator, deletion, insertion
-from captum_rise import batching
+from captum_rise import RISE, HSICAttribution, SaliencyAccumulator, batching, deletion, insertion
 from captum_rise._forward import blend
 from captum_rise.masks import (
     CellMaskSampler,
@@ -19,7 +18,6 @@ from captum_rise.masks import (
     GroupMaskSampler,
     make_generator,
 )
-
 from conftest import TinyConvNet
 
 pytestmark = pytest.mark.gpu

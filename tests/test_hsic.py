@@ -46,7 +46,9 @@ def test_smooth_map_peaks_in_the_relevant_cells():
     assert (peak_y // CELL, peak_x // CELL) == B  # the cell with the larger weight
     # the smooth map is the bicubic upsampling of the same cell values
     cells = constant[::CELL, ::CELL][None, None]
-    expected = torch.nn.functional.interpolate(cells, size=(14, 14), mode="bicubic", align_corners=False)
+    expected = torch.nn.functional.interpolate(
+        cells, size=(14, 14), mode="bicubic", align_corners=False
+    )
     torch.testing.assert_close(smooth, expected[0, 0])
 
 
@@ -55,8 +57,8 @@ def _reference_hsic(x, y, width):
     n = x.shape[0]
     h = torch.eye(n, dtype=torch.float64) - 1.0 / n
     k = 1.0 - (x[:, None] - x[None, :]) ** 2
-    l = torch.exp(-((y[:, None] - y[None, :]) ** 2) / (2 * width**2))
-    return torch.trace(h @ k @ h @ h @ l @ h) / n
+    gram_y = torch.exp(-((y[:, None] - y[None, :]) ** 2) / (2 * width**2))
+    return torch.trace(h @ k @ h @ h @ gram_y @ h) / n
 
 
 def test_estimator_matches_plain_reference():

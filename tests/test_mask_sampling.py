@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from test_rise_ground_truth import _closed_form_linear, _linear_model
 
 from captum_rise import RISE
 from captum_rise.masks import MASK_SAMPLINGS, GridMaskSampler, ParamStream, make_generator
-
-from test_rise_ground_truth import _closed_form_linear, _linear_model
 
 
 def _masks(sampling: str, n: int, p_keep: float = 0.5, seed: int = 0) -> torch.Tensor:

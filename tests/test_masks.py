@@ -34,7 +34,7 @@ def test_grid_shifts_cover_the_whole_cell():
     sampler = GridMaskSampler([torch.Size([1, 3, 24, 24])], 4, 0.5, torch.device("cpu"))
     assert sampler.cells == [(6, 6)]
     params = sampler.draw(2000, make_generator(0, torch.device("cpu")))
-    (_, shifts), = sampler.split_params(params)
+    ((_, shifts),) = sampler.split_params(params)
     for axis in range(2):
         assert set(shifts[:, axis].tolist()) == set(range(6))
 

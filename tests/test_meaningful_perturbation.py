@@ -3,11 +3,10 @@
 import pytest
 import torch
 
-from conftest import BoxEnergy
-
 from captum_rise import MeaningfulPerturbation
 from captum_rise._forward import ModelScorer
 from captum_rise.meaningful_perturbation import log_probability_and_complement
+from conftest import BoxEnergy
 
 H = 32
 REGION = torch.zeros(H, H, dtype=torch.bool)

@@ -5,7 +5,7 @@ from captum_rise import deletion, insertion, overlay_saliency, plot_causal_curve
 
 
 def test_plot_causal_curves_shows_auc_in_legend():
-    model = lambda x: x.mean(dim=(1, 2, 3))  # noqa: E731
+    model = lambda x: x.mean(dim=(1, 2, 3))
     images = torch.rand(2, 3, 8, 8)
     curves = {
         name: (deletion(model, images, sal), insertion(model, images, sal, substrate=0.0))
@@ -14,7 +14,10 @@ def test_plot_causal_curves_shows_auc_in_legend():
     figure = plot_causal_curves(curves, index=1)
     left, right = figure.axes
     labels = [t.get_text() for t in left.get_legend().get_texts()]
-    assert labels == [f"a (AUC {float(curves['a'][0].auc[1]):.3f})", f"b (AUC {float(curves['b'][0].auc[1]):.3f})"]
+    assert labels == [
+        f"a (AUC {float(curves['a'][0].auc[1]):.3f})",
+        f"b (AUC {float(curves['b'][0].auc[1]):.3f})",
+    ]
     assert len(right.collections) == 2  # one shaded area per method
     np.testing.assert_allclose(left.lines[1].get_ydata(), curves["b"][0].scores[1].numpy())
 
@@ -23,4 +26,5 @@ def test_overlay_saliency_accepts_channel_first_and_last():
     figure = overlay_saliency(torch.rand(3, 10, 12), torch.rand(1, 10, 12), title="RISE")
     assert figure.axes[0].get_title() == "RISE"
     assert len(figure.axes[0].images) == 2
-    overlay_saliency(np.random.rand(10, 12, 3) * 255, np.random.rand(10, 12))
+    rng = np.random.default_rng(0)
+    overlay_saliency(rng.random((10, 12, 3)) * 255, rng.random((10, 12)))

@@ -13,7 +13,11 @@ def test_hits_within_tolerance_and_misses_beyond():
     saliency[2, 39, 39] = 1.0  # sqrt(20^2 + 20^2) = 28 px away
     assert pointing_game(saliency, regions).tolist() == [True, True, False]
     assert pointing_game(saliency, regions, tolerance=0).tolist() == [True, False, False]
-    assert pointing_game(saliency[:, None].expand(3, 3, 40, 40), regions).tolist() == [True, True, False]
+    assert pointing_game(saliency[:, None].expand(3, 3, 40, 40), regions).tolist() == [
+        True,
+        True,
+        False,
+    ]
 
 
 def test_bad_inputs():

@@ -71,9 +71,7 @@ def test_additional_forward_args_tensor_and_non_tensor(tiny_convnet):
     def model(inp, extra, scale):
         return tiny_convnet((inp + extra) * scale)
 
-    rise_args = RISE(model).attribute(
-        x, target=0, additional_forward_args=(offset, 2.0), **KW
-    )
+    rise_args = RISE(model).attribute(x, target=0, additional_forward_args=(offset, 2.0), **KW)
     reference = torch.stack(
         [
             RISE(lambda inp, i=i: tiny_convnet((inp + offset[i : i + 1]) * 2.0)).attribute(
@@ -143,9 +141,7 @@ def test_feature_mask_shared_and_per_example(tiny_convnet):
     assert shared.shape == x.shape
     # constant within a group
     assert torch.allclose(shared[:, :, :8, :8], shared[:, :1, :1, :1].expand(2, 3, 8, 8))
-    per_example = rise.attribute(
-        x, target=1, feature_mask=quadrants.expand(2, 1, 16, 16), **KW
-    )
+    per_example = rise.attribute(x, target=1, feature_mask=quadrants.expand(2, 1, 16, 16), **KW)
     torch.testing.assert_close(per_example, shared)
     # a 2-D mask broadcast over batch and channels
     torch.testing.assert_close(
@@ -183,9 +179,7 @@ def test_attribute_classes_matches_one_target_at_a_time(tiny_convnet):
 def test_noise_tunnel_wraps_rise(tiny_convnet):
     x = torch.rand(2, 3, 16, 16)
     nt = NoiseTunnel(RISE(tiny_convnet))
-    attr = nt.attribute(
-        x, nt_type="smoothgrad", nt_samples=3, stdevs=0.1, target=1, **KW
-    )
+    attr = nt.attribute(x, nt_type="smoothgrad", nt_samples=3, stdevs=0.1, target=1, **KW)
     assert attr.shape == x.shape and torch.isfinite(attr).all()
 
 

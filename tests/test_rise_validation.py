@@ -58,7 +58,7 @@ def test_model_output_of_wrong_shape():
         RISE(_model).attribute(X, n_masks=4)  # (B, C) scores need a target
     with pytest.raises(ValueError, match="target=None"):
         RISE(lambda inp: inp.sum((1, 2, 3))).attribute(X, target=0, n_masks=4)
-    with pytest.raises(TypeError, match="torch.Tensor"):
+    with pytest.raises(TypeError, match=r"torch\.Tensor"):
         RISE(lambda inp: inp.sum().item()).attribute(X, n_masks=4)
 
 

@@ -13,15 +13,15 @@ from captum_rise.evaluation.runner import DEFAULT_METHODS, evaluate_dataset, ima
 from captum_rise.evaluation.summary import bootstrap_interval
 
 __all__ = [
-    "evaluate_dataset",
+    "COLUMNS",
+    "DEFAULT_METHODS",
+    "METHOD_NAMES",
     "ImageFiles",
+    "bootstrap_interval",
+    "evaluate_dataset",
     "image_ids_of",
     "image_seed",
+    "make_methods",
     "read_boxes",
     "read_class_map",
-    "make_methods",
-    "METHOD_NAMES",
-    "DEFAULT_METHODS",
-    "COLUMNS",
-    "bootstrap_interval",
 ]

@@ -12,7 +12,6 @@ process). Every argument is checked before the model is loaded.
 import argparse
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -41,7 +40,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def method_list(text: str) -> List[str]:
+def method_list(text: str) -> list[str]:
     """argparse type: comma-separated method names."""
     try:
         return check_method_names([name.strip() for name in text.split(",") if name.strip()])
@@ -132,7 +131,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         )
 
 
-def _set_up_processes(device_arg: Optional[str]) -> Tuple[torch.device, bool]:
+def _set_up_processes(device_arg: str | None) -> tuple[torch.device, bool]:
     """This process's device, after joining the torchrun group when there is one.
 
     Returns the device and whether the process group was created here."""
@@ -153,8 +152,8 @@ def _set_up_processes(device_arg: Optional[str]) -> Tuple[torch.device, bool]:
 
 
 def _input_boxes(
-    files: ImageFiles, boxes: Optional[Dict[str, List[Box]]], resize_size: int, crop_size: int
-) -> Optional[Dict[str, List[Box]]]:
+    files: ImageFiles, boxes: dict[str, list[Box]] | None, resize_size: int, crop_size: int
+) -> dict[str, list[Box]] | None:
     """The boxes of the files, moved from original-image pixels into the model input's."""
     if boxes is None:
         return None

@@ -8,8 +8,8 @@ resumption are keyed by it.
 import csv
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image
@@ -20,7 +20,7 @@ from captum_rise.imagenet import load_image
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 
-Box = Tuple[float, float, float, float]
+Box = tuple[float, float, float, float]
 Transform = Callable[[Image.Image], Tensor]
 
 
@@ -47,9 +47,9 @@ class ImageFiles(Dataset):
 
     def __init__(
         self,
-        root: Union[str, Path],
+        root: str | Path,
         transform: Transform,
-        class_map: Optional[Mapping[str, int]] = None,
+        class_map: Mapping[str, int] | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -79,13 +79,13 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> Tuple[Tensor, Optional[int]]:
+    def __getitem__(self, index: int) -> tuple[Tensor, int | None]:
         image = self.transform(load_image(self.paths[index]))
         target = None if self.class_map is None else self.class_map[self._folder(self.ids[index])]
         return image, target
 
 
-def image_ids_of(dataset: Dataset) -> List[str]:
+def image_ids_of(dataset: Dataset) -> list[str]:
     """Ids of a dataset's items: :attr:`ImageFiles.ids`, the paths of a torchvision
     ``DatasetFolder`` (``samples``) relative to its ``root``, or the indices."""
     if isinstance(dataset, ImageFiles):
@@ -97,7 +97,7 @@ def image_ids_of(dataset: Dataset) -> List[str]:
     return [str(i) for i in range(len(dataset))]  # type: ignore[arg-type]
 
 
-def read_class_map(path: Union[str, Path]) -> Dict[str, int]:
+def read_class_map(path: str | Path) -> dict[str, int]:
     """A JSON object mapping folder names to class indices, checked."""
     try:
         mapping = json.loads(Path(path).read_text())
@@ -113,7 +113,7 @@ def read_class_map(path: Union[str, Path]) -> Dict[str, int]:
 BOXES_HEADER = ("image", "x0", "y0", "x1", "y1")
 
 
-def read_boxes(path: Union[str, Path]) -> Dict[str, List[Box]]:
+def read_boxes(path: str | Path) -> dict[str, list[Box]]:
     """Object boxes per image id, from a CSV file with the header ``image,x0,y0,x1,y1``.
 
     ``image`` is the path relative to the data folder; ``x0, y0`` (top left,
@@ -128,7 +128,7 @@ def read_boxes(path: Union[str, Path]) -> Dict[str, List[Box]]:
                 raise ValueError(
                     f"header must be {','.join(BOXES_HEADER)}, got {reader.fieldnames}"
                 )
-            boxes: Dict[str, List[Box]] = {}
+            boxes: dict[str, list[Box]] = {}
             for line, row in enumerate(reader, start=2):
                 try:
                     box = tuple(float(row[k]) for k in BOXES_HEADER[1:])
@@ -147,8 +147,8 @@ def read_boxes(path: Union[str, Path]) -> Dict[str, List[Box]]:
 
 
 def resize_crop_boxes(
-    boxes: Sequence[Box], image_size: Tuple[int, int], resize_size: int, crop_size: int
-) -> List[Box]:
+    boxes: Sequence[Box], image_size: tuple[int, int], resize_size: int, crop_size: int
+) -> list[Box]:
     """Boxes of an original ``(width, height)`` image in the pixels of its
     torchvision ``resize(resize_size)`` + ``center_crop(crop_size)``, clipped to
     the crop; boxes left outside the crop are dropped."""
@@ -159,8 +159,8 @@ def resize_crop_boxes(
         if width <= height
         else (int(resize_size * width / height), resize_size)
     )
-    left = int(round((new_width - crop_size) / 2.0))
-    top = int(round((new_height - crop_size) / 2.0))
+    left = round((new_width - crop_size) / 2.0)
+    top = round((new_height - crop_size) / 2.0)
     moved = []
     for x0, y0, x1, y1 in boxes:
         box = (

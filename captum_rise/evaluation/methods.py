@@ -27,8 +27,8 @@ The seed reaches the methods that draw random numbers (RISE, HSIC, meaningful
 perturbation's jitter, KernelShap's coalitions).
 """
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from captum.attr import KernelShap, Occlusion
@@ -64,11 +64,11 @@ class Method:
     """
 
     name: str
-    settings: Dict[str, object]
+    settings: dict[str, object]
     explain: Explain
 
 
-def check_method_names(names: Sequence[str]) -> List[str]:
+def check_method_names(names: Sequence[str]) -> list[str]:
     """``names`` without repeats, or a ``ValueError`` naming the unknown ones."""
     unknown = [n for n in names if n not in METHOD_NAMES]
     if unknown or not names:
@@ -91,8 +91,8 @@ def make_methods(
     model: nn.Module,
     n_masks: int = 4000,
     n_designs: int = 1536,
-    gradcam_layer: Optional[nn.Module] = None,
-) -> List[Method]:
+    gradcam_layer: nn.Module | None = None,
+) -> list[Method]:
     """The methods ``names`` for a classifier ``model`` returning ``(B, classes)`` logits
     (or probabilities). ``gradcam_layer`` defaults to :func:`last_convolution`."""
     probs = probabilities(model)
@@ -142,7 +142,7 @@ def make_methods(
             )
         return attributions[:, :1]
 
-    explainers: Dict[str, Explain] = {
+    explainers: dict[str, Explain] = {
         "rise": rise,
         "hsic": hsic,
         "meaningful_perturbation": meaningful,
@@ -151,7 +151,7 @@ def make_methods(
         "occlusion": occlusion,
         "kernelshap": kernelshap,
     }
-    settings: Dict[str, Dict[str, object]] = {
+    settings: dict[str, dict[str, object]] = {
         "rise": {
             "n_masks": n_masks,
             "grid_size": 7,

@@ -9,8 +9,8 @@ them. A rerun reads both, so rows already done are skipped.
 
 import csv
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -39,8 +39,8 @@ at :data:`CURVE_FRACTIONS`, space separated."""
 CURVE_FRACTIONS = np.linspace(0.0, 1.0, 101)
 """Fractions of pixels moved at which the deletion and insertion curves are stored."""
 
-Row = Dict[str, str]
-Key = Tuple[str, str]
+Row = dict[str, str]
+Key = tuple[str, str]
 
 RESULTS_FILE = "results.csv"
 PARTS_DIR = "parts"
@@ -73,7 +73,8 @@ class PartWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         is_new = not self.path.exists() or self.path.stat().st_size == 0
         needs_newline = not is_new and not self.path.read_bytes().endswith(b"\n")
-        self._file = open(self.path, "a", newline="")
+        # kept open for the rows to come; close() closes it
+        self._file = open(self.path, "a", newline="")  # noqa: SIM115
         if needs_newline:
             self._file.write("\n")
         self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
@@ -96,11 +97,11 @@ def _rows_of(path: Path) -> Iterable[Row]:
                 yield row
 
 
-def read_rows(out_dir: Path) -> Dict[Key, Row]:
+def read_rows(out_dir: Path) -> dict[Key, Row]:
     """The rows of ``results.csv`` and every part file, one per (image, method):
     a successful row wins over a failed one, a later row over an earlier one."""
-    paths = [out_dir / RESULTS_FILE] + sorted((out_dir / PARTS_DIR).glob("rank-*.csv"))
-    rows: Dict[Key, Row] = {}
+    paths = [out_dir / RESULTS_FILE, *sorted((out_dir / PARTS_DIR).glob("rank-*.csv"))]
+    rows: dict[Key, Row] = {}
     for path in paths:
         if not path.exists():
             continue
@@ -111,7 +112,7 @@ def read_rows(out_dir: Path) -> Dict[Key, Row]:
     return rows
 
 
-def merge_parts(out_dir: Path) -> List[Row]:
+def merge_parts(out_dir: Path) -> list[Row]:
     """Writes every row into ``results.csv`` (atomically), removes the part files,
     and returns the rows, sorted by image then method."""
     merged = read_rows(out_dir)

@@ -17,8 +17,8 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -59,22 +59,22 @@ def image_seed(run_seed: int, image_id: str) -> int:
 def evaluate_dataset(
     model: nn.Module,
     dataset: Dataset,
-    out_dir: Union[str, Path],
+    out_dir: str | Path,
     methods: Sequence[str] = DEFAULT_METHODS,
     *,
-    image_ids: Optional[Sequence[str]] = None,
-    n_images: Optional[int] = None,
+    image_ids: Sequence[str] | None = None,
+    n_images: int | None = None,
     n_masks: int = 4000,
     n_designs: int = 1536,
     seed: int = 0,
-    gradcam_layer: Optional[nn.Module] = None,
-    boxes: Optional[Mapping[str, Sequence[Box]]] = None,
-    curve_steps: Optional[int] = None,
+    gradcam_layer: nn.Module | None = None,
+    boxes: Mapping[str, Sequence[Box]] | None = None,
+    curve_steps: int | None = None,
     save_maps: bool = False,
     memory_format: torch.memory_format = torch.contiguous_format,
     model_name: str = "model",
     show_progress: bool = True,
-) -> Optional[List[Row]]:
+) -> list[Row] | None:
     """Explains every image with every method, scores the maps, and writes the results.
 
     Writes ``out_dir/results.csv`` (one row per image and method, see
@@ -205,8 +205,8 @@ class _ImageRun:
         out_dir: Path,
         device: torch.device,
         memory_format: torch.memory_format,
-        boxes: Optional[Mapping[str, Sequence[Box]]],
-        curve_steps: Optional[int],
+        boxes: Mapping[str, Sequence[Box]] | None,
+        curve_steps: int | None,
         save_maps: bool,
         model_name: str,
         rank: int,
@@ -224,7 +224,7 @@ class _ImageRun:
         self.rank = rank
         self.run_seed = run_seed
 
-    def rows(self, dataset: Dataset, index: int, image_id: str, done: Set[Key]) -> List[Row]:
+    def rows(self, dataset: Dataset, index: int, image_id: str, done: set[Key]) -> list[Row]:
         seed = image_seed(self.run_seed, image_id)
         pending = [m for m in self.methods if (image_id, m.name) not in done]
         base = {
@@ -246,7 +246,7 @@ class _ImageRun:
                 rows.append(self._failure(base, method, str(target), error))
         return rows
 
-    def _load(self, dataset: Dataset, index: int) -> Tuple[Tensor, int]:
+    def _load(self, dataset: Dataset, index: int) -> tuple[Tensor, int]:
         image, target = dataset[index]
         if not isinstance(image, Tensor) or image.dim() != 3:
             raise ValueError(
@@ -258,14 +258,14 @@ class _ImageRun:
                 target = int(self.model(x).argmax(dim=1)[0])
         return x, int(target)
 
-    def _region(self, image_id: str, x: Tensor) -> Optional[Tensor]:
+    def _region(self, image_id: str, x: Tensor) -> Tensor | None:
         if image_id not in self.boxes:
             return None
         region = box_region(self.boxes[image_id], x.shape[2], x.shape[3])
         return region if region.any() else None
 
     def _evaluate(
-        self, base: Row, method: Method, x: Tensor, target: int, seed: int, region: Optional[Tensor]
+        self, base: Row, method: Method, x: Tensor, target: int, seed: int, region: Tensor | None
     ) -> Row:
         synchronize(self.device)
         start = time.perf_counter()
@@ -321,7 +321,7 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _check_same_settings(out_dir: Path, config: Dict[str, object]) -> None:
+def _check_same_settings(out_dir: Path, config: dict[str, object]) -> None:
     """Refuses to add to a results folder written with other settings."""
     path = out_dir / CONFIG_FILE
     if not path.exists():
@@ -342,7 +342,7 @@ def _check_same_settings(out_dir: Path, config: Dict[str, object]) -> None:
         )
 
 
-def _write_config(out_dir: Path, config: Dict[str, object]) -> None:
+def _write_config(out_dir: Path, config: dict[str, object]) -> None:
     path = out_dir / CONFIG_FILE
     previous = json.loads(path.read_text()) if path.exists() else {}
     merged = {**previous, **config, "methods": {**previous.get("methods", {}), **config["methods"]}}  # type: ignore[dict-item]
@@ -359,7 +359,7 @@ def _report_progress(out_dir: Path, rank: int, count: int, finished: bool) -> No
     temporary.replace(folder / f"rank-{rank}")
 
 
-def _read_progress(out_dir: Path, world_size: int) -> List[Tuple[int, bool]]:
+def _read_progress(out_dir: Path, world_size: int) -> list[tuple[int, bool]]:
     reports = []
     for rank in range(world_size):
         try:

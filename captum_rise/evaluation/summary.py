@@ -1,8 +1,8 @@
 """``summary.md`` and ``summary.png`` of an evaluation run, from its result rows."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -15,7 +15,7 @@ CONFIDENCE = 0.95
 
 def bootstrap_interval(
     values: Sequence[float], n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-) -> Tuple[float, float]:
+) -> tuple[float, float]:
     """95% percentile-bootstrap interval of the mean of ``values`` (fixed seed:
     the same rows give the same summary). A single value gives ``(v, v)``."""
     data = np.asarray(values, dtype=float)
@@ -35,15 +35,15 @@ class MethodSummary:
     method: str
     n_images: int
     n_failed: int
-    deletion: Tuple[float, float, float]  # mean, interval low, interval high
-    insertion: Tuple[float, float, float]
-    pointing: Optional[float]  # accuracy over images with boxes
+    deletion: tuple[float, float, float]  # mean, interval low, interval high
+    insertion: tuple[float, float, float]
+    pointing: float | None  # accuracy over images with boxes
     seconds_per_image: float
     deletion_curve: np.ndarray  # mean, at CURVE_FRACTIONS
     insertion_curve: np.ndarray
 
 
-def summarise(rows: Sequence[Row]) -> List[MethodSummary]:
+def summarise(rows: Sequence[Row]) -> list[MethodSummary]:
     """Per method, in order of first appearance; methods with no success are left out."""
     summaries = []
     for method in dict.fromkeys(row["method"] for row in rows):
@@ -70,7 +70,7 @@ def summarise(rows: Sequence[Row]) -> List[MethodSummary]:
     return summaries
 
 
-def format_markdown(summaries: Sequence[MethodSummary], header: Dict[str, object]) -> str:
+def format_markdown(summaries: Sequence[MethodSummary], header: dict[str, object]) -> str:
     """The summary table, with the run's settings above it."""
     lines = ["# Evaluation summary", ""]
     lines += [f"- {name}: {value}" for name, value in header.items()]
@@ -91,7 +91,7 @@ def format_markdown(summaries: Sequence[MethodSummary], header: Dict[str, object
     return "\n".join(lines) + "\n"
 
 
-def _interval(figure: Tuple[float, float, float]) -> str:
+def _interval(figure: tuple[float, float, float]) -> str:
     mean, low, high = figure
     return f"{mean:.4f} [{low:.4f}, {high:.4f}]"
 
@@ -139,8 +139,8 @@ def draw_summary(summaries: Sequence[MethodSummary]) -> Figure:
 
 
 def write_summary(
-    rows: Sequence[Row], out_dir: Path, header: Dict[str, object]
-) -> List[MethodSummary]:
+    rows: Sequence[Row], out_dir: Path, header: dict[str, object]
+) -> list[MethodSummary]:
     """Writes ``summary.md`` and (when a method succeeded) ``summary.png`` into ``out_dir``."""
     summaries = summarise(rows)
     n_images = len({row["image"] for row in rows})

@@ -6,12 +6,12 @@ from captum_rise.metrics.quantus_metrics import Deletion, Insertion, register_wi
 
 __all__ = [
     "CausalCurve",
+    "Deletion",
+    "Insertion",
     "causal_curve",
     "deletion",
     "insertion",
     "pixel_rank",
     "pointing_game",
-    "Deletion",
-    "Insertion",
     "register_with_quantus",
 ]

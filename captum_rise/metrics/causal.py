@@ -17,8 +17,8 @@ size, not by the number of steps.
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
 
 import torch
 import torchvision.transforms.functional as TF
@@ -28,7 +28,7 @@ from torch import Tensor
 from captum_rise._forward import memory_format_of, needs_softmax
 from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
 
-SubstrateType = Union[str, float, Tensor]
+SubstrateType = str | float | Tensor
 
 BLUR_KERNEL_SIZE = 11
 BLUR_SIGMA = 5.0
@@ -53,12 +53,12 @@ def deletion(
     model: Callable[[Tensor], Tensor],
     inputs: Tensor,
     attributions: Tensor,
-    target: Union[None, int, Tensor, list] = None,
+    target: int | Tensor | list | None = None,
     substrate: SubstrateType = 0.0,
-    step: Optional[int] = None,
-    n_steps: Optional[int] = None,
-    apply_softmax: Optional[bool] = None,
-    batch_size: Optional[int] = None,
+    step: int | None = None,
+    n_steps: int | None = None,
+    apply_softmax: bool | None = None,
+    batch_size: int | None = None,
 ) -> CausalCurve:
     """Deletion curve: the most salient pixels are replaced by ``substrate`` first.
 
@@ -97,12 +97,12 @@ def insertion(
     model: Callable[[Tensor], Tensor],
     inputs: Tensor,
     attributions: Tensor,
-    target: Union[None, int, Tensor, list] = None,
+    target: int | Tensor | list | None = None,
     substrate: SubstrateType = "blur",
-    step: Optional[int] = None,
-    n_steps: Optional[int] = None,
-    apply_softmax: Optional[bool] = None,
-    batch_size: Optional[int] = None,
+    step: int | None = None,
+    n_steps: int | None = None,
+    apply_softmax: bool | None = None,
+    batch_size: int | None = None,
 ) -> CausalCurve:
     """Insertion curve: the most salient pixels of the image are put on a canvas first.
 
@@ -131,12 +131,8 @@ def make_substrate(inputs: Tensor, substrate: SubstrateType) -> Tensor:
     if substrate == "mean":
         return inputs.mean(dim=(2, 3), keepdim=True).expand_as(inputs)
     if substrate == "blur":
-        return TF.gaussian_blur(
-            inputs, kernel_size=[BLUR_KERNEL_SIZE] * 2, sigma=[BLUR_SIGMA] * 2
-        )
-    raise ValueError(
-        f"substrate must be a number, 'mean', 'blur' or a tensor, got {substrate!r}"
-    )
+        return TF.gaussian_blur(inputs, kernel_size=[BLUR_KERNEL_SIZE] * 2, sigma=[BLUR_SIGMA] * 2)
+    raise ValueError(f"substrate must be a number, 'mean', 'blur' or a tensor, got {substrate!r}")
 
 
 def causal_curve(
@@ -144,11 +140,11 @@ def causal_curve(
     start: Tensor,
     end: Tensor,
     attributions: Tensor,
-    target: Union[None, int, Tensor, list] = None,
-    step: Optional[int] = None,
-    n_steps: Optional[int] = None,
-    apply_softmax: Optional[bool] = None,
-    batch_size: Optional[int] = None,
+    target: int | Tensor | list | None = None,
+    step: int | None = None,
+    n_steps: int | None = None,
+    apply_softmax: bool | None = None,
+    batch_size: int | None = None,
 ) -> CausalCurve:
     """Scores while pixels move from ``start`` to ``end`` in decreasing saliency.
 
@@ -248,7 +244,7 @@ def _check_images(inputs: Tensor) -> None:
         raise TypeError(f"inputs must be a floating tensor, got {inputs.dtype}")
 
 
-def _resolve_step(step: Optional[int], n_steps: Optional[int], n_pixels: int, width: int) -> int:
+def _resolve_step(step: int | None, n_steps: int | None, n_pixels: int, width: int) -> int:
     if step is not None and n_steps is not None:
         raise ValueError("give either step (pixels per step) or n_steps, not both")
     if n_steps is not None:
@@ -263,8 +259,8 @@ def _resolve_step(step: Optional[int], n_steps: Optional[int], n_pixels: int, wi
 
 
 def _format_target(
-    target: Union[None, int, Tensor, list], batch: int, device: torch.device
-) -> Optional[Tensor]:
+    target: int | Tensor | list | None, batch: int, device: torch.device
+) -> Tensor | None:
     if target is None:
         return None
     targets = torch.as_tensor(target, device=device).reshape(-1)
@@ -277,7 +273,7 @@ def _format_target(
     return targets
 
 
-def _check_output(output: Tensor, targets: Optional[Tensor]) -> None:
+def _check_output(output: Tensor, targets: Tensor | None) -> None:
     """The model's output has a supported shape, and the targets address it."""
     if output.dim() == 1 or (output.dim() == 2 and output.shape[1] == 1):
         if targets is not None and bool((targets != 0).any()):
@@ -292,7 +288,7 @@ def _check_output(output: Tensor, targets: Optional[Tensor]) -> None:
 
 
 def _target_scores(
-    output: Tensor, sample: Tensor, targets: Optional[Tensor], apply_softmax: bool
+    output: Tensor, sample: Tensor, targets: Tensor | None, apply_softmax: bool
 ) -> Tensor:
     """``(N,)`` float32 scores of the targets (checked by :func:`_check_output`)."""
     if output.dim() == 2 and output.shape[1] == 1:

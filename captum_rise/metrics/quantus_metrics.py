@@ -6,7 +6,8 @@ Quantus and plain-function results agree exactly, and they are numpy-2 safe
 (the AUC is ``torch.trapezoid``, not ``np.trapz``).
 """
 
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 import quantus
@@ -25,26 +26,26 @@ _CITATION = (
 class _CausalMetric(quantus.Metric):
     """Shared body of :class:`Deletion` and :class:`Insertion`."""
 
-    data_applicability = {DataType.IMAGE}
-    model_applicability = {ModelType.TORCH}
+    data_applicability: ClassVar[set[DataType]] = {DataType.IMAGE}
+    model_applicability: ClassVar[set[ModelType]] = {ModelType.TORCH}
     evaluation_category = EvaluationCategory.FAITHFULNESS
     _curve: Callable[..., Any]
     _default_substrate: SubstrateType
 
     def __init__(
         self,
-        substrate: Optional[SubstrateType] = None,
-        step: Optional[int] = None,
-        n_steps: Optional[int] = None,
-        apply_softmax: Optional[bool] = None,
-        perturb_batch_size: Optional[int] = None,
+        substrate: SubstrateType | None = None,
+        step: int | None = None,
+        n_steps: int | None = None,
+        apply_softmax: bool | None = None,
+        perturb_batch_size: int | None = None,
         abs: bool = False,
         normalise: bool = False,
-        normalise_func: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-        normalise_func_kwargs: Optional[Dict[str, Any]] = None,
+        normalise_func: Callable[[np.ndarray], np.ndarray] | None = None,
+        normalise_func_kwargs: dict[str, Any] | None = None,
         return_aggregate: bool = False,
-        aggregate_func: Optional[Callable] = None,
-        default_plot_func: Optional[Callable] = None,
+        aggregate_func: Callable | None = None,
+        default_plot_func: Callable | None = None,
         disable_warnings: bool = False,
         display_progressbar: bool = False,
         **kwargs: Any,
@@ -98,17 +99,17 @@ class _CausalMetric(quantus.Metric):
         model: Any,
         x_batch: np.ndarray,
         y_batch: np.ndarray,
-        a_batch: Optional[np.ndarray] = None,
-        s_batch: Optional[np.ndarray] = None,
-        channel_first: Optional[bool] = None,
-        explain_func: Optional[Callable] = None,
-        explain_func_kwargs: Optional[Dict] = None,
-        model_predict_kwargs: Optional[Dict] = None,
-        softmax: Optional[bool] = True,
-        device: Optional[str] = None,
+        a_batch: np.ndarray | None = None,
+        s_batch: np.ndarray | None = None,
+        channel_first: bool | None = None,
+        explain_func: Callable | None = None,
+        explain_func_kwargs: dict | None = None,
+        model_predict_kwargs: dict | None = None,
+        softmax: bool | None = True,
+        device: str | None = None,
         batch_size: int = 64,
         **kwargs: Any,
-    ) -> List[float]:
+    ) -> list[float]:
         """Per-sample AUCs for ``(x_batch, y_batch, a_batch)``, as every Quantus metric.
 
         ``x_batch`` is ``(B, C, H, W)`` (or channel-last), ``a_batch`` broadcastable
@@ -139,7 +140,7 @@ class _CausalMetric(quantus.Metric):
         y_batch: np.ndarray,
         a_batch: np.ndarray,
         **kwargs: Any,
-    ) -> List[float]:
+    ) -> list[float]:
         """AUC per sample of one batch; ``model`` is Quantus' wrapped torch model."""
         torch_model = model.get_model()
         device = next(torch_model.parameters(), torch.empty(0)).device
