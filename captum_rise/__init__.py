@@ -31,7 +31,7 @@ from captum_rise.scores import DetectionScore, SimilarityScore
 
 register_with_quantus()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "RISE",

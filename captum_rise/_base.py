@@ -1,10 +1,25 @@
 """What captum_rise's attribution classes share on top of Captum's base class."""
 
 from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from captum._utils.progress import NullProgress, Progress, progress
+from captum._utils.progress import NullProgress, Progress
 from captum.attr import PerturbationAttribution
+from captum.log import log_usage as captum_log_usage
 from torch import Tensor
+
+from captum_rise._progress import progress_bar
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def log_usage(method: _Method) -> _Method:
+    """Captum's usage logging (``captum.log.log_usage()``) with the method's signature kept.
+
+    Captum's decorator is untyped; through this one, type checkers and editors
+    still see the decorated ``attribute`` method's arguments and return type.
+    """
+    return cast(_Method, captum_log_usage()(method))
 
 
 class MaskAttribution(PerturbationAttribution):
@@ -28,7 +43,7 @@ class MaskAttribution(PerturbationAttribution):
         return False
 
     def _progress(self, show_progress: bool, total: int, unit: str = "it") -> Progress:
-        """Captum's progress bar over ``total`` ``unit`` steps, or a silent one."""
+        """Captum's progress bar over ``total`` ``unit`` steps (quiet in a log), or none."""
         if not show_progress:
             return NullProgress()
-        return progress(desc=f"{self.get_name()} attribution", total=total, unit=unit)
+        return progress_bar(f"{self.get_name()} attribution", total, unit)

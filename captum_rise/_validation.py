@@ -135,7 +135,7 @@ def check_target_in_range(target: TargetType, output_shape: torch.Size) -> None:
             f"example (output shape {tuple(output_shape)}); use target=None"
         )
     if isinstance(target, Tensor):
-        indices = [(int(t),) for t in target.reshape(-1).tolist()]
+        indices: list[tuple[int, ...]] = [(int(t),) for t in target.reshape(-1).tolist()]
     elif isinstance(target, list):
         indices = [t if isinstance(t, tuple) else (t,) for t in target]
     else:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
+from captum_rise._argtypes import class_target, device_name, positive_int
+from captum_rise._progress import is_terminal, progress_bar
 from captum_rise.comparison import causal_curves, compare_methods
 from captum_rise.evaluation.command import add_evaluate_parser, run_evaluate
 from captum_rise.imagenet import (
@@ -32,6 +33,11 @@ from captum_rise.metrics.causal import CausalCurve
 from captum_rise.plotting import overlay_saliency, plot_causal_curves
 
 DEMO_N_MASKS = 2000
+ONE_PHOTO_NOTE = (
+    "These AUCs are one photo's, not a benchmark: a single image's deletion and insertion "
+    "AUCs vary a lot with the map's details (README, 'Figures': the methods over a set of "
+    "photos, python benchmarks/faithfulness.py)."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,15 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     for sub, n_masks in ((explain, 4000), (demo, DEMO_N_MASKS)):
         sub.add_argument("--model", default=DEFAULT_MODEL, help="torchvision model name")
         sub.add_argument("--weights", default=DEFAULT_WEIGHTS, help="torchvision weights name")
-        sub.add_argument("--target", default="top", help="class index, or 'top' (default)")
         sub.add_argument(
-            "--n-masks", type=int, default=n_masks, help=f"RISE masks (default {n_masks})"
+            "--target", type=class_target, default="top", help="class index, or 'top' (default)"
         )
         sub.add_argument(
-            "--batch", type=int, default=None, help="masks per forward call (default: automatic)"
+            "--n-masks", type=positive_int, default=n_masks, help=f"RISE masks (default {n_masks})"
+        )
+        sub.add_argument(
+            "--batch",
+            type=positive_int,
+            default=None,
+            help="masks per forward call (default: automatic)",
         )
         sub.add_argument("--seed", type=int, default=0)
-        sub.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+        sub.add_argument(
+            "--device",
+            type=device_name,
+            default=None,
+            help="cpu or cuda (default: cuda if available)",
+        )
         sub.add_argument("--out", default=None, help="figure file (default: rise_<image>.png)")
     return parser
 
@@ -90,7 +106,7 @@ def run(args: argparse.Namespace, image_path: Path) -> None:
     )
     print(f"{classifier.name} on {image_path.name}: explaining {label} on {device}")
 
-    stages = tqdm(total=2, desc="explaining", unit="stage")
+    stages = progress_bar("three maps, then their deletion/insertion curves", 2, unit="stage")
     maps = compare_methods(
         classifier.model,
         classifier.gradcam_layer(),
@@ -99,29 +115,27 @@ def run(args: argparse.Namespace, image_path: Path) -> None:
         n_masks=args.n_masks,
         perturbations_per_eval=args.batch,
         seed=args.seed,
-        show_progress=True,
+        show_progress=is_terminal(),  # a bar inside the stages bar: not in a log
     )
     stages.update()
-    stages.set_description("deletion/insertion")
     curves = causal_curves(classifier.model, x, maps, target)
     stages.update()
     stages.close()
 
     print(format_table(curves))
+    print(ONE_PHOTO_NOTE)
     out = Path(args.out or f"rise_{image_path.stem}.png")
     figure = draw_figure(x[0], maps, curves, title=f"{classifier.name}: {label}")
     figure.savefig(out, dpi=110)
     print(f"figure written to {out}")
 
 
-def _parse_target(text: str, probabilities: torch.Tensor) -> int:
-    if text == "top":
+def _parse_target(target: int | str, probabilities: torch.Tensor) -> int:
+    """The class to explain: the top one, or ``target`` within the model's classes."""
+    if target == "top":
         return int(probabilities.argmax())
-    try:
-        target = int(text)
-    except ValueError:
-        raise ValueError(f"--target must be a class index or 'top', got {text!r}") from None
-    if not 0 <= target < probabilities.numel():
+    assert isinstance(target, int)  # argparse's class_target gives "top" or an int
+    if not target < probabilities.numel():
         raise ValueError(f"--target must be in [0, {probabilities.numel()}), got {target}")
     return target
 
@@ -143,15 +157,15 @@ def draw_figure(
     curves: dict[str, tuple[CausalCurve, CausalCurve]],
     title: str,
 ) -> Figure:
-    """Photo and overlays on top, deletion and insertion curves below."""
-    figure = Figure(figsize=(3.2 * (len(maps) + 1), 7.2), layout="constrained")
-    top, bottom = figure.subfigures(2, 1, height_ratios=[1.0, 1.0])
+    """Photo and overlays (with colour bars) on top, deletion and insertion curves below."""
+    figure = Figure(figsize=(3.6 * (len(maps) + 1), 7.2), layout="constrained")
+    top, bottom = figure.subfigures(2, 1, squeeze=False, height_ratios=[1.0, 1.0])[:, 0]
     image_axes = top.subplots(1, len(maps) + 1)
     image_axes[0].imshow(image.permute(1, 2, 0).cpu().numpy())
     image_axes[0].set_title("input")
     image_axes[0].set_axis_off()
     for ax, (name, saliency) in zip(image_axes[1:], maps.items()):
-        overlay_saliency(image.cpu(), saliency[0, 0].cpu(), ax=ax, title=name)
+        overlay_saliency(image.cpu(), saliency[0, 0].cpu(), ax=ax, title=name, colorbar=True)
     plot_causal_curves(curves, axes=bottom.subplots(1, 2))
     figure.suptitle(title)
     return figure

@@ -1,6 +1,7 @@
 """RISE next to Grad-CAM and Integrated Gradients on an image classifier, with causal metrics."""
 
 from collections.abc import Callable
+from typing import Any
 
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import Tensor, nn
@@ -12,7 +13,7 @@ from captum_rise.rise import RISE
 TargetType = int | Tensor
 
 
-def rise_map(model: nn.Module, x: Tensor, target: TargetType, **rise_kwargs: object) -> Tensor:
+def rise_map(model: nn.Module, x: Tensor, target: TargetType, **rise_kwargs: Any) -> Tensor:
     """RISE on the class probability (as in the paper): ``(B, 1, H, W)``."""
     attributions = RISE(probabilities(model)).attribute(x, target=target, **rise_kwargs)
     return attributions[:, :1]
@@ -30,7 +31,8 @@ def integrated_gradients_map(
     model: nn.Module, x: Tensor, target: TargetType, n_steps: int = 50
 ) -> Tensor:
     """Integrated Gradients from a black image, summed over channels: ``(B, 1, H, W)``."""
-    attributions = IntegratedGradients(model).attribute(
+    # Captum's untyped usage-logging decorator hides the method's type from mypy.
+    attributions = IntegratedGradients(model).attribute(  # type: ignore[has-type]
         x, target=target, n_steps=n_steps, internal_batch_size=16
     )
     return attributions.sum(dim=1, keepdim=True).detach()

@@ -6,10 +6,9 @@ from collections.abc import Sequence
 import torch
 from captum._utils.common import _format_additional_forward_args
 from captum._utils.typing import TargetType
-from captum.log import log_usage
 from torch import Tensor
 
-from captum_rise._base import MaskAttribution
+from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._forward import ModelScorer, needs_softmax
 from captum_rise._validation import check_int, check_positive, check_target
 from captum_rise.meaningful_perturbation import VARIANTS, descend_clamped, gaussian_blur
@@ -110,7 +109,7 @@ class ExtremalPerturbation(MaskAttribution):
 
     method_name = "ExtremalPerturbation"
 
-    @log_usage()
+    @log_usage
     def attribute(
         self,
         inputs: Tensor,

@@ -16,11 +16,11 @@ from captum._utils.common import (
     _is_tuple,
 )
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
-from captum.log import log_usage
 from scipy.stats import qmc
 from torch import Tensor
 
-from captum_rise._base import MaskAttribution
+from captum_rise._base import MaskAttribution, log_usage
+from captum_rise._coverage import DEFAULT_GRID_SIZE, choose_coverage
 from captum_rise._forward import Blender, ModelScorer, check_finite_scores
 from captum_rise._validation import (
     check_inputs,
@@ -212,7 +212,7 @@ class HSICAttribution(MaskAttribution):
 
     method_name = "HSIC"
 
-    @log_usage()
+    @log_usage
     def attribute(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
@@ -221,7 +221,7 @@ class HSICAttribution(MaskAttribution):
         additional_forward_args: object | None = None,
         feature_mask: Tensor | tuple[Tensor, ...] | None = None,
         n_designs: int = 1536,
-        grid_size: GridSize = 7,
+        grid_size: GridSize | None = None,
         sampler: str = "lhs",
         input_kernel: str = "binary",
         p_keep: float = 0.5,
@@ -241,7 +241,9 @@ class HSICAttribution(MaskAttribution):
                 designs per forward call automatically).
             n_designs: number of designs, i.e. forward passes per example
                 (paper: 1536).
-            grid_size: int or per-axis tuple (paper: 7).
+            grid_size: int or per-axis tuple. None: one group per feature
+                for ``(B, F)`` tables, else 7 (the paper's), shrunk on an axis
+                shorter than 7 (see :meth:`captum_rise.RISE.attribute`).
             sampler: ``"lhs"`` (Latin hypercube) or ``"sobol"`` (scrambled).
             input_kernel: ``"binary"`` (default) or ``"rbf"``.
             p_keep: probability that a cell is kept (0.5 in the paper).
@@ -281,7 +283,7 @@ class HSICAttribution(MaskAttribution):
         )
         return attributions
 
-    @log_usage()
+    @log_usage
     def attribute_interactions(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
@@ -290,7 +292,7 @@ class HSICAttribution(MaskAttribution):
         additional_forward_args: object | None = None,
         feature_mask: Tensor | tuple[Tensor, ...] | None = None,
         n_designs: int = 1536,
-        grid_size: GridSize = 7,
+        grid_size: GridSize | None = None,
         sampler: str = "lhs",
         input_kernel: str = "binary",
         p_keep: float = 0.5,
@@ -346,7 +348,7 @@ class HSICAttribution(MaskAttribution):
         additional_forward_args: object | None,
         feature_mask: Tensor | tuple[Tensor, ...] | None,
         n_designs: int,
-        grid_size: GridSize,
+        grid_size: GridSize | None,
         sampler: str,
         input_kernel: str,
         p_keep: float,
@@ -376,16 +378,18 @@ class HSICAttribution(MaskAttribution):
         device = formatted_inputs[0].device
 
         dtype = formatted_inputs[0].dtype
-        if feature_mask is None:
+        coverage = choose_coverage(formatted_inputs, feature_mask, grid_size, DEFAULT_GRID_SIZE)
+        if coverage.feature_mask is None:
             mask_sampler: DesignMaskSampler = CellMaskSampler(
                 [inp.shape for inp in formatted_inputs],
-                grid_size,
+                coverage.grid_size,
                 p_keep,
                 device,
                 dtype,
+                coverage.fit_grid,
             )
         else:
-            groups = GroupIndex(_format_tensor_into_tuples(feature_mask), formatted_inputs)
+            groups = GroupIndex(coverage.feature_mask, formatted_inputs)
             mask_sampler = GroupMaskSampler(groups, p_keep, device, dtype)
         points = sample_designs(n_designs, mask_sampler.n_params, sampler, seed)
         params = torch.as_tensor(points, dtype=torch.float32, device=device)
@@ -430,8 +434,10 @@ class HSICAttribution(MaskAttribution):
                     for b in range(batch_size)
                 ]
             ).to(torch.promote_types(dtype, torch.float32))
-            smooth = smooth_map and isinstance(mask_sampler, CellMaskSampler)
-            maps = (mask_sampler.interpolate if smooth else mask_sampler.expand)(importance)
+            if smooth_map and isinstance(mask_sampler, CellMaskSampler):
+                maps = mask_sampler.interpolate(importance)
+            else:
+                maps = mask_sampler.expand(importance)
             interactions = None
             if with_interactions:
                 interactions = torch.stack(

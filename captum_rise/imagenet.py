@@ -55,10 +55,12 @@ class ImageClassifier:
 
     def gradcam_layer(self) -> nn.Module:
         """The last convolutional stage, the usual Grad-CAM layer."""
-        if hasattr(self.network, "features"):
-            return self.network.features[-1]
-        if hasattr(self.network, "layer4"):
-            return self.network.layer4
+        features = getattr(self.network, "features", None)
+        if isinstance(features, nn.Sequential):
+            return features[-1]
+        layer4 = getattr(self.network, "layer4", None)
+        if isinstance(layer4, nn.Module):
+            return layer4
         convolutions = [m for m in self.network.modules() if isinstance(m, nn.Conv2d)]
         if not convolutions:
             raise ModelLoadError(f"{self.name} has no convolution for Grad-CAM")
@@ -66,6 +68,9 @@ class ImageClassifier:
 
 
 class _Normalize(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).reshape(1, -1, 1, 1))

@@ -42,17 +42,22 @@ _INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 _SMOOTH_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
 
 
-def spatial_grid_shape(input_shape: torch.Size, grid_size: GridSize) -> tuple[int, ...]:
+def spatial_grid_shape(
+    input_shape: torch.Size, grid_size: GridSize, fit: bool = False
+) -> tuple[int, ...]:
     """The per-axis grid for an input of shape ``(B, *rest)``.
 
     An int ``grid_size`` covers the trailing spatial dims: all dims after the
     channel dim for inputs of rank 3 to 5 (``(B, C, L)``, ``(B, C, H, W)``,
     ``(B, C, D, H, W)``), the feature dim for rank 2 (``(B, F)``) and the last three
-    dims above rank 5. A tuple names one grid size per trailing dim.
+    dims above rank 5. A tuple names one grid size per trailing dim. With
+    ``fit`` (a default grid rather than the caller's), a grid larger than its
+    input dim shrinks to that dim: one cell per element.
 
     Raises:
         TypeError: ``grid_size`` is not an int or a tuple of ints.
-        ValueError: a grid size is below 1 or larger than its input dim.
+        ValueError: a grid size is below 1, or larger than its input dim
+            without ``fit``.
     """
     rank = len(input_shape)
     if isinstance(grid_size, bool) or not isinstance(grid_size, (int, tuple, list)):
@@ -70,6 +75,8 @@ def spatial_grid_shape(input_shape: torch.Size, grid_size: GridSize) -> tuple[in
                 f"{tuple(input_shape)} has at most {min(rank - 1, 3)} spatial axes"
             )
     spatial = tuple(input_shape[rank - len(grid) :])
+    if fit:
+        grid = tuple(min(g, size) for g, size in zip(grid, spatial))
     for g, size in zip(grid, spatial):
         if g < 1 or g > size:
             raise ValueError(
@@ -95,8 +102,8 @@ class GridLayout:
     mask_shape: tuple[int, ...]
 
     @classmethod
-    def of(cls, input_shape: torch.Size, grid_size: GridSize) -> "GridLayout":
-        grid = spatial_grid_shape(input_shape, grid_size)
+    def of(cls, input_shape: torch.Size, grid_size: GridSize, fit: bool = False) -> "GridLayout":
+        grid = spatial_grid_shape(input_shape, grid_size, fit)
         spatial = tuple(input_shape[len(input_shape) - len(grid) :])
         return cls(grid, spatial, (1,) * (len(input_shape) - len(grid)) + spatial)
 
@@ -109,6 +116,7 @@ class MaskSampler(ABC):
     """
 
     n_params: int
+    mask_shapes: list[tuple[int, ...]]
 
     def __init__(self, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.device = torch.device(device)
@@ -231,6 +239,7 @@ class GridMaskSampler(MaskSampler):
         p_keep: probability that a grid cell is kept.
         device: where masks are made.
         dtype: of the masks (the inputs' dtype): the upsampling runs in it.
+        fit_grid: shrink a grid larger than its input (a default grid).
     """
 
     def __init__(
@@ -240,10 +249,11 @@ class GridMaskSampler(MaskSampler):
         p_keep: float,
         device: torch.device,
         dtype: torch.dtype = torch.float32,
+        fit_grid: bool = False,
     ) -> None:
         super().__init__(device, dtype)
         self.p_keep = p_keep
-        self.layouts = [GridLayout.of(shape, grid_size) for shape in input_shapes]
+        self.layouts = [GridLayout.of(shape, grid_size, fit_grid) for shape in input_shapes]
         self.cells = [
             tuple(math.ceil(s / g) for s, g in zip(layout.spatial, layout.grid))
             for layout in self.layouts
@@ -347,10 +357,11 @@ class CellMaskSampler(DesignMaskSampler):
         p_keep: float,
         device: torch.device,
         dtype: torch.dtype = torch.float32,
+        fit_grid: bool = False,
     ) -> None:
         super().__init__(device, dtype)
         self.p_keep = p_keep
-        self.layouts = [GridLayout.of(shape, grid_size) for shape in input_shapes]
+        self.layouts = [GridLayout.of(shape, grid_size, fit_grid) for shape in input_shapes]
         if len({layout.grid for layout in self.layouts}) > 1:
             raise ValueError(
                 "inputs of a tuple need grids of the same shape to share cells; give a "
@@ -463,7 +474,8 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     the same masks on every device. The global RNG state is left untouched.
     """
     generator = torch.Generator(device=device)
-    if check_seed(seed) is None:
+    seed = check_seed(seed)
+    if seed is None:
         generator.seed()
     else:
         generator.manual_seed(seed)

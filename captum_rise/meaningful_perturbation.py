@@ -7,10 +7,9 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from captum._utils.common import _format_additional_forward_args
 from captum._utils.typing import TargetType
-from captum.log import log_usage
 from torch import Tensor
 
-from captum_rise._base import MaskAttribution
+from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._forward import ModelScorer, needs_softmax
 from captum_rise._validation import check_int, check_target
 from captum_rise.masks import make_generator
@@ -120,7 +119,7 @@ class MeaningfulPerturbation(MaskAttribution):
 
     method_name = "MeaningfulPerturbation"
 
-    @log_usage()
+    @log_usage
     def attribute(
         self,
         inputs: Tensor,

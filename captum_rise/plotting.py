@@ -30,7 +30,7 @@ def plot_causal_curves(
     if axes is None:
         figure = Figure(figsize=(9, 3.6), layout="constrained")
         axes = figure.subplots(1, 2)
-    figure = axes[0].figure
+    figure = _root_figure(axes[0])
     titles = ("Deletion (lower is better)", "Insertion (higher is better)")
     for column, (ax, title) in enumerate(zip(axes, titles)):
         for name, pair in curves.items():
@@ -54,9 +54,17 @@ def overlay_saliency(
     ax: Axes | None = None,
     title: str | None = None,
     alpha: float = 0.5,
-    cmap: str = "jet",
+    cmap: str | None = None,
+    clip_percentile: float = 99.5,
+    colorbar: bool = False,
 ) -> Figure:
     """The image with its saliency map drawn over it.
+
+    A map of one sign is drawn from its minimum to its ``clip_percentile``-th
+    percentile with ``"jet"``; a signed map (Integrated Gradients, HSIC
+    differences) with the diverging ``"RdBu_r"`` centred at 0, limits at the
+    ``clip_percentile``-th percentile of its absolute value, so that a few
+    extreme pixels do not wash out the rest.
 
     Args:
         image: ``(C, H, W)`` or ``(H, W, C)`` or ``(H, W)``, values in [0, 1]
@@ -65,11 +73,15 @@ def overlay_saliency(
         ax: axes to draw into; a new figure when None.
         title: axes title.
         alpha: opacity of the saliency layer.
-        cmap: colour map of the saliency layer.
+        cmap: colour map of the saliency layer; None chooses by sign (above).
+        clip_percentile: values beyond this percentile share the end colour.
+        colorbar: add a colour bar beside the axes.
 
     Returns:
         The figure.
     """
+    if not 0.0 < clip_percentile <= 100.0:
+        raise ValueError(f"clip_percentile must be in (0, 100], got {clip_percentile}")
     picture = _to_numpy(image)
     if picture.ndim == 3 and picture.shape[0] in (1, 3) and picture.shape[-1] not in (1, 3):
         picture = picture.transpose(1, 2, 0)
@@ -88,11 +100,33 @@ def overlay_saliency(
         figure = Figure(figsize=(4, 4), layout="constrained")
         ax = figure.subplots()
     ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
-    ax.imshow(heat, cmap=cmap, alpha=alpha)
+    signed = bool(heat.min() < 0 < heat.max())
+    if signed:
+        limit = float(np.percentile(np.abs(heat), clip_percentile)) or 1e-12
+        low, high = -limit, limit
+    else:
+        low = float(heat.min())
+        high = max(float(np.percentile(heat, clip_percentile)), low + 1e-12)
+    layer = ax.imshow(
+        heat,
+        cmap=cmap or ("RdBu_r" if signed else "jet"),
+        alpha=alpha,
+        vmin=low,
+        vmax=high,
+    )
+    if colorbar:
+        _root_figure(ax).colorbar(layer, ax=ax, shrink=0.8)
     ax.set_axis_off()
     if title:
         ax.set_title(title)
-    return ax.figure
+    return _root_figure(ax)
+
+
+def _root_figure(ax: Axes) -> Figure:
+    figure = ax.get_figure(root=True)
+    if figure is None:
+        raise ValueError("the axes given must belong to a figure")
+    return figure
 
 
 def _to_numpy(array: ArrayLike) -> np.ndarray:

@@ -1,6 +1,7 @@
 """RISE: Randomized Input Sampling for Explanation (Petsiuk et al., BMVC 2018)."""
 
 from collections.abc import Callable, Sequence
+from typing import Literal, overload
 
 import torch
 import torch.distributed as dist
@@ -11,10 +12,10 @@ from captum._utils.common import (
     _is_tuple,
 )
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
-from captum.log import log_usage
 from torch import Tensor
 
-from captum_rise._base import MaskAttribution
+from captum_rise._base import MaskAttribution, log_usage
+from captum_rise._coverage import DEFAULT_GRID_SIZE, Coverage, choose_coverage
 from captum_rise._forward import Blender, ClassScorer, ModelScorer
 from captum_rise._validation import (
     check_inputs,
@@ -46,7 +47,6 @@ from captum_rise.masks import (
 
 FeatureMaskType = Tensor | tuple[Tensor, ...] | None
 
-DEFAULT_GRID_SIZE = 7
 ROUND_MASKS = 250
 """With a ``tolerance``, masks are drawn in rounds of this many; the error is checked after each."""
 
@@ -94,7 +94,51 @@ class RISE(MaskAttribution):
     def has_convergence_delta(self) -> bool:
         return True
 
-    @log_usage()
+    # Captum's convention: the return type follows return_convergence_delta.
+    @overload
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
+        feature_mask: FeatureMaskType = None,
+        n_masks: int = 4000,
+        grid_size: GridSize | None = None,
+        p_keep: float = 0.5,
+        perturbations_per_eval: int | None = None,
+        show_progress: bool = False,
+        seed: int | None = None,
+        normalization: str | None = None,
+        process_group: ProcessGroup = None,
+        mask_sampling: str = DEFAULT_MASK_SAMPLING,
+        tolerance: float | None = None,
+        return_convergence_delta: Literal[False] = False,
+    ) -> TensorOrTupleOfTensorsGeneric: ...
+
+    @overload
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
+        feature_mask: FeatureMaskType = None,
+        n_masks: int = 4000,
+        grid_size: GridSize | None = None,
+        p_keep: float = 0.5,
+        perturbations_per_eval: int | None = None,
+        show_progress: bool = False,
+        seed: int | None = None,
+        normalization: str | None = None,
+        process_group: ProcessGroup = None,
+        mask_sampling: str = DEFAULT_MASK_SAMPLING,
+        tolerance: float | None = None,
+        *,
+        return_convergence_delta: Literal[True],
+    ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]: ...
+
+    @log_usage
     def attribute(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
@@ -131,10 +175,17 @@ class RISE(MaskAttribution):
             n_masks: ``N``, the number of masks (paper: 4000 for VGG16, 8000
                 for ResNet50).
             grid_size: ``s``, an int or a per-axis tuple for the trailing
-                spatial dims. None: the ``forward_func``'s ``default_grid_size``
-                attribute when it has one (16 for
-                :class:`captum_rise.scores.DetectionScore`, as D-RISE), else 7
-                (the paper's).
+                spatial dims: ``(H, W)`` of ``(B, C, H, W)`` images, ``L`` of
+                ``(B, C, L)`` signals, ``(D, H, W)`` of volumes. None (the
+                default): one group per feature for ``(B, F)`` tables; else the
+                ``forward_func``'s ``default_grid_size`` attribute when it has
+                one (16 for :class:`captum_rise.scores.DetectionScore`, as
+                D-RISE), else 7 (the paper's), shrunk to the input on any axis
+                shorter than that (one cell per element). Rank-3 inputs are
+                ``(B, C, L)`` signals; for ``(B, T, D)`` token embeddings pass
+                ``feature_mask=torch.arange(T).reshape(1, T, 1)`` (a warning
+                says so when ``D >= 4 T``). A grid given explicitly is used as
+                given.
             p_keep: probability that a cell or group is kept (paper: 0.5).
             perturbations_per_eval: masks per forward call; each call sees
                 ``perturbations_per_eval * B`` inputs. None (the default, unlike
@@ -244,7 +295,7 @@ class RISE(MaskAttribution):
             return output, errors[:, 0]
         return output
 
-    @log_usage()
+    @log_usage
     def attribute_classes(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
@@ -368,9 +419,13 @@ class RISE(MaskAttribution):
             )
         blender = Blender(inputs, format_baselines(baselines, inputs))
         device, dtype = inputs[0].device, inputs[0].dtype
-        if grid_size is None:
-            grid_size = getattr(self.forward_func, "default_grid_size", DEFAULT_GRID_SIZE)
-        sampler = _make_sampler(inputs, feature_mask, grid_size, p_keep, device, dtype)
+        coverage = choose_coverage(
+            inputs,
+            feature_mask,
+            grid_size,
+            getattr(self.forward_func, "default_grid_size", DEFAULT_GRID_SIZE),
+        )
+        sampler = _make_sampler(inputs, coverage, p_keep, device, dtype)
         rank, world_size = group_rank_and_size(process_group)
         stream = ParamStream(
             sampler, make_generator(agree_on_seed(seed, process_group)), mask_sampling
@@ -442,13 +497,12 @@ def _rounds(first: int, last: int) -> list[tuple[int, int]]:
 
 def _make_sampler(
     inputs: tuple[Tensor, ...],
-    feature_mask: FeatureMaskType,
-    grid_size: GridSize,
+    coverage: Coverage,
     p_keep: float,
     device: torch.device,
     dtype: torch.dtype,
 ) -> MaskSampler:
-    if feature_mask is None:
-        return GridMaskSampler([inp.shape for inp in inputs], grid_size, p_keep, device, dtype)
-    groups = GroupIndex(_format_tensor_into_tuples(feature_mask), inputs)
-    return GroupMaskSampler(groups, p_keep, device, dtype)
+    if coverage.feature_mask is None:
+        shapes = [inp.shape for inp in inputs]
+        return GridMaskSampler(shapes, coverage.grid_size, p_keep, device, dtype, coverage.fit_grid)
+    return GroupMaskSampler(GroupIndex(coverage.feature_mask, inputs), p_keep, device, dtype)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from captum_rise import deletion, insertion, overlay_saliency, plot_causal_curves
@@ -28,3 +29,24 @@ def test_overlay_saliency_accepts_channel_first_and_last():
     assert len(figure.axes[0].images) == 2
     rng = np.random.default_rng(0)
     overlay_saliency(rng.random((10, 12, 3)) * 255, rng.random((10, 12)))
+
+
+def test_signed_maps_get_a_diverging_scale_centred_at_zero():
+    saliency = torch.linspace(-1.0, 3.0, 2000).reshape(40, 50)
+    saliency[0, 0] = 100.0  # one outlier must not set the scale
+    figure = overlay_saliency(torch.rand(3, 40, 50), saliency, colorbar=True)
+    layer = figure.axes[0].images[1]
+    low, high = layer.get_clim()
+    assert low == -high
+    assert 2.9 < high < 3.0
+    assert layer.get_cmap().name == "RdBu_r"
+    assert len(figure.axes) == 2  # the map's axes and its colour bar
+
+
+def test_one_signed_maps_keep_a_sequential_scale_from_their_minimum():
+    saliency = torch.linspace(0.2, 1.0, 120).reshape(10, 12)
+    layer = overlay_saliency(torch.rand(3, 10, 12), saliency).axes[0].images[1]
+    assert layer.get_clim()[0] == pytest.approx(0.2)
+    assert layer.get_cmap().name == "jet"
+    with pytest.raises(ValueError, match="clip_percentile"):
+        overlay_saliency(torch.rand(3, 10, 12), saliency, clip_percentile=0)

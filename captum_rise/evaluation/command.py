@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
+from captum_rise._argtypes import device_name, positive_int
 from captum_rise.evaluation.data import (
     Box,
     ImageFiles,
@@ -27,17 +28,6 @@ from captum_rise.evaluation.data import (
 from captum_rise.evaluation.methods import check_method_names
 from captum_rise.evaluation.runner import DEFAULT_METHODS, evaluate_dataset
 from captum_rise.imagenet import DEFAULT_MODEL, DEFAULT_WEIGHTS, load_classifier
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def method_list(text: str) -> list[str]:
@@ -93,18 +83,20 @@ def add_evaluate_parser(commands: "argparse._SubParsersAction[argparse.ArgumentP
         help="steps of the deletion/insertion curves (default: one pixel row per step)",
     )
     evaluate.add_argument("--save-maps", action="store_true", help="save maps as .npz")
-    evaluate.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    evaluate.add_argument(
+        "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if available)"
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
     class_map = read_class_map(args.class_map) if args.class_map else None
     boxes = read_boxes(args.boxes) if args.boxes else None
-    files = ImageFiles(args.data, transform=lambda image: image, class_map=class_map)
+    images = ImageFiles(args.data, transform=lambda image: image, class_map=class_map)
     device, created_group = _set_up_processes(args.device)
     try:
         classifier = load_classifier(args.model, args.weights, device)
         classifier.model.to(memory_format=torch.channels_last)
-        files.transform = lambda image: classifier.preprocess(image)[0]
+        files = images.with_transform(lambda image: classifier.preprocess(image)[0])
         rows = evaluate_dataset(
             classifier.model,
             files,

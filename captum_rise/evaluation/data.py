@@ -5,11 +5,13 @@ its index for a plain :class:`torch.utils.data.Dataset`; results, seeds and
 resumption are keyed by it.
 """
 
+import copy
 import csv
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar, cast
 
 import torch
 from PIL import Image
@@ -21,10 +23,11 @@ from captum_rise.imagenet import load_image
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 
 Box = tuple[float, float, float, float]
-Transform = Callable[[Image.Image], Tensor]
+Item = TypeVar("Item")
+NewItem = TypeVar("NewItem")
 
 
-class ImageFiles(Dataset):
+class ImageFiles(Dataset[tuple[Item, int | None]]):
     """The image files under ``root`` (recursively), sorted by relative path.
 
     Items are ``(image, target)``: ``transform(PIL image)``, a ``(C, H, W)``
@@ -48,7 +51,7 @@ class ImageFiles(Dataset):
     def __init__(
         self,
         root: str | Path,
-        transform: Transform,
+        transform: Callable[[Image.Image], Item],
         class_map: Mapping[str, int] | None = None,
     ) -> None:
         self.root = Path(root)
@@ -79,7 +82,13 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int | None]:
+    def with_transform(self, transform: Callable[[Image.Image], NewItem]) -> "ImageFiles[NewItem]":
+        """The same files and targets, items made by ``transform`` (no rescan)."""
+        other = cast(ImageFiles[NewItem], copy.copy(self))
+        other.transform = transform
+        return other
+
+    def __getitem__(self, index: int) -> tuple[Item, int | None]:
         image = self.transform(load_image(self.paths[index]))
         target = None if self.class_map is None else self.class_map[self._folder(self.ids[index])]
         return image, target

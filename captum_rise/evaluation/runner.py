@@ -19,14 +19,16 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from captum._utils.progress import NullProgress
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
+from captum_rise._progress import progress_bar
 from captum_rise._validation import check_int
 from captum_rise.batching import synchronize
 from captum_rise.evaluation.data import Box, box_region, image_ids_of
@@ -124,7 +126,7 @@ def evaluate_dataset(
     if curve_steps is not None:
         check_int("curve_steps", curve_steps)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
-    config = {
+    config: RunSettings = {
         "model": model_name,
         "seed": seed,
         "curve_steps": curve_steps,
@@ -143,11 +145,10 @@ def evaluate_dataset(
         dist.barrier()  # every rank has read what was done before any writes
 
     device = next(model.parameters(), torch.empty(0)).device
-    bar = tqdm(
-        total=len(todo),
-        desc="images, all ranks",
-        unit="image",
-        disable=not show_progress or rank != 0,
+    bar = (
+        progress_bar("images, all ranks", len(todo), unit="image")
+        if show_progress and rank == 0
+        else NullProgress()
     )
     writer = PartWriter(out_dir, rank)
     run = _ImageRun(
@@ -164,24 +165,28 @@ def evaluate_dataset(
         seed,
     )
     mine = todo[rank::world_size]
+    shown = 0  # images the bar shows as done
+
+    def advance(by: int) -> int:
+        bar.update(by)
+        return by
+
     try:
         for count, index in enumerate(mine, start=1):
             for row in run.rows(dataset, index, ids[index], done):
                 writer.write(row)
             _report_progress(out_dir, rank, count, finished=False)
             if rank == 0:
-                bar.n = _images_done(out_dir, world_size)
-                bar.refresh()
+                shown += advance(_images_done(out_dir, world_size) - shown)
         _report_progress(out_dir, rank, len(mine), finished=True)
     finally:
         writer.close()
     if rank != 0:
         return None
     while not _all_finished(out_dir, world_size):
-        bar.n = _images_done(out_dir, world_size)
-        bar.refresh()
+        shown += advance(_images_done(out_dir, world_size) - shown)
         time.sleep(POLL_SECONDS)
-    bar.n = _images_done(out_dir, world_size)
+    advance(_images_done(out_dir, world_size) - shown)
     bar.close()
     rows = merge_parts(out_dir)
     shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
@@ -190,7 +195,7 @@ def evaluate_dataset(
         "seed": seed,
         "ranks": world_size,
         **{f"{k} settings": v for k, v in config["methods"].items()},
-    }  # type: ignore[union-attr]
+    }
     write_summary(rows, out_dir, header)
     return rows
 
@@ -317,22 +322,32 @@ class _ImageRun:
         }
 
 
+class RunSettings(TypedDict):
+    """What fixes a run's results, kept in its folder's config file."""
+
+    model: str
+    seed: int
+    curve_steps: int | None
+    methods: dict[str, dict[str, object]]
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _check_same_settings(out_dir: Path, config: dict[str, object]) -> None:
+def _check_same_settings(out_dir: Path, config: RunSettings) -> None:
     """Refuses to add to a results folder written with other settings."""
     path = out_dir / CONFIG_FILE
     if not path.exists():
         return
     previous = json.loads(path.read_text())
+    now = {"model": config["model"], "seed": config["seed"], "curve_steps": config["curve_steps"]}
     differences = [
-        f"{name}: {previous[name]!r} then, {config[name]!r} now"
-        for name in ("model", "seed", "curve_steps")
-        if name in previous and previous[name] != config[name]
+        f"{name}: {previous[name]!r} then, {value!r} now"
+        for name, value in now.items()
+        if name in previous and previous[name] != value
     ]
-    for method, settings in config["methods"].items():  # type: ignore[union-attr]
+    for method, settings in config["methods"].items():
         if method in previous.get("methods", {}) and previous["methods"][method] != settings:
             differences.append(f"{method}: {previous['methods'][method]} then, {settings} now")
     if differences:
@@ -342,10 +357,10 @@ def _check_same_settings(out_dir: Path, config: dict[str, object]) -> None:
         )
 
 
-def _write_config(out_dir: Path, config: dict[str, object]) -> None:
+def _write_config(out_dir: Path, config: RunSettings) -> None:
     path = out_dir / CONFIG_FILE
     previous = json.loads(path.read_text()) if path.exists() else {}
-    merged = {**previous, **config, "methods": {**previous.get("methods", {}), **config["methods"]}}  # type: ignore[dict-item]
+    merged = {**previous, **config, "methods": {**previous.get("methods", {}), **config["methods"]}}
     temporary = out_dir / f".{CONFIG_FILE}.tmp"  # other ranks may be reading it
     temporary.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     temporary.replace(path)

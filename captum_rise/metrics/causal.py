@@ -189,6 +189,7 @@ def causal_curve(
             if softmax_flag is None:
                 softmax_flag = needs_softmax(output)
             checked = True
+        assert softmax_flag is not None  # settled by the first output
         return _target_scores(output, sample, targets, softmax_flag)
 
     def consume(lo: int, hi: int, chunk_scores: Tensor) -> None:

@@ -7,7 +7,7 @@ Quantus and plain-function results agree exactly, and they are numpy-2 safe
 """
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import quantus
@@ -76,7 +76,7 @@ class _CausalMetric(quantus.Metric):
             normalise_func=normalise_func,
             normalise_func_kwargs=normalise_func_kwargs,
             return_aggregate=return_aggregate,
-            aggregate_func=aggregate_func,
+            aggregate_func=np.mean if aggregate_func is None else aggregate_func,
             default_plot_func=default_plot_func,
             display_progressbar=display_progressbar,
             disable_warnings=disable_warnings,
@@ -183,6 +183,7 @@ class Insertion(_CausalMetric):
 
 def register_with_quantus() -> None:
     """Adds Deletion and Insertion to ``quantus.AVAILABLE_METRICS["Faithfulness"]``."""
-    faithfulness = quantus.AVAILABLE_METRICS["Faithfulness"]
+    # typed as a Mapping by Quantus, but a dict that Quantus itself fills
+    faithfulness = cast(dict[str, type[quantus.Metric]], quantus.AVAILABLE_METRICS["Faithfulness"])
     faithfulness["Deletion"] = Deletion
     faithfulness["Insertion"] = Insertion

@@ -1,0 +1,47 @@
+"""argparse types of the command line: each rejects a bad value before any work starts."""
+
+import argparse
+
+import torch
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def class_target(text: str) -> int | str:
+    """argparse type: ``"top"`` or a class index >= 0 (its upper bound is the model's)."""
+    if text == "top":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class index or 'top', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a class index must be >= 0, got {value}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """argparse type: a torch device (``cpu``, ``cuda``, ``cuda:1``) that this machine has."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected cpu or cuda[:index], got {text!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif device.type != "cpu":
+        raise argparse.ArgumentTypeError(f"expected cpu or cuda[:index], got {text!r}")
+    return text
