@@ -235,8 +235,9 @@ class HSICAttribution(MaskAttribution):
         r"""HSIC of every grid cell (or feature group) with the output for ``target``.
 
         Args:
-            inputs, baselines, target, additional_forward_args, feature_mask,
-            perturbations_per_eval, show_progress: as in :meth:`RISE.attribute`
+            inputs: as in :meth:`RISE.attribute`, and so are ``baselines``,
+                ``target``, ``additional_forward_args``, ``feature_mask``,
+                ``perturbations_per_eval`` and ``show_progress``
                 (``perturbations_per_eval=None``, the default, chooses the
                 designs per forward call automatically).
             n_designs: number of designs, i.e. forward passes per example

@@ -1,5 +1,8 @@
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
 from captum_rise.meaningful_perturbation import gaussian_blur
 
@@ -78,3 +81,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Hypothesis profiles: "ci" (the default) keeps the property tests to seconds on two cores;
+# HYPOTHESIS_PROFILE=thorough runs many more examples.
+settings.register_profile("ci", max_examples=25, deadline=None, print_blob=True)
+settings.register_profile("thorough", max_examples=400, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
