@@ -171,7 +171,12 @@ class RISE(MaskAttribution):
                 tensors are repeated for every mask, as Captum does.
             feature_mask: integer group ids broadcastable to each input (first
                 dim 1 or B), ids shared across a tuple. When given, groups are
-                kept or dropped instead of the grid.
+                kept or dropped instead of the grid. A group is one random
+                variable for the whole batch, numbered by the batch's sorted
+                ids: with per-example masks whose examples use different ids,
+                an example's map depends on the other examples' ids (the same
+                distribution, other draws), so splitting such a batch changes
+                the maps for a given ``seed``.
             n_masks: ``N``, the number of masks (paper: 4000 for VGG16, 8000
                 for ResNet50).
             grid_size: ``s``, an int or a per-axis tuple for the trailing
