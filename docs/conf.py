@@ -1,4 +1,4 @@
-"""Sphinx configuration: API reference from the Google-style docstrings, the CLI, figures, tutorials."""
+"""Sphinx configuration: API reference from the docstrings, the CLI, figures, tutorials."""
 
 import shutil
 import sys

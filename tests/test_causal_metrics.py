@@ -48,7 +48,8 @@ def _reference_curve(model, start, end, saliency, target, step):
         take[order[: k * step]] = 1.0
         take = take.reshape(1, *start.shape[1:])
         image = start * (1 - take) + end * take
-        scores.append(float(torch.softmax(model(image[None]), dim=1)[0, target]))
+        with torch.no_grad():
+            scores.append(float(torch.softmax(model(image[None]), dim=1)[0, target]))
     return torch.tensor(scores)
 
 
