@@ -37,7 +37,7 @@ typecheck: $(DEV_STAMP)
 # HTML into docs/_build/html; any Sphinx warning fails the build. Notebooks are not executed.
 docs: $(DEV_STAMP)
 	rm -rf docs/_build
-	$(PYTHON) -m sphinx -W --keep-going -n -b html docs docs/_build/html
+	$(PYTHON) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 # Build the sdist and wheel, check them, and install the wheel into a fresh virtual environment
 # (as `pip install captum_rise` would, dependencies included) to run a smoke test outside the tree.

@@ -5,12 +5,16 @@ import argparse
 import torch
 
 
+def _whole_number(text: str, expected: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
     """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _whole_number(text, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
@@ -20,10 +24,7 @@ def class_target(text: str) -> int | str:
     """argparse type: ``"top"`` or a class index >= 0 (its upper bound is the model's)."""
     if text == "top":
         return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a class index or 'top', got {text!r}") from None
+    value = _whole_number(text, "a class index or 'top'")
     if value < 0:
         raise argparse.ArgumentTypeError(f"a class index must be >= 0, got {value}")
     return value

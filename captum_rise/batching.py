@@ -86,7 +86,7 @@ class ChunkSizer:
         self.probing = True
         self.best_size = 1
         self._best_seconds_per_item = math.inf
-        self._timings: list = []
+        self._timings: list[float] = []
 
     def record(self, size: int, seconds: float) -> None:
         """The time of one full chunk of :attr:`size` items, taken while probing."""

@@ -144,9 +144,11 @@ class ExtremalPerturbation(MaskAttribution):
             show_progress: progress bar over iterations.
 
         Returns:
-            The masks, higher = the region kept (preserve) or removed
-            (delete): ``(B, C, H, W)`` for one area, ``(B, n_areas, C, H, W)``
-            for several (broadcast over channels).
+            The masks in the inputs' dtype, higher = the region kept
+            (preserve) or removed (delete): ``(B, C, H, W)`` for one area,
+            ``(B, n_areas, C, H, W)`` for several (broadcast over channels).
+            The masks are learned in float32; the model sees perturbed images
+            in the inputs' dtype.
         """
         if not isinstance(inputs, Tensor) or inputs.dim() != 4:
             raise ValueError("inputs must be a (B, C, H, W) tensor")
@@ -194,7 +196,8 @@ class ExtremalPerturbation(MaskAttribution):
                 weight = area_coeff * 100.0 ** (iteration / max(1, n_iter - 1) - 1.0)
                 masks = generator(params)
                 kept = masks if variant == "preserve" else 1 - masks
-                perturbed = images * kept + canvas * (1 - kept)
+                # In the inputs' dtype (the model's); the masks are learned in float32.
+                perturbed = (images * kept + canvas * (1 - kept)).to(inputs.dtype)
                 raw = scorer.forward_raw((perturbed,), n_areas)
                 if softmax is None:
                     softmax = needs_softmax(raw.detach())
@@ -206,5 +209,5 @@ class ExtremalPerturbation(MaskAttribution):
         bar.close()
         with torch.no_grad():
             final = generator(params).reshape(n_areas, batch, 1, height, width).transpose(0, 1)
-        final = final.expand(batch, n_areas, *inputs.shape[1:]).contiguous()
+        final = final.to(inputs.dtype).expand(batch, n_areas, *inputs.shape[1:]).contiguous()
         return final[:, 0] if n_areas == 1 else final

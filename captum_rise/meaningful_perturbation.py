@@ -156,8 +156,10 @@ class MeaningfulPerturbation(MaskAttribution):
             seed: seeds the jitter.
 
         Returns:
-            ``(B, C, H, W)``, higher = more important: ``1 - m`` for delete,
-            ``m`` for preserve, upsampled and broadcast over channels.
+            ``(B, C, H, W)`` in the inputs' dtype, higher = more important:
+            ``1 - m`` for delete, ``m`` for preserve, upsampled and broadcast
+            over channels. The mask is learned in float32; the model sees
+            perturbed images in the inputs' dtype.
         """
         if not isinstance(inputs, Tensor) or inputs.dim() != 4:
             raise ValueError("inputs must be a (B, C, H, W) tensor")
@@ -196,7 +198,8 @@ class MeaningfulPerturbation(MaskAttribution):
                 upsampled = F.interpolate(
                     mask, size=(height, width), mode="bilinear", align_corners=False
                 )
-                perturbed = inputs * upsampled + blurred * (1 - upsampled)
+                # In the inputs' dtype (the model's); the mask itself is learned in float32.
+                perturbed = (inputs * upsampled + blurred * (1 - upsampled)).to(inputs.dtype)
                 shift = torch.randint(
                     -max_jitter, max_jitter + 1, (2,), generator=generator
                 ).tolist()
@@ -217,7 +220,7 @@ class MeaningfulPerturbation(MaskAttribution):
         with torch.no_grad():
             final = F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False)
             importance = 1 - final if variant == "delete" else final
-        return importance.expand_as(inputs).contiguous()
+        return importance.to(inputs.dtype).expand_as(inputs).contiguous()
 
     @staticmethod
     def _score_loss(raw: Tensor, scorer: ModelScorer, variant: str, softmax: bool) -> Tensor:

@@ -14,7 +14,14 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from captum_rise import RISE, CellMaskSampler, GridMaskSampler, HSICAttribution
+from captum_rise import (
+    RISE,
+    CellMaskSampler,
+    ExtremalPerturbation,
+    GridMaskSampler,
+    HSICAttribution,
+    MeaningfulPerturbation,
+)
 from captum_rise.masks import MASK_SAMPLINGS, ParamStream, make_generator
 
 # Random rank-3 shapes often look like token embeddings; that warning is tested elsewhere.
@@ -37,16 +44,22 @@ def input_shapes(draw, batch=None):
 
 
 class LinearModel:
-    """``(B, ...)`` inputs (one or several) to ``(B, N_CLASSES)`` scores, in float32."""
+    """``(B, ...)`` inputs (one or several) to ``(B, N_CLASSES)`` scores.
 
-    def __init__(self, shapes, seed):
+    Its weights have the inputs' dtype, and a matmul refuses mixed dtypes: a method
+    that hands the model perturbed inputs in another dtype fails here, as it would
+    with a real half-precision model.
+    """
+
+    def __init__(self, shapes, seed, dtype):
         generator = torch.Generator().manual_seed(seed)
         self.weights = [
-            torch.randn(math.prod(shape[1:]), N_CLASSES, generator=generator) for shape in shapes
+            torch.randn(math.prod(shape[1:]), N_CLASSES, generator=generator).to(dtype)
+            for shape in shapes
         ]
 
     def __call__(self, *inputs):
-        return sum(inp.flatten(1).float() @ w for inp, w in zip(inputs, self.weights))
+        return sum(inp.flatten(1) @ w for inp, w in zip(inputs, self.weights))
 
 
 @st.composite
@@ -83,7 +96,7 @@ def problems(draw, max_inputs=2):
         feature_mask = None if feature_mask is None else feature_mask[0]
     return {
         "inputs": inputs,
-        "model": LinearModel(shapes, seed=draw(st.integers(0, 100))),
+        "model": LinearModel(shapes, seed=draw(st.integers(0, 100)), dtype=dtype),
         "target": target,
         "feature_mask": feature_mask,
         "grid_size": grid_size,
@@ -107,26 +120,25 @@ def tolerance(dtype):
     return {"atol": 1e-2, "rtol": 1e-2} if dtype == torch.bfloat16 else {"atol": 1e-5, "rtol": 1e-4}
 
 
-def rise(problem, **kwargs):
-    return RISE(problem["model"]).attribute(
+def attribute(method, problem, **kwargs):
+    """``method`` on ``problem`` with 24 masks or designs and seed 0, unless overridden."""
+    budget = {"n_masks": 24} if method is RISE else {"n_designs": 24}
+    return method(problem["model"]).attribute(
         problem["inputs"],
         target=problem["target"],
         feature_mask=problem["feature_mask"],
         grid_size=problem["grid_size"] if problem["feature_mask"] is None else None,
         p_keep=problem["p_keep"],
-        **{"n_masks": 24, "seed": 0, **kwargs},
+        **{**budget, "seed": 0, **kwargs},
     )
+
+
+def rise(problem, **kwargs):
+    return attribute(RISE, problem, **kwargs)
 
 
 def hsic(problem, **kwargs):
-    return HSICAttribution(problem["model"]).attribute(
-        problem["inputs"],
-        target=problem["target"],
-        feature_mask=problem["feature_mask"],
-        grid_size=problem["grid_size"] if problem["feature_mask"] is None else None,
-        p_keep=problem["p_keep"],
-        **{"n_designs": 24, "seed": 0, **kwargs},
-    )
+    return attribute(HSICAttribution, problem, **kwargs)
 
 
 def first_dtype(problem):
@@ -146,8 +158,47 @@ def test_rise_output_matches_the_inputs(problem, mask_sampling):
 
 @given(problems())
 def test_hsic_output_matches_the_inputs(problem):
-    assume(hsic_applies(problem))
-    check_matches_inputs(hsic(problem), problem["inputs"])
+    if hsic_applies(problem):
+        check_matches_inputs(hsic(problem), problem["inputs"])
+        return
+    # A tuple on a grid: one shared grid when the inputs' grids agree, else a clear error.
+    try:
+        attributions = hsic(problem)
+    except ValueError as error:
+        assert "feature_mask" in str(error)
+    else:
+        check_matches_inputs(attributions, problem["inputs"])
+
+
+@st.composite
+def image_problems(draw):
+    """``(B, C, H, W)`` images with odd and size-1 sides, a model and a target."""
+    batch, channels = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    height, width = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    dtype = draw(st.sampled_from(DTYPES))
+    shape = (batch, channels, height, width)
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    return {
+        "inputs": torch.rand(shape, generator=generator).to(dtype),
+        "model": LinearModel([shape], seed=draw(st.integers(0, 100)), dtype=dtype),
+        "target": draw(st.integers(0, N_CLASSES - 1)),
+    }
+
+
+@given(image_problems(), st.sampled_from(["delete", "preserve"]))
+def test_meaningful_perturbation_output_matches_the_images(problem, variant):
+    masks = MeaningfulPerturbation(problem["model"]).attribute(
+        problem["inputs"], target=problem["target"], variant=variant, n_iter=2, seed=0
+    )
+    check_matches_inputs(masks, problem["inputs"])
+
+
+@given(image_problems(), st.sampled_from(["delete", "preserve"]))
+def test_extremal_perturbation_output_matches_the_images(problem, variant):
+    masks = ExtremalPerturbation(problem["model"]).attribute(
+        problem["inputs"], target=problem["target"], variant=variant, n_iter=2
+    )
+    check_matches_inputs(masks, problem["inputs"])
 
 
 @given(problems(), st.integers(1, 30))

@@ -12,6 +12,7 @@ process). Every argument is checked before the model is loaded.
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -144,7 +145,7 @@ def _set_up_processes(device_arg: str | None) -> tuple[torch.device, bool]:
 
 
 def _input_boxes(
-    files: ImageFiles, boxes: dict[str, list[Box]] | None, resize_size: int, crop_size: int
+    files: ImageFiles[Any], boxes: dict[str, list[Box]] | None, resize_size: int, crop_size: int
 ) -> dict[str, list[Box]] | None:
     """The boxes of the files, moved from original-image pixels into the model input's."""
     if boxes is None:

@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import torch
 from PIL import Image
@@ -94,7 +94,7 @@ class ImageFiles(Dataset[tuple[Item, int | None]]):
         return image, target
 
 
-def image_ids_of(dataset: Dataset) -> list[str]:
+def image_ids_of(dataset: Dataset[Any]) -> list[str]:
     """Ids of a dataset's items: :attr:`ImageFiles.ids`, the paths of a torchvision
     ``DatasetFolder`` (``samples``) relative to its ``root``, or the indices."""
     if isinstance(dataset, ImageFiles):

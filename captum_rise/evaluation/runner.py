@@ -19,7 +19,7 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ def image_seed(run_seed: int, image_id: str) -> int:
 
 def evaluate_dataset(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: Dataset[Any],
     out_dir: str | Path,
     methods: Sequence[str] = DEFAULT_METHODS,
     *,
@@ -229,7 +229,7 @@ class _ImageRun:
         self.rank = rank
         self.run_seed = run_seed
 
-    def rows(self, dataset: Dataset, index: int, image_id: str, done: set[Key]) -> list[Row]:
+    def rows(self, dataset: Dataset[Any], index: int, image_id: str, done: set[Key]) -> list[Row]:
         seed = image_seed(self.run_seed, image_id)
         pending = [m for m in self.methods if (image_id, m.name) not in done]
         base = {
@@ -251,7 +251,7 @@ class _ImageRun:
                 rows.append(self._failure(base, method, str(target), error))
         return rows
 
-    def _load(self, dataset: Dataset, index: int) -> tuple[Tensor, int]:
+    def _load(self, dataset: Dataset[Any], index: int) -> tuple[Tensor, int]:
         image, target = dataset[index]
         if not isinstance(image, Tensor) or image.dim() != 3:
             raise ValueError(

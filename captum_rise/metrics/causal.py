@@ -53,7 +53,7 @@ def deletion(
     model: Callable[[Tensor], Tensor],
     inputs: Tensor,
     attributions: Tensor,
-    target: int | Tensor | list | None = None,
+    target: int | Tensor | list[int] | None = None,
     substrate: SubstrateType = 0.0,
     step: int | None = None,
     n_steps: int | None = None,
@@ -97,7 +97,7 @@ def insertion(
     model: Callable[[Tensor], Tensor],
     inputs: Tensor,
     attributions: Tensor,
-    target: int | Tensor | list | None = None,
+    target: int | Tensor | list[int] | None = None,
     substrate: SubstrateType = "blur",
     step: int | None = None,
     n_steps: int | None = None,
@@ -140,7 +140,7 @@ def causal_curve(
     start: Tensor,
     end: Tensor,
     attributions: Tensor,
-    target: int | Tensor | list | None = None,
+    target: int | Tensor | list[int] | None = None,
     step: int | None = None,
     n_steps: int | None = None,
     apply_softmax: bool | None = None,
@@ -260,7 +260,7 @@ def _resolve_step(step: int | None, n_steps: int | None, n_pixels: int, width: i
 
 
 def _format_target(
-    target: int | Tensor | list | None, batch: int, device: torch.device
+    target: int | Tensor | list[int] | None, batch: int, device: torch.device
 ) -> Tensor | None:
     if target is None:
         return None

@@ -23,7 +23,7 @@ _CITATION = (
 )
 
 
-class _CausalMetric(quantus.Metric):
+class _CausalMetric(quantus.Metric[list[float]]):
     """Shared body of :class:`Deletion` and :class:`Insertion`."""
 
     data_applicability: ClassVar[set[DataType]] = {DataType.IMAGE}
@@ -44,8 +44,8 @@ class _CausalMetric(quantus.Metric):
         normalise_func: Callable[[np.ndarray], np.ndarray] | None = None,
         normalise_func_kwargs: dict[str, Any] | None = None,
         return_aggregate: bool = False,
-        aggregate_func: Callable | None = None,
-        default_plot_func: Callable | None = None,
+        aggregate_func: Callable[..., Any] | None = None,
+        default_plot_func: Callable[..., Any] | None = None,
         disable_warnings: bool = False,
         display_progressbar: bool = False,
         **kwargs: Any,
@@ -102,9 +102,9 @@ class _CausalMetric(quantus.Metric):
         a_batch: np.ndarray | None = None,
         s_batch: np.ndarray | None = None,
         channel_first: bool | None = None,
-        explain_func: Callable | None = None,
-        explain_func_kwargs: dict | None = None,
-        model_predict_kwargs: dict | None = None,
+        explain_func: Callable[..., Any] | None = None,
+        explain_func_kwargs: dict[str, Any] | None = None,
+        model_predict_kwargs: dict[str, Any] | None = None,
         softmax: bool | None = True,
         device: str | None = None,
         batch_size: int = 64,
@@ -184,6 +184,8 @@ class Insertion(_CausalMetric):
 def register_with_quantus() -> None:
     """Adds Deletion and Insertion to ``quantus.AVAILABLE_METRICS["Faithfulness"]``."""
     # typed as a Mapping by Quantus, but a dict that Quantus itself fills
-    faithfulness = cast(dict[str, type[quantus.Metric]], quantus.AVAILABLE_METRICS["Faithfulness"])
+    faithfulness = cast(
+        dict[str, type[quantus.Metric[Any]]], quantus.AVAILABLE_METRICS["Faithfulness"]
+    )
     faithfulness["Deletion"] = Deletion
     faithfulness["Insertion"] = Insertion
