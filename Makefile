@@ -70,4 +70,4 @@ gpu: $(DEV_STAMP)
 	$(PYTHON) benchmarks/evaluate_scaling.py --device cuda
 
 clean:
-	rm -rf $(VENV) build dist docs/_build *.egg-info
+	rm -rf $(VENV) build dist docs/_build docs/tutorials *.egg-info
