@@ -16,12 +16,13 @@ def check_int(name: str, value: object, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_probability(name: str, value: object) -> float:
-    """``value`` as a float in (0, 1]."""
+def check_probability(name: str, value: object, include_one: bool = True) -> float:
+    """``value`` as a float in (0, 1], or in (0, 1) without ``include_one``."""
+    interval = "(0, 1]" if include_one else "(0, 1)"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float in (0, 1], got {type(value).__name__}")
-    if not 0.0 < float(value) <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {value}")
+        raise TypeError(f"{name} must be a float in {interval}, got {type(value).__name__}")
+    if not (0.0 < float(value) <= 1.0 if include_one else 0.0 < float(value) < 1.0):
+        raise ValueError(f"{name} must be in {interval}, got {value}")
     return float(value)
 
 

@@ -247,7 +247,7 @@ class HSICAttribution(MaskAttribution):
                 shorter than 7 (see :meth:`captum_rise.RISE.attribute`).
             sampler: ``"lhs"`` (Latin hypercube) or ``"sobol"`` (scrambled).
             input_kernel: ``"binary"`` (default) or ``"rbf"``.
-            p_keep: probability that a cell is kept (0.5 in the paper).
+            p_keep: probability that a cell is kept, in (0, 1) (0.5 in the paper).
             estimator_batch_size: cells whose ``n_designs^2`` Gram matrices are
                 held in memory at once.
             smooth_map: upsample the per-cell HSIC map smoothly (bicubic for
@@ -370,7 +370,8 @@ class HSICAttribution(MaskAttribution):
         n_designs = check_int("n_designs", n_designs, minimum=2)
         perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
         estimator_batch_size = check_int("estimator_batch_size", estimator_batch_size)
-        p_keep = check_probability("p_keep", p_keep)
+        # p_keep = 1 keeps every cell in every design: no dependence to measure.
+        p_keep = check_probability("p_keep", p_keep, include_one=False)
         if input_kernel not in INPUT_KERNELS:
             raise ValueError(f"input_kernel must be one of {INPUT_KERNELS}, got {input_kernel!r}")
         seed = agree_on_seed(check_seed(seed), process_group)

@@ -300,16 +300,62 @@ INVALID = [
 ]
 
 
-@given(problems(max_inputs=1), st.sampled_from(INVALID))
-def test_invalid_arguments_raise_an_error_that_names_them(problem, invalid):
-    name, value = invalid
+INVALID_HSIC = [
+    ("n_designs", 1),
+    ("n_designs", 2.5),
+    ("p_keep", 1.0),
+    ("grid_size", 0),
+    ("grid_size", 1000),
+    ("sampler", "halton"),
+    ("input_kernel", "cosine"),
+    ("perturbations_per_eval", 0),
+    ("estimator_batch_size", 0),
+    ("seed", "zero"),
+    ("target", 99),
+    ("baselines", "zero"),
+    ("feature_mask", [[0, 1]]),
+]
+
+
+def budget_for(method):
+    return {"n_masks": 8} if method is RISE else {"n_designs": 8}
+
+
+@given(
+    problems(max_inputs=1),
+    st.one_of(
+        st.tuples(st.just(RISE), st.sampled_from(INVALID)),
+        st.tuples(st.just(HSICAttribution), st.sampled_from(INVALID_HSIC)),
+    ),
+)
+def test_invalid_arguments_raise_an_error_that_names_them(problem, method_and_invalid):
+    method, (name, value) = method_and_invalid
     inputs = problem["inputs"]
     if name == "target" and value == [0]:
         assume(inputs.shape[0] > 1)  # one entry is a valid list for a batch of one
-    if name == "grid_size" and value == (2, 2, 2, 2):
-        assume(inputs.dim() < 6)
-    if name == "feature_mask":
-        problem = {**problem, "grid_size": None}
-    arguments = {"target": problem["target"], "n_masks": 8, name: value}
+    arguments = {"target": problem["target"], **budget_for(method), name: value}
     with pytest.raises((ValueError, TypeError), match=name):
-        RISE(problem["model"]).attribute(inputs, **arguments)
+        method(problem["model"]).attribute(inputs, **arguments)
+
+
+INVALID_IMAGE_METHODS = [
+    (MeaningfulPerturbation, "n_iter", 0),
+    (MeaningfulPerturbation, "variant", "keep"),
+    (MeaningfulPerturbation, "mask_shape", (0, 1)),
+    (MeaningfulPerturbation, "max_jitter", -1),
+    (MeaningfulPerturbation, "target", 99),
+    (ExtremalPerturbation, "n_iter", 0),
+    (ExtremalPerturbation, "variant", "keep"),
+    (ExtremalPerturbation, "areas", 1.5),
+    (ExtremalPerturbation, "areas", []),
+    (ExtremalPerturbation, "sigma", 0.0),
+    (ExtremalPerturbation, "target", 99),
+]
+
+
+@given(image_problems(), st.sampled_from(INVALID_IMAGE_METHODS))
+def test_invalid_image_method_arguments_raise_an_error_that_names_them(problem, invalid):
+    method, name, value = invalid
+    arguments = {"target": problem["target"], "n_iter": 1, name: value}
+    with pytest.raises((ValueError, TypeError), match=name):
+        method(problem["model"]).attribute(problem["inputs"], **arguments)
