@@ -167,9 +167,11 @@ def evaluate_dataset(
     mine = todo[rank::world_size]
     shown = 0  # images the bar shows as done
 
-    def advance(by: int) -> int:
-        bar.update(by)
-        return by
+    def show_done() -> None:
+        nonlocal shown
+        done = _images_done(out_dir, world_size)
+        bar.update(done - shown)
+        shown = done
 
     try:
         for count, index in enumerate(mine, start=1):
@@ -177,16 +179,16 @@ def evaluate_dataset(
                 writer.write(row)
             _report_progress(out_dir, rank, count, finished=False)
             if rank == 0:
-                shown += advance(_images_done(out_dir, world_size) - shown)
+                show_done()
         _report_progress(out_dir, rank, len(mine), finished=True)
     finally:
         writer.close()
     if rank != 0:
         return None
     while not _all_finished(out_dir, world_size):
-        shown += advance(_images_done(out_dir, world_size) - shown)
+        show_done()
         time.sleep(POLL_SECONDS)
-    advance(_images_done(out_dir, world_size) - shown)
+    show_done()
     bar.close()
     rows = merge_parts(out_dir)
     shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
