@@ -11,7 +11,12 @@ from torch import Tensor
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._forward import ModelScorer, needs_softmax
 from captum_rise._validation import check_int, check_positive, check_target
-from captum_rise.meaningful_perturbation import VARIANTS, descend_clamped, gaussian_blur
+from captum_rise.meaningful_perturbation import (
+    VARIANTS,
+    descend_clamped,
+    gaussian_blur,
+    perturb,
+)
 
 
 class SmoothMaxMask:
@@ -196,8 +201,7 @@ class ExtremalPerturbation(MaskAttribution):
                 weight = area_coeff * 100.0 ** (iteration / max(1, n_iter - 1) - 1.0)
                 masks = generator(params)
                 kept = masks if variant == "preserve" else 1 - masks
-                # In the inputs' dtype (the model's); the masks are learned in float32.
-                perturbed = (images * kept + canvas * (1 - kept)).to(inputs.dtype)
+                perturbed = perturb(images, canvas, kept)
                 raw = scorer.forward_raw((perturbed,), n_areas)
                 if softmax is None:
                     softmax = needs_softmax(raw.detach())

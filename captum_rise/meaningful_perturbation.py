@@ -52,6 +52,15 @@ def log_probability_and_complement(logits: Tensor, columns: Tensor) -> tuple[Ten
     return log_p, torch.logsumexp(others, dim=1) - log_total
 
 
+def perturb(images: Tensor, canvas: Tensor, kept: Tensor) -> Tensor:
+    """``images`` where ``kept`` is 1, ``canvas`` where it is 0, in the images' dtype.
+
+    The masks are learned in float32; the model still receives images in its
+    own dtype (float64, bfloat16, ...), and gradients flow back to ``kept``.
+    """
+    return (images * kept + canvas * (1 - kept)).to(images.dtype)
+
+
 def descend_clamped(optimizer: torch.optim.Optimizer, mask: Tensor, loss: Tensor) -> None:
     """One optimizer step on ``mask`` alone, then clip it to [0, 1].
 
@@ -198,8 +207,7 @@ class MeaningfulPerturbation(MaskAttribution):
                 upsampled = F.interpolate(
                     mask, size=(height, width), mode="bilinear", align_corners=False
                 )
-                # In the inputs' dtype (the model's); the mask itself is learned in float32.
-                perturbed = (inputs * upsampled + blurred * (1 - upsampled)).to(inputs.dtype)
+                perturbed = perturb(inputs, blurred, upsampled)
                 shift = torch.randint(
                     -max_jitter, max_jitter + 1, (2,), generator=generator
                 ).tolist()
