@@ -114,12 +114,13 @@ def overlay_saliency(
         vmin=low,
         vmax=high,
     )
+    figure = _root_figure(ax)
     if colorbar:
-        _root_figure(ax).colorbar(layer, ax=ax, shrink=0.8)
+        figure.colorbar(layer, ax=ax, shrink=0.8)
     ax.set_axis_off()
     if title:
         ax.set_title(title)
-    return _root_figure(ax)
+    return figure
 
 
 def _root_figure(ax: Axes) -> Figure:
