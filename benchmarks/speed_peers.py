@@ -12,8 +12,17 @@ memory), all in one run:
 * ``TorchRay rise`` (PyPI ``torchray``): masks on the device, batch 32 (its
   default), sigmoid of the logits, all classes;
 * ``naive (official)``: the official algorithm, all N masks made up front
-  with numpy and held in memory, batch 100 (the official default);
-* ``captum_rise default (channels_last)``: model and photo in ``channels_last``.
+  with numpy and held in memory, batch 100 (the official default); timed on
+  at most ``--naive-max-masks`` masks (its time grows linearly in N) and
+  scaled to N, so that it cannot hold up the run;
+* ``captum_rise default (channels_last)``: model and photo in ``channels_last``;
+* on CUDA, ``captum_rise default (bf16, channels_last)`` and ``limit (bf16,
+  channels_last)``: model and photo in bfloat16 and ``channels_last``, where
+  the model is fastest and the time outside it shows most.
+
+captum_rise's variants and the limits run first, in interleaved rounds, and
+their table is printed; then each peer runs (at most ``--peer-timeout``
+seconds) and its row is printed as soon as it is done.
 
 The peers are installed on first use, with ``--no-deps``, into
 ``benchmarks/.peers`` (ignored by git), outside the environment's
@@ -21,9 +30,10 @@ site-packages. Defaults: MobileNetV2 with ImageNet weights and N=2000 on the
 CPU; ResNet-50 with random weights and N=8000 on CUDA. The photo is Grace
 Hopper's portrait from matplotlib; the target is the model's top class.
 
-Targets (issue 9): on the CPU, default within 1.10x of the best fixed size and
-of the limit; on CUDA, within 1.10x of the limit, at least 10x faster than
-captum-rise 1.0, memory flat in N (see ``overhead.py``).
+Targets (issues 9 and 19): on the CPU, default within 1.10x of the best fixed
+size and of the limit; on CUDA, within 1.05x of the limit in float32 and 1.10x
+in bfloat16 channels_last, at least 10x faster than captum-rise 1.0, memory
+flat in N (see ``overhead.py``).
 
 Usage: ``python benchmarks/speed_peers.py [--device cpu|cuda] [--n-masks N] [--model NAME]``
 """
@@ -54,11 +64,13 @@ VARIANTS = [
     "captum_rise default",
     "captum_rise fixed",
     "limit",
+    "captum_rise default (channels_last)",
     "captum-rise 1.0",
     "TorchRay rise",
     "naive (official)",
-    "captum_rise default (channels_last)",
 ]
+BF16_VARIANTS = ["captum_rise default (bf16, channels_last)", "limit (bf16, channels_last)"]
+"""Added on CUDA: bfloat16 convolutions are slow on a CPU."""
 
 
 def install_peers() -> None:
@@ -81,7 +93,9 @@ def install_peers() -> None:
     )
 
 
-def setting(device: str, model_name: str, channels_last: bool = False):
+def setting(
+    device: str, model_name: str, channels_last: bool = False, dtype: torch.dtype = torch.float32
+):
     """The model (logits), its softmax, the photo ``(1, 3, 224, 224)`` and the target."""
     if model_name == "mobilenet_v2":
         model = load_classifier("mobilenet_v2", "IMAGENET1K_V1", device).model
@@ -89,6 +103,7 @@ def setting(device: str, model_name: str, channels_last: bool = False):
         model = torchvision.models.get_model(model_name, weights=None).eval().to(device)
     photo = TF.center_crop(TF.resize(load_image(demo_image_path()), 256), 224)
     x = TF.to_tensor(photo).unsqueeze(0).to(device)
+    model, x = model.to(dtype), x.to(dtype)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -128,9 +143,13 @@ def timed(device: torch.device, work) -> float:
 
 def child(variant: str, args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
-    model, probabilities, x, target = setting(args.device, args.model, "channels_last" in variant)
+    dtype = torch.bfloat16 if "bf16" in variant else torch.float32
+    model, probabilities, x, target = setting(
+        args.device, args.model, "channels_last" in variant, dtype
+    )
     n, sizes = args.n_masks, [int(s) for s in args.sizes.split(",")]
     info: dict[str, object] = {}
+    scale = 1.0  # the naive variant's time is scaled from fewer masks to N
 
     def rise(**kwargs):
         return lambda: RISE(probabilities).attribute(x, target=target, n_masks=n, seed=0, **kwargs)
@@ -155,7 +174,7 @@ def child(variant: str, args: argparse.Namespace) -> dict:
         best = args.fixed_size or fastest([s for s in sizes if s <= sweep], per_mask)
         info["perturbations_per_eval"] = best
         work = rise(perturbations_per_eval=best)
-    elif variant == "limit":
+    elif variant.startswith("limit"):
         images = masked_images(x, n)
 
         def per_image(size, count=None):
@@ -192,21 +211,34 @@ def child(variant: str, args: argparse.Namespace) -> dict:
 
         info["batch"] = TORCHRAY_BATCH
     elif variant == "naive (official)":
+        timed_masks = min(n, args.naive_max_masks)
 
         def work():
-            naive_rise(model, x, target, n, OFFICIAL_BATCH, seed=0)
+            naive_rise(model, x, target, timed_masks, OFFICIAL_BATCH, seed=0)
 
         info["batch"] = OFFICIAL_BATCH
+        scale = n / timed_masks
+        if timed_masks < n:
+            info["batch"] = f"{OFFICIAL_BATCH} (timed on {timed_masks} masks, scaled to N)"
     else:
         raise ValueError(f"unknown variant {variant!r}")
     reset_peak_memory(args.device)
-    seconds = timed(device, work)
+    seconds = timed(device, work) * scale
     return {
         "variant": variant,
         "seconds": seconds,
         "peak_bytes": peak_memory_bytes(args.device),
         **info,
     }
+
+
+def print_row(variant: str, r: dict, ours: float | None) -> None:
+    ratio = f"{r['seconds'] / ours:.2f}" if ours else "-"
+    batch = r.get("perturbations_per_eval", r.get("batch", "auto" if "default" in variant else 1))
+    print(
+        f"| {variant} | {r['seconds']:.2f} | {ratio} | {r['peak_bytes'] / 2**20:.0f} | {batch} |",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -222,13 +254,15 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default=None, help="sizes swept for the best fixed batch")
     parser.add_argument("--sweep-masks", type=int, default=None, help="masks per sweep point")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    parser.add_argument("--variants", default=None, help="comma-separated subset")
     parser.add_argument(
         "--rounds",
         type=int,
         default=3,
         help="rounds of the captum_rise variants and the limit, interleaved",
     )
+    parser.add_argument("--naive-max-masks", type=int, default=2000, help="see naive (official)")
+    parser.add_argument("--peer-timeout", type=float, default=180, help="seconds per peer")
     parser.add_argument("--fixed-size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--limit-batch", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -245,8 +279,11 @@ def main() -> None:
     install_peers()
     common = ["--device", args.device, "--model", args.model, "--n-masks", str(args.n_masks)]
     common += ["--sizes", args.sizes, "--sweep-masks", str(args.sweep_masks)]
-    chosen = args.variants.split(",")
-    repeated = [v for v in chosen if v.startswith("captum_rise") or v == "limit"]
+    common += ["--naive-max-masks", str(args.naive_max_masks)]
+    chosen = (
+        args.variants.split(",") if args.variants else VARIANTS + (BF16_VARIANTS if on_cuda else [])
+    )
+    repeated = [v for v in chosen if v.startswith(("captum_rise", "limit"))]
     results: dict[str, dict] = {}
     rounds: list[dict[str, float]] = []
     # The machine's speed drifts: the variants compared within 10% run interleaved,
@@ -258,22 +295,17 @@ def main() -> None:
             extra = []
             if variant == "captum_rise fixed" and variant in results:
                 extra = ["--fixed-size", str(results[variant]["perturbations_per_eval"])]
-            if variant == "limit" and variant in results:
+            if variant.startswith("limit") and variant in results:
                 extra = ["--limit-batch", str(results[variant]["batch"])]
             run = run_child(__file__, ["--child", variant, *common, *extra])
             print(
-                f"round {round_index + 1}, {variant}: {run['seconds']:.1f} s",
+                f"round {round_index + 1}, {variant}: {run['seconds']:.2f} s",
                 file=sys.stderr,
                 flush=True,
             )
             rounds[-1][variant] = run["seconds"]
             if variant not in results or run["seconds"] < results[variant]["seconds"]:
                 results[variant] = run
-    for variant in chosen:
-        if variant not in repeated:
-            results[variant] = run_child(__file__, ["--child", variant, *common])
-            print(f"{variant}: {results[variant]['seconds']:.1f} s", file=sys.stderr, flush=True)
-    results = {variant: results[variant] for variant in chosen}
 
     name = torch.cuda.get_device_name() if on_cuda else f"CPU, {torch.get_num_threads()} threads"
     print(
@@ -283,24 +315,36 @@ def main() -> None:
     print("| implementation | seconds | / captum_rise default | peak memory MiB | batch |")
     print("|---|---|---|---|---|")
     ours = results.get("captum_rise default", {}).get("seconds")
-    for variant, r in results.items():
-        ratio = f"{r['seconds'] / ours:.2f}" if ours else "-"
-        batch = r.get(
-            "perturbations_per_eval", r.get("batch", "auto" if "default" in variant else 1)
-        )
-        print(
-            f"| {variant} | {r['seconds']:.1f} | {ratio} "
-            f"| {r['peak_bytes'] / 2**20:.0f} | {batch} |"
-        )
-    if ours:
-        for other in ("captum_rise fixed", "limit", "captum-rise 1.0"):
-            if other in results:
-                ratio = ours / results[other]["seconds"]
-                line = f"captum_rise default / {other}: {ratio:.3f} (fastest runs)"
-                paired = [r["captum_rise default"] / r[other] for r in rounds if other in r]
-                if paired:
-                    line += f"; per round: {', '.join(f'{p:.3f}' for p in paired)}"
-                print(line)
+    for variant in repeated:
+        print_row(variant, results[variant], ours)
+    pairs = [
+        (f"captum_rise default{suffix}", f"limit{suffix}")
+        for suffix in ("", " (bf16, channels_last)")
+    ]
+    pairs += [("captum_rise default", "captum_rise fixed")]
+    for mine, other in pairs:
+        if mine in results and other in results:
+            ratio = results[mine]["seconds"] / results[other]["seconds"]
+            paired = [r[mine] / r[other] for r in rounds if mine in r and other in r]
+            print(
+                f"{mine} / {other}: {ratio:.3f} (fastest runs); per round: "
+                + ", ".join(f"{p:.3f}" for p in paired),
+                flush=True,
+            )
+    for variant in chosen:
+        if variant in repeated:
+            continue
+        try:
+            results[variant] = run_child(
+                __file__, ["--child", variant, *common], timeout=args.peer_timeout
+            )
+        except subprocess.TimeoutExpired:
+            print(f"| {variant} | over {args.peer_timeout:.0f} s (stopped) | | | |", flush=True)
+            continue
+        print_row(variant, results[variant], ours)
+    if ours and "captum-rise 1.0" in results:
+        peer = results["captum-rise 1.0"]["seconds"]
+        print(f"captum-rise 1.0 / captum_rise default: {peer / ours:.1f}")
 
 
 if __name__ == "__main__":

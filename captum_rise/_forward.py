@@ -28,6 +28,37 @@ def memory_format_of(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def pad_batch(tensor: Tensor, rows: int, group: int) -> Tensor:
+    """``tensor`` ``(n, ...)`` grown to ``rows`` rows with copies of its last ``group`` rows.
+
+    ``rows - n`` must be a multiple of ``group``: a padded item repeats the
+    last item's ``group`` rows (e.g. its ``B`` examples), so per-example
+    arguments and targets, repeated per item, still line up. The memory layout
+    is kept; ``tensor`` itself is returned when it has ``rows`` rows. Used to
+    run a short last chunk at a batch size the model has met (see
+    :mod:`captum_rise.batching`).
+    """
+    n = tensor.shape[0]
+    if rows == n:
+        return tensor
+    out = torch.empty(
+        (rows, *tensor.shape[1:]),
+        dtype=tensor.dtype,
+        device=tensor.device,
+        memory_format=memory_format_of(tensor),
+    )
+    out[:n] = tensor
+    fill_padding(out, n, group)
+    return out
+
+
+def fill_padding(batch: Tensor, n: int, group: int) -> None:
+    """Writes copies of rows ``n - group .. n - 1`` of ``batch`` into its rows ``n ..``
+    (in place; see :func:`pad_batch`), for code that makes a padded batch itself."""
+    if batch.shape[0] > n:
+        batch[n:].view(-1, group, *batch.shape[1:])[:] = batch[n - group : n]
+
+
 class Blender:
     """``baseline + (input - baseline) * M`` for chunks of masks.
 
@@ -49,25 +80,34 @@ class Blender:
         self.differences = [x - b for x, b in zip(self.inputs, self.baselines)]
         self.formats = [memory_format_of(x) for x in self.inputs]
 
-    def __call__(self, masks: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    def __call__(self, masks: tuple[Tensor, ...], batch: int | None = None) -> tuple[Tensor, ...]:
         """Perturbed inputs for ``n`` masks.
 
         Args:
             masks: ``(n, Bm, ...)`` each, broadcastable to ``(n, B, *rest_i)``.
+            batch: ``>= n``: the output holds ``batch`` perturbations, the last
+                mask's repeated (:func:`fill_padding`): a padded chunk made
+                in place, without the copy :func:`pad_batch` would make.
 
         Returns:
-            ``(n * B, *rest_i)`` per input, mask-major: row ``k * B + b`` is
-            example ``b`` under mask ``k``.
+            ``(batch * B, *rest_i)`` per input (``batch`` defaults to ``n``),
+            mask-major: row ``k * B + b`` is example ``b`` under mask ``k``.
         """
         perturbed = []
         for x, baseline, difference, layout, mask in zip(
             self.inputs, self.baselines, self.differences, self.formats, masks
         ):
-            n = mask.shape[0]
+            n, examples = mask.shape[0], x.shape[0]
             out = torch.empty(
-                (n * x.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=layout
+                ((batch or n) * examples, *x.shape[1:]),
+                dtype=x.dtype,
+                device=x.device,
+                memory_format=layout,
             )
-            torch.addcmul(baseline, difference, mask.to(x.dtype), out=out.view(n, *x.shape))
+            torch.addcmul(
+                baseline, difference, mask.to(x.dtype), out=out[: n * examples].view(n, *x.shape)
+            )
+            fill_padding(out, n * examples, examples)
             perturbed.append(out)
         return tuple(perturbed)
 
@@ -91,12 +131,14 @@ def blend(
 
 
 def check_finite_scores(scores: Tensor) -> None:
-    """Raises a ValueError when the model's scores hold NaN or infinite values.
+    """Raises a ValueError when the model's scores hold NaN or infinite values
+    (given a bool tensor of flags instead: when one of them is False).
 
-    It reads a flag back from the device, so callers check once per batch of
-    chunks, not per forward call.
+    It reads a flag back from the device, so callers check once when the
+    results are read, never per forward call.
     """
-    if not bool(torch.isfinite(scores).all()):
+    finite = scores if scores.dtype == torch.bool else torch.isfinite(scores)
+    if not bool(finite.all()):
         raise ValueError(
             "forward_func returned NaN or infinite scores for perturbed inputs; "
             "check the model on masked inputs (e.g. normalisation by zero)"
@@ -130,27 +172,35 @@ class ModelScorer:
         self.target = target
         self._checked = False
 
-    def __call__(self, perturbed: Sequence[Tensor], n: int) -> Tensor:
-        """Scores ``(n, B, K)`` of the ``n * B`` perturbed inputs."""
-        return self.select(self.forward_raw(perturbed, n), n)
+    def __call__(self, perturbed: Sequence[Tensor], n: int, batch: int | None = None) -> Tensor:
+        """Scores ``(n, B, K)`` of the ``n * B`` perturbed inputs (``batch``: see
+        :meth:`forward_raw`)."""
+        return self.select(self.forward_raw(perturbed, n, batch), n)
 
-    def forward_raw(self, perturbed: Sequence[Tensor], n: int) -> Tensor:
-        """The model's output for ``n * B`` perturbed inputs, checked to have one row each."""
+    def forward_raw(self, perturbed: Sequence[Tensor], n: int, batch: int | None = None) -> Tensor:
+        """The model's output for ``n * B`` perturbed inputs, checked to have one row each.
+
+        With ``batch > n`` the model sees ``batch * B`` rows, the last
+        perturbation's rows repeated (:func:`pad_batch`), and the padded
+        rows' outputs are dropped: a short chunk runs at a size the model has
+        already met.
+        """
         rows = n * self.batch_size
+        padded_rows = (batch or n) * self.batch_size
         output = _run_forward(
             self.forward_func,
-            tuple(perturbed),
+            tuple(pad_batch(p, padded_rows, self.batch_size) for p in perturbed),
             None,
-            _expand_additional_forward_args(self.additional_forward_args, n),
+            _expand_additional_forward_args(self.additional_forward_args, batch or n),
         )
         if not isinstance(output, Tensor):
             raise TypeError(f"forward_func must return a torch.Tensor, got {type(output).__name__}")
-        if output.dim() == 0 or output.shape[0] != rows:
+        if output.dim() == 0 or output.shape[0] != padded_rows:
             raise ValueError(
-                f"forward_func must return one row per example: for {rows} perturbed "
+                f"forward_func must return one row per example: for {padded_rows} perturbed "
                 f"inputs it returned shape {tuple(output.shape)}"
             )
-        return output
+        return output[:rows]
 
     def select(self, output: Tensor, n: int) -> Tensor:
         """Scores ``(n, B, K)`` from an output of ``n * B`` rows.
@@ -175,6 +225,7 @@ class ModelScorer:
         """``(n * B,)`` or ``(n * B, K)`` scores from the raw output."""
         if not self._checked:
             check_target_in_range(self.target, output.shape)
+            self.target = _target_on_device(self.target, output.device)
         selected = _select_targets(output, _expand_target(self.target, n))
         while selected.dim() > 1 and selected.shape[-1] == 1:
             selected = selected.squeeze(-1)
@@ -185,6 +236,17 @@ class ModelScorer:
                 f"score per example is needed: pass a target for (N, C) outputs"
             )
         return selected
+
+
+def _target_on_device(target: TargetType, device: torch.device) -> TargetType:
+    """``target`` in the form Captum selects without reading the device every call:
+    a one-element tensor as an int, per-example class indices as a tensor on
+    ``device`` (a list, or a tensor elsewhere, would be copied there per call)."""
+    if isinstance(target, list) and target and isinstance(target[0], int):
+        target = torch.tensor(target)
+    if isinstance(target, Tensor):
+        return int(target.item()) if target.numel() == 1 else target.to(device)
+    return target
 
 
 class ClassScorer(ModelScorer):

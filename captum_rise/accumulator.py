@@ -23,8 +23,9 @@ class SaliencyAccumulator:
     matmul per flush: with many outputs (``K`` = 1000 classes) and small
     chunks, updating the ``(B, K, ...)`` sums once per chunk would be bound by
     memory traffic. Memory stays bounded by the buffer, whatever ``N`` is.
-    Scores are checked to be finite once per flush, the only point where the
-    accumulator waits for the device.
+    Scores are checked to be finite when the sums are read (:meth:`saliency`,
+    :meth:`relative_standard_error`): the accumulator never waits for the
+    device while chunks are added.
 
     Masks and scores may come in any floating dtype (e.g. float16 from a
     half-precision model); the sums are kept in ``dtype``.
@@ -68,6 +69,7 @@ class SaliencyAccumulator:
             [torch.zeros_like(w) for w in self.weighted_sums] if track_squares else []
         )
         self.n_masks = 0
+        self._scores_finite = torch.ones((), dtype=torch.bool, device=device)
         self.buffer_bytes = buffer_bytes
         self._pending_scores: list[Tensor] = []
         self._pending_masks: list[tuple[Tensor, ...]] = []
@@ -89,7 +91,7 @@ class SaliencyAccumulator:
         scores = torch.cat(self._pending_scores).to(self.weighted_sums[0].dtype)
         masks = tuple(torch.cat(parts) for parts in zip(*self._pending_masks))
         self._pending_scores, self._pending_masks, self._pending_bytes = [], [], 0
-        check_finite_scores(scores)
+        self._scores_finite &= torch.isfinite(scores).all()
         for i, (mask_sum, mask) in enumerate(zip(self.mask_sums, masks)):
             mask = mask.to(scores.dtype)
             self.weighted_sums[i] += _weighted_sum(scores, mask).reshape(
@@ -108,6 +110,7 @@ class SaliencyAccumulator:
             raise ValueError("cannot merge accumulators of different shapes")
         self._flush()
         other._flush()
+        self._scores_finite &= other._scores_finite.to(self._scores_finite.device)
         for mine, theirs in zip(self.weighted_sums, other.weighted_sums):
             mine += theirs.to(mine.device)
         for mine, theirs in zip(self.mask_sums, other.mask_sums):
@@ -121,6 +124,9 @@ class SaliencyAccumulator:
         """Sums over the ranks of ``group``, each of which accumulated its own masks;
         every rank ends with the sums of all masks. Returns self."""
         self._flush()
+        # every rank raises if one had non-finite scores (rather than one rank alone)
+        finite = all_reduce(self._scores_finite.int(), group, torch.distributed.ReduceOp.MIN)
+        self._scores_finite = finite.bool()
         self.weighted_sums = [all_reduce(w, group) for w in self.weighted_sums]
         self.mask_sums = [all_reduce(m, group) for m in self.mask_sums]
         self.squared_sums = [all_reduce(q, group) for q in self.squared_sums]
@@ -142,6 +148,7 @@ class SaliencyAccumulator:
         if self.n_masks == 0:
             raise ValueError("no masks were accumulated")
         self._flush()
+        check_finite_scores(self._scores_finite)
         if normalization == "expectation":
             return [w / (self.n_masks * p_keep) for w in self.weighted_sums]
         return [
@@ -164,6 +171,7 @@ class SaliencyAccumulator:
         if self.n_masks < 2:
             raise ValueError("relative_standard_error needs at least 2 masks")
         self._flush()
+        check_finite_scores(self._scores_finite)
         n = self.n_masks
         means = torch.cat([w.flatten(2) for w in self.weighted_sums], dim=2) / n
         second_moments = torch.cat([q.flatten(2) for q in self.squared_sums], dim=2) / n

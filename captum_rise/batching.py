@@ -1,25 +1,53 @@
 """How many perturbed inputs go through the model per call, chosen while they are used.
 
 Perturbation methods send thousands of perturbed copies of an input through
-the model. The fastest number per forward call depends on the model, the
-input and the device: on a small CPU a handful of images per call is fastest
-and 64 are 2.5 times slower per image; on a GPU the best batch is in the
-hundreds. :func:`run_in_chunks` therefore chooses it at run time, with the
-work itself as the measurement, so the choice costs no extra forwards:
+the model. Two costs decide how to split them into forward calls:
 
-1. start with one item (mask, design, perturbed image) per call;
-2. time :data:`TIMED_CALLS_PER_SIZE` calls at that size and keep the fastest
-   time per item (the first call at a new shape pays one-off set-up costs);
+* the time per item, which depends on the batch: on a small CPU a handful of
+  images per call is fastest (MobileNetV2: 2.5 times slower per image at 64);
+  on a GPU a call costs a few milliseconds whatever its size up to dozens of
+  images, so hundreds per call are fastest;
+* a one-off cost for every batch size the model meets for the first time: a
+  GPU's convolution library plans its kernels per input shape (about 1.4 s
+  per new size for MobileNetV2 on an H200 with cuDNN 9, against 3 to 25 ms
+  for a steady call of up to 512 images); on a CPU it is small.
+
+So the number of distinct batch sizes matters as much as the number of calls.
+:func:`run_in_chunks` chooses the chunk while the items are used, with the
+work itself as the measurement (every forward counts), and keeps the sizes
+the model meets few:
+
+1. start at one item per call on the CPU; on an accelerator at the largest
+   chunk within :data:`ACCELERATOR_START_BYTES` of perturbed inputs and the
+   memory bound (:func:`chunk_bounds`), where a GPU is near its best time per
+   item: no climb through small sizes, each of which would be a new shape;
+2. time :data:`TIMED_CALLS_PER_SIZE` calls at that size: the fastest gives the
+   time per item; a first call's excess over it, at a size the model had not
+   met, is the one-off cost of a new size (:attr:`ChunkSizer.new_size_seconds`);
 3. double the size while the time per item improves by more than
-   :data:`MIN_GAIN`, up to a memory bound (:func:`memory_limit`);
-4. then keep the best size. On an out-of-memory error the chunk is halved
-   and redone: no item is lost or counted twice.
+   :data:`MIN_GAIN`, within the memory bound, and only while a new size's
+   one-off cost is at most :data:`MAX_PROBE_SHARE` of the time the items
+   still to do would take (on a GPU this ends the probe at the start size);
+4. then keep the best size. A tail shorter than a chunk, and work that fits
+   in one chunk, run as one call at a size the model has already met, padded
+   with copies of the last item whose outputs are dropped, unless a new size
+   is cheaper by the measured costs (on the CPU, where new sizes cost little).
 
-The size found is remembered for the same function and the same kind of
-item (shapes, dtypes, device), so a loop over a dataset probes only once.
-Timing needs the device to be synchronised; that happens only while probing.
+On an out-of-memory error the chunk is halved and redone: no item is lost or
+counted twice. Every call at a size met for the first time, and every call
+while probing, is timed; timing synchronises the device, so steady calls
+never wait for it.
+
+What was measured (sizes met, their times, the one-off cost) is remembered
+per model and kind of item (shapes, dtypes, layout, device). The model is
+found inside the forward function (:func:`model_of`), so a new closure over
+the same model, e.g. one per image of a dataset, starts where the last one
+stopped, and RISE, HSIC and the deletion and insertion curves of one model
+share their sizes.
 """
 
+import functools
+import inspect
 import math
 import time
 import weakref
@@ -42,8 +70,17 @@ MIN_GAIN = 0.05
 TIMED_CALLS_PER_SIZE = 3
 """Calls timed at each size while probing; the fastest counts."""
 
+MAX_PROBE_SHARE = 0.1
+"""A new, larger size is tried only while its one-off cost is at most this share of
+the time the items still to do would take at the best size so far."""
+
 CPU_BUDGET_BYTES = 64 * 2**20
 """Off CUDA: the most bytes of perturbed inputs one forward call may hold."""
+
+ACCELERATOR_START_BYTES = 512 * 3 * 224 * 224 * 4
+"""Off the CPU: the first chunk holds up to this many bytes of perturbed inputs:
+512 ImageNet images in float32 (294 MiB), which an H200 runs through ResNet-50
+or MobileNetV2 at its best time per image (25 ms per call)."""
 
 CUDA_FREE_SHARE = 0.5
 """On CUDA: the share of the free device memory that one forward call may use."""
@@ -53,18 +90,32 @@ ACTIVATION_FACTOR = 32
 size of its input (ResNet-50 at 224x224 needs about 20 times in inference).
 Underestimates are caught by the out-of-memory fallback."""
 
+MODEL_SEARCH_DEPTH = 3
+"""How many references deep :func:`model_of` looks for the model in a forward function."""
 
-def memory_limit(item_bytes: int, device: torch.device) -> int:
-    """The largest chunk, in items, that the memory bound allows.
+clock: Callable[[], float] = time.perf_counter
+"""The timer of the probe (tests and simulations replace it with a fake clock)."""
+
+
+def chunk_bounds(item_bytes: int, device: torch.device) -> tuple[int, int]:
+    """``(start, limit)``: the first chunk tried and the largest, in items.
 
     Args:
         item_bytes: bytes of the perturbed inputs that one item sends to the
             model (e.g. one mask applied to a batch of ``B`` examples).
-        device: where the model runs. On CUDA the bound is
-            :data:`CUDA_FREE_SHARE` of the free memory over
-            ``ACTIVATION_FACTOR * item_bytes``; elsewhere
-            :data:`CPU_BUDGET_BYTES` of perturbed inputs.
+        device: where the model runs. The limit is :func:`memory_limit`; the
+            start is 1 on the CPU and :func:`accelerator_start` elsewhere.
     """
+    limit = memory_limit(item_bytes, device)
+    if device.type == "cpu":
+        return 1, limit
+    return accelerator_start(item_bytes, limit), limit
+
+
+def memory_limit(item_bytes: int, device: torch.device) -> int:
+    """The largest chunk, in items, that the memory bound allows: on CUDA
+    :data:`CUDA_FREE_SHARE` of the free memory over ``ACTIVATION_FACTOR *
+    item_bytes``; elsewhere :data:`CPU_BUDGET_BYTES` of perturbed inputs."""
     if device.type == "cuda":
         free_bytes, _ = torch.cuda.mem_get_info(device)
         budget = CUDA_FREE_SHARE * free_bytes / ACTIVATION_FACTOR
@@ -73,40 +124,107 @@ def memory_limit(item_bytes: int, device: torch.device) -> int:
     return max(1, int(budget // max(item_bytes, 1)))
 
 
+def accelerator_start(item_bytes: int, limit: int) -> int:
+    """The first chunk on an accelerator: :data:`ACCELERATOR_START_BYTES` of
+    perturbed inputs, at most ``limit`` items."""
+    return min(limit, max(1, ACCELERATOR_START_BYTES // max(item_bytes, 1)))
+
+
 class ChunkSizer:
-    """The probing state: grows the chunk while it pays, then keeps the best size.
+    """What the probe measured for one model and kind of item, and the sizes it chooses.
 
     Args:
         limit: the largest chunk allowed (memory bound).
+        start: the first size tried (clipped to ``limit``).
+
+    Attributes:
+        size: items per call for full chunks.
+        probing: whether calls at :attr:`size` are still timed.
+        best_size: the size with the lowest time per item measured.
+        seen: the batch sizes the model has met (in items).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, start: int = 1) -> None:
         self.limit = check_int("limit", limit)
-        self.size = 1
+        self.size = min(check_int("start", start), self.limit)
         self.probing = True
-        self.best_size = 1
+        self.best_size = self.size
+        self.seen: set[int] = set()
         self._best_seconds_per_item = math.inf
-        self._timings: list[float] = []
+        self._timings: list[float] = []  # calls at ``size`` while probing
+        self._steady_seconds: dict[int, float] = {}  # fastest timed call per size
+        self._first_seconds: dict[int, float] = {}  # the first call per size
 
-    def record(self, size: int, seconds: float) -> None:
-        """The time of one full chunk of :attr:`size` items, taken while probing."""
-        self._timings.append(seconds / size)
+    def next_chunk(self, remaining: int) -> tuple[int, int]:
+        """``(items, batch)`` of the next call: ``items`` of the ``remaining`` ones,
+        run as one call of ``batch >= items`` items (the rest padding)."""
+        if remaining >= self.size:
+            return self.size, self.size
+        return remaining, self._tail_batch(remaining)
+
+    def wants_timing(self, batch: int) -> bool:
+        """Whether a call of ``batch`` items is timed: a size met for the first
+        time, or a full chunk while probing."""
+        return batch not in self.seen or (self.probing and batch == self.size)
+
+    def record(self, batch: int, seconds: float, remaining: int = 0) -> None:
+        """The time of a timed call of ``batch`` items; ``remaining``: the items
+        still to do after it."""
+        if batch not in self.seen:
+            self.seen.add(batch)
+            self._first_seconds[batch] = seconds
+        if not (self.probing and batch == self.size):
+            return
+        self._timings.append(seconds)
         if len(self._timings) < TIMED_CALLS_PER_SIZE:
             return
-        seconds_per_item = min(self._timings)
+        self._steady_seconds[batch] = min(self._timings)
+        seconds_per_item = self._steady_seconds[batch] / batch
         self._timings = []
         if seconds_per_item < self._best_seconds_per_item * (1.0 - MIN_GAIN):
-            self.best_size, self._best_seconds_per_item = size, seconds_per_item
-            if size < self.limit:
-                self.size = min(2 * size, self.limit)
+            self.best_size, self._best_seconds_per_item = batch, seconds_per_item
+            remaining_seconds = remaining * seconds_per_item
+            if batch < self.limit and self.new_size_seconds <= MAX_PROBE_SHARE * remaining_seconds:
+                self.size = min(2 * batch, self.limit)
                 return
         self.size = self.best_size
         self.probing = False
 
-    def out_of_memory(self, size: int) -> None:
-        """A chunk of ``size`` items did not fit: go on with half of it, and never try
+    @property
+    def new_size_seconds(self) -> float:
+        """The one-off cost of a size the model has not met: the largest excess of
+        a first call over the steady time at its size (0 before any is measured)."""
+        excesses = [
+            first - self._steady_estimate(size) for size, first in self._first_seconds.items()
+        ]
+        return max([0.0, *excesses])
+
+    def _steady_estimate(self, batch: int) -> float:
+        """The steady time of a call of ``batch`` items: measured, or estimated
+        from the best time per item."""
+        if batch in self._steady_seconds:
+            return self._steady_seconds[batch]
+        if math.isinf(self._best_seconds_per_item):
+            return 0.0
+        return batch * self._best_seconds_per_item
+
+    def _tail_batch(self, items: int) -> int:
+        """The batch for a last call of ``items`` (fewer than :attr:`size`): the
+        smallest size met that holds them, unless a new size is cheaper."""
+        if items in self.seen:
+            return items
+        padded = min((s for s in self.seen if items < s <= self.limit), default=None)
+        if padded is None:
+            return items
+        if math.isinf(self._best_seconds_per_item):  # nothing measured: a met size is the safe bet
+            return padded
+        new_size_cost = self.new_size_seconds + items * self._best_seconds_per_item
+        return padded if self._steady_estimate(padded) <= new_size_cost else items
+
+    def out_of_memory(self, batch: int) -> None:
+        """A call of ``batch`` items did not fit: go on with half of it, and never try
         more. (While probing, half of it is the best size measured so far.)"""
-        self.limit = max(1, size // 2)
+        self.limit = max(1, batch // 2)
         self.size = self.best_size = self.limit
         self.probing = False
         self._timings = []
@@ -117,28 +235,76 @@ _SIZERS: "weakref.WeakKeyDictionary[object, dict[Hashable, ChunkSizer]]" = (
 )
 
 
-def sizer_for(owner: object, item: Sequence[torch.Tensor]) -> ChunkSizer:
-    """The :class:`ChunkSizer` remembered for ``owner`` (the forward function) and
-    this kind of item, or a fresh one bounded by :func:`memory_limit`.
+def model_of(forward_func: object) -> object:
+    """The :class:`torch.nn.Module` that ``forward_func`` runs, else ``forward_func``.
+
+    Looked for breadth first, up to :data:`MODEL_SEARCH_DEPTH` references deep:
+    a bound method's object, a ``functools.partial``'s function and arguments,
+    a function's closure and the globals it names (``lambda x:
+    torch.softmax(model(x), dim=1)`` in a notebook), a callable object's
+    attributes (the detector of :class:`captum_rise.scores.DetectionScore`).
+    The first module found is the key; a forward function that runs two
+    models is keyed by the one found first.
+    """
+    frontier = [forward_func]
+    visited: set[int] = set()
+    for _ in range(MODEL_SEARCH_DEPTH + 1):
+        deeper = []
+        for candidate in frontier:
+            if isinstance(candidate, torch.nn.Module):
+                return candidate
+            if id(candidate) not in visited:
+                visited.add(id(candidate))
+                deeper.extend(_references(candidate))
+        frontier = deeper
+    return forward_func
+
+
+def _references(candidate: object) -> list[object]:
+    """What a callable refers to, where :func:`model_of` looks for a model."""
+    if isinstance(candidate, functools.partial):
+        return [candidate.func, *candidate.args, *candidate.keywords.values()]
+    if inspect.ismethod(candidate):
+        return [candidate.__self__, candidate.__func__]
+    if inspect.isfunction(candidate):
+        cells = []
+        for cell in candidate.__closure__ or ():
+            try:
+                cells.append(cell.cell_contents)
+            except ValueError:  # a cell not yet filled
+                continue
+        names = candidate.__code__.co_names
+        named = [candidate.__globals__[n] for n in names if n in candidate.__globals__]
+        return cells + [g for g in named if callable(g) and not inspect.isclass(g)]
+    if callable(candidate) and not inspect.isclass(candidate) and hasattr(candidate, "__dict__"):
+        return list(vars(candidate).values())
+    return []
+
+
+def sizer_for(forward_func: object, item: Sequence[torch.Tensor]) -> ChunkSizer:
+    """The :class:`ChunkSizer` remembered for the model of ``forward_func`` and this
+    kind of item, or a fresh one within :func:`chunk_bounds`.
 
     Args:
-        owner: the forward function; owners that cannot be weakly referenced
-            get a fresh sizer every time.
+        forward_func: the model or a function running it (see :func:`model_of`);
+            one that cannot be weakly referenced gets a fresh sizer every time.
         item: the tensors that one item sends to the model (e.g. the inputs
             ``(B, ...)`` that one mask perturbs, or one ``(1, C, H, W)`` image).
             Their shapes, dtypes, layouts and device key the memory; their
-            bytes and device set the memory bound.
+            bytes and device set the bounds.
     """
     item_bytes = sum(t.numel() * t.element_size() for t in item)
     device = item[0].device
     try:
-        per_owner = _SIZERS.setdefault(owner, {})
+        per_model = _SIZERS.setdefault(model_of(forward_func), {})
     except TypeError:
-        return ChunkSizer(memory_limit(item_bytes, device))
+        start, limit = chunk_bounds(item_bytes, device)
+        return ChunkSizer(limit, start)
     signature = item_signature(*item)
-    if signature not in per_owner:
-        per_owner[signature] = ChunkSizer(memory_limit(item_bytes, device))
-    return per_owner[signature]
+    if signature not in per_model:
+        start, limit = chunk_bounds(item_bytes, device)
+        per_model[signature] = ChunkSizer(limit, start)
+    return per_model[signature]
 
 
 def item_signature(*tensors: torch.Tensor) -> tuple[Hashable, ...]:
@@ -154,7 +320,7 @@ def synchronize(device: torch.device) -> None:
 
 def run_in_chunks(
     n_items: int,
-    evaluate: Callable[[int, int], ChunkResult],
+    evaluate: Callable[[int, int, int], ChunkResult],
     consume: Callable[[int, int, ChunkResult], None],
     chunk_size: int | None,
     sizer: Callable[[], ChunkSizer],
@@ -165,14 +331,18 @@ def run_in_chunks(
 
     Args:
         n_items: how many items (masks, designs, perturbed images).
-        evaluate: ``evaluate(lo, hi)`` runs items ``lo .. hi - 1`` through the
-            model and returns what :func:`consume` needs. It must have no
-            lasting effect: after an out-of-memory error the same items are
-            evaluated again in smaller chunks.
+        evaluate: ``evaluate(lo, hi, batch)`` runs items ``lo .. hi - 1``
+            through the model as one call of ``batch >= hi - lo`` items (the
+            others copies of item ``hi - 1``, e.g. with
+            :func:`captum_rise._forward.pad_batch`,
+            whose outputs it drops) and returns what ``consume`` needs for
+            items ``lo .. hi - 1``. It must have no lasting effect: after an
+            out-of-memory error the same items are evaluated again in smaller
+            chunks.
         consume: ``consume(lo, hi, result)`` keeps the result (adds it to sums,
             writes it into an output); it runs exactly once per item.
-        chunk_size: items per call; None chooses it automatically (see the
-            module's docstring).
+        chunk_size: items per call, used as given (the last call holds what
+            is left); None chooses it automatically (see the module's docstring).
         sizer: makes (or recalls) the :class:`ChunkSizer`; called only when
             ``chunk_size`` is None.
         device: where the model runs (for timing and memory).
@@ -185,33 +355,33 @@ def run_in_chunks(
     if chunk_size is not None:
         for lo in range(0, n_items, chunk_size):
             hi = min(lo + chunk_size, n_items)
-            consume(lo, hi, evaluate(lo, hi))
+            consume(lo, hi, evaluate(lo, hi, hi - lo))
             progress.update(hi - lo)
         return
     state = sizer()
     lo = 0
     while lo < n_items:
-        size = min(state.size, n_items - lo)
-        timed = state.probing and size == state.size
+        items, batch = state.next_chunk(n_items - lo)
+        timed = state.wants_timing(batch)
         if timed:
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
         try:
-            result = evaluate(lo, lo + size)
+            result = evaluate(lo, lo + items, batch)
             out_of_memory = False
         except OutOfMemoryError:
-            if size == 1:
+            if batch == 1:
                 raise
             out_of_memory = True
         if out_of_memory:  # outside the handler, so the failed chunk's tensors are freed
-            state.out_of_memory(size)
+            state.out_of_memory(batch)
             continue
-        consume(lo, lo + size, result)
+        consume(lo, lo + items, result)
+        lo += items
         if timed:
             synchronize(device)
-            state.record(size, time.perf_counter() - start)
-        progress.update(size)
-        lo += size
+            state.record(batch, clock() - start, remaining=n_items - lo)
+        progress.update(items)
 
 
 def check_chunk_size(name: str, value: int | None) -> int | None:

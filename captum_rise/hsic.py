@@ -407,9 +407,9 @@ class HSICAttribution(MaskAttribution):
         scores = torch.zeros(n_designs, batch_size, device=device, dtype=torch.float32)
         first, last = share(n_designs, rank, world_size)
 
-        def evaluate(lo: int, hi: int) -> Tensor:
+        def evaluate(lo: int, hi: int, batch: int) -> Tensor:
             masks = mask_sampler.render(params[first + lo : first + hi])
-            return scorer(blender(masks), hi - lo)[..., 0]
+            return scorer(blender(masks, batch), hi - lo, batch)[..., 0]
 
         def consume(lo: int, hi: int, chunk_scores: Tensor) -> None:
             scores[first + lo : first + hi] = chunk_scores

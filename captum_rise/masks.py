@@ -131,7 +131,7 @@ class MaskSampler(ABC):
         """``(n, n_params)`` float32 uniform numbers in [0, 1) from ``generator``, on
         :attr:`device` (drawn where the generator lives)."""
         drawn = torch.rand(n, self.n_params, generator=generator, device=generator.device)
-        return drawn.to(self.device)
+        return to_device(drawn, self.device)
 
     def reflect(self, params: Tensor) -> Tensor:
         """The antithetic partners of ``(n, n_params)`` parameters: ``1 - u`` for the
@@ -193,7 +193,7 @@ class ParamStream:
         """The next :data:`DRAW_BLOCK` masks' parameters (an even number: antithetic
         pairs never straddle two blocks)."""
         if self._sobol is not None:
-            return self._sobol.draw(DRAW_BLOCK).to(torch.float32).to(self.sampler.device)
+            return to_device(self._sobol.draw(DRAW_BLOCK).to(torch.float32), self.sampler.device)
         if self.sampling == "antithetic":
             half = self.sampler.draw(DRAW_BLOCK // 2, self.generator)
             pairs = torch.stack([half, self.sampler.reflect(half)], dim=1)
@@ -465,6 +465,15 @@ class GroupMaskSampler(DesignMaskSampler):
     def expand(self, values: Tensor) -> tuple[Tensor, ...]:
         """``(n, n_groups)`` values per group to one ``(n, *feature_mask_i.shape)`` per input."""
         return self.groups.expand(values)
+
+
+def to_device(params: Tensor, device: torch.device) -> Tensor:
+    """Parameters drawn on the CPU, on ``device``. To CUDA they go through pinned
+    memory without blocking: a plain copy would wait for every kernel queued on
+    the device (the chunks before), once per block of masks."""
+    if device.type == "cuda" and params.device.type == "cpu":
+        return params.pin_memory().to(device, non_blocking=True)
+    return params.to(device)
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:

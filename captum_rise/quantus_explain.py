@@ -72,12 +72,18 @@ def probabilities(
     """Wraps ``model`` so that it returns softmax probabilities.
 
     Outputs that already are probabilities (rows summing to 1) or one score
-    per example are returned unchanged.
+    per example are returned unchanged. The first output decides, once: the
+    check reads values back from the device, which on a GPU would stall
+    every forward call of a perturbation method.
     """
+    softmax: bool | None = None
 
     def forward(*args: Any) -> torch.Tensor:
+        nonlocal softmax
         output = model(*args)
-        return torch.softmax(output, dim=1) if needs_softmax(output) else output
+        if softmax is None:
+            softmax = needs_softmax(output)
+        return torch.softmax(output, dim=1) if softmax else output
 
     return forward
 

@@ -448,12 +448,14 @@ class RISE(MaskAttribution):
                 track_squares=track_error,
             )
 
-        def evaluate(lo: int, hi: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+        def evaluate(lo: int, hi: int, batch: int) -> tuple[Tensor, tuple[Tensor, ...]]:
             masks = sampler.render(stream.params(lo, hi))
-            return scorer(blender(masks), hi - lo), masks
+            return scorer(blender(masks, batch), hi - lo, batch), masks
 
-        def evaluate_from(start: int) -> Callable[[int, int], tuple[Tensor, tuple[Tensor, ...]]]:
-            return lambda lo, hi: evaluate(start + lo, start + hi)
+        def evaluate_from(
+            start: int,
+        ) -> Callable[[int, int, int], tuple[Tensor, tuple[Tensor, ...]]]:
+            return lambda lo, hi, batch: evaluate(start + lo, start + hi, batch)
 
         def consume(result: tuple[Tensor, tuple[Tensor, ...]]) -> None:
             nonlocal accumulator

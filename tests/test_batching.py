@@ -6,6 +6,7 @@ from captum._utils.progress import NullProgress
 
 from captum_rise import RISE, HSICAttribution, batching, deletion, insertion
 from captum_rise.batching import ChunkSizer, OutOfMemoryError, memory_limit, run_in_chunks
+from captum_rise.testing import FakeClock
 
 
 def probe(seconds_per_item, limit=10**6, n_items=10**5):
@@ -14,7 +15,7 @@ def probe(seconds_per_item, limit=10**6, n_items=10**5):
     sizes = []
     while sizer.probing:
         sizes.append(sizer.size)
-        sizer.record(sizer.size, sizer.size * seconds_per_item(sizer.size))
+        sizer.record(sizer.size, sizer.size * seconds_per_item(sizer.size), remaining=n_items)
     return sizes, sizer
 
 
@@ -41,14 +42,15 @@ def test_sizer_never_exceeds_its_memory_limit():
 
 def test_sizer_keeps_the_fastest_of_its_timings():
     sizer = ChunkSizer(100)
-    sizer.record(1, 10.0)  # first call pays a warm-up
+    sizer.record(1, 10.0, remaining=1000)  # first call pays a warm-up
     for _ in range(batching.TIMED_CALLS_PER_SIZE - 1):
         assert sizer.size == 1
-        sizer.record(1, 1.0)
+        sizer.record(1, 1.0, remaining=1000)
     assert sizer.size == 2
-    sizer.record(2, 2.0)
+    assert sizer.new_size_seconds == 9.0  # the first call's excess over the steady time
+    sizer.record(2, 2.0, remaining=1000)
     for _ in range(batching.TIMED_CALLS_PER_SIZE - 1):
-        sizer.record(2, 2.2)  # 1.0 per item at best: no gain over size 1
+        sizer.record(2, 2.2, remaining=1000)  # 1.0 per item at best: no gain over size 1
     assert sizer.size == 1 and not sizer.probing
 
 
@@ -61,9 +63,9 @@ def collect(n_items, chunk_size, fail_above=None, sizer=None):
     """run_in_chunks over items 0..n-1 with an evaluate that fails above a size."""
     calls, consumed = [], []
 
-    def evaluate(lo, hi):
-        calls.append(hi - lo)
-        if fail_above is not None and hi - lo > fail_above:
+    def evaluate(lo, hi, batch):
+        calls.append(batch)
+        if fail_above is not None and batch > fail_above:
             raise OutOfMemoryError("CUDA out of memory (provoked by the test)")
         return list(range(lo, hi))
 
@@ -107,28 +109,17 @@ def test_fixed_chunk_size_is_used_as_given():
     assert calls == [4, 4, 2] and consumed == list(range(10))
 
 
-class _FakeClock:
-    """Stands in for the ``time`` module in :mod:`captum_rise.batching`: time moves
-    only when a test model says so."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def perf_counter(self) -> float:
-        return self.now
-
-
 def test_probing_grows_when_each_call_has_a_fixed_cost(tiny_convnet, monkeypatch):
     # 10 ms per call whatever its size: larger chunks are always cheaper per mask,
     # up to the memory bound (here 32 masks of a 3x16x16 float32 input).
     monkeypatch.setattr(batching, "CPU_BUDGET_BYTES", 32 * 3 * 16 * 16 * 4)
-    clock = _FakeClock()  # deterministic: the test must not depend on the machine's load
-    monkeypatch.setattr(batching, "time", clock)
+    clock = FakeClock()  # deterministic: the test must not depend on the machine's load
+    monkeypatch.setattr(batching, "clock", clock)
     seen = []
 
     def slow_model(x):
         seen.append(x.shape[0])
-        clock.now += 0.01
+        clock.advance(0.01)
         return tiny_convnet(x)
 
     x = torch.rand(1, 3, 16, 16)
@@ -152,11 +143,16 @@ def test_chosen_size_is_remembered_for_the_same_function_and_input(tiny_convnet,
     rise = RISE(model)
     x = torch.rand(1, 3, 16, 16)
     rise.attribute(x, target=1, n_masks=200, seed=0)
-    sizer = batching._SIZERS[model][batching.item_signature(x)]
+    sizer = batching.sizer_for(model, (x,))
     assert not sizer.probing
     seen.clear()
     rise.attribute(x, target=1, n_masks=200, seed=1)
     assert set(seen[:-1]) == {sizer.size}  # no probing the second time
+    # the memory belongs to the model inside the function: a new closure starts there too
+    seen.clear()
+    RISE(lambda inp: model(inp)).attribute(x, target=1, n_masks=200, seed=2)
+    assert set(seen[:-1]) == {sizer.size}
+    assert batching.sizer_for(tiny_convnet, (x,)) is sizer
 
 
 def test_rise_survives_out_of_memory_with_the_same_map(tiny_convnet):
@@ -208,7 +204,7 @@ def test_metrics_automatic_batch_equals_fixed(tiny_convnet):
         torch.testing.assert_close(automatic.scores, fixed.scores)
 
 
-def test_finiteness_is_checked_once_per_flush_not_per_forward(tiny_convnet, monkeypatch):
+def test_finiteness_is_checked_when_the_maps_are_read_not_per_forward(tiny_convnet, monkeypatch):
     import captum_rise.accumulator as accumulator
 
     checks = []
@@ -219,7 +215,7 @@ def test_finiteness_is_checked_once_per_flush_not_per_forward(tiny_convnet, monk
     RISE(tiny_convnet).attribute(
         torch.rand(1, 3, 16, 16), target=0, n_masks=64, perturbations_per_eval=1
     )
-    assert len(checks) == 1  # 64 forward calls, one flush
+    assert len(checks) == 1  # 64 forward calls, one read
 
 
 @pytest.mark.parametrize("value", [0, -2, 1.5, "4", True])
@@ -229,3 +225,224 @@ def test_bad_chunk_sizes_name_the_argument(tiny_convnet, value):
         RISE(tiny_convnet).attribute(x, target=0, n_masks=8, perturbations_per_eval=value)
     with pytest.raises((TypeError, ValueError), match="batch_size"):
         deletion(tiny_convnet, x, x, target=0, batch_size=value)
+
+
+def test_model_of_finds_the_module_a_forward_function_runs(tiny_convnet):
+    from functools import partial
+
+    class Scorer:
+        def __init__(self, model):
+            self.model = model
+
+        def __call__(self, x):
+            return self.model(x)
+
+        def score(self, x):
+            return self.model(x)
+
+    def probabilities(model):
+        def forward(x):
+            return torch.softmax(model(x), dim=1)
+
+        return forward
+
+    scorer = Scorer(tiny_convnet)
+    for forward in (
+        tiny_convnet,
+        probabilities(tiny_convnet),
+        lambda x: probabilities(tiny_convnet)(x),
+        partial(lambda m, x: m(x), tiny_convnet),
+        scorer,
+        scorer.score,
+    ):
+        assert batching.model_of(forward) is tiny_convnet
+
+    def no_model(x):
+        return x.sum(dim=1)
+
+    assert batching.model_of(no_model) is no_model
+
+
+GLOBAL_MODEL = torch.nn.Linear(4, 2)
+
+
+def test_model_of_finds_a_global_model_named_by_a_lambda():
+    forward = lambda x: torch.softmax(GLOBAL_MODEL(x), dim=1)  # a notebook's idiom
+    assert batching.model_of(forward) is GLOBAL_MODEL
+
+
+def test_pad_batch_repeats_the_last_item_and_keeps_the_layout():
+    from captum_rise._forward import pad_batch
+
+    x = torch.rand(6, 3, 4, 5).contiguous(memory_format=torch.channels_last)  # 3 items of B=2
+    padded = pad_batch(x, 10, group=2)
+    assert padded.shape == (10, 3, 4, 5)
+    assert padded.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(padded[:6], x)
+    torch.testing.assert_close(padded[6:8], x[4:6])
+    torch.testing.assert_close(padded[8:10], x[4:6])
+    assert pad_batch(x, 6, group=2) is x
+
+
+def test_padded_scores_equal_unpadded_with_arguments_and_per_example_targets():
+    from captum_rise._forward import ModelScorer
+
+    calls = []
+
+    def model(x, scale):
+        calls.append(x.shape[0])
+        return torch.softmax(x.flatten(1)[:, :5] * scale, dim=1)
+
+    x = torch.rand(3 * 2, 1, 4, 4)  # 3 perturbations of B=2 examples
+    scale = torch.tensor([[1.0], [2.0]])  # one per example
+
+    def scorer():
+        return ModelScorer(model, 2, (scale,), target=[1, 4])
+
+    exact = scorer()((x,), 3)
+    padded = scorer()((x,), 3, batch=8)
+    assert calls == [6, 16]
+    torch.testing.assert_close(padded, exact)
+
+
+def test_tail_runs_at_a_met_size_when_new_sizes_are_expensive():
+    sizer = ChunkSizer(10**6, start=512)
+    sizer.record(512, 1.4 + 0.025, remaining=7488)  # a new size: 1.4 s one-off
+    sizer.record(512, 0.025, remaining=6976)
+    sizer.record(512, 0.025, remaining=6464)
+    assert sizer.new_size_seconds == pytest.approx(1.4)
+    assert not sizer.probing and sizer.size == 512  # doubling would cost more than it saves
+    assert sizer.next_chunk(320) == (320, 512)  # padded, not a new size
+    assert sizer.next_chunk(2000) == (512, 512)
+
+
+def test_tail_takes_a_new_size_when_new_sizes_are_cheap():
+    sizer = ChunkSizer(10**6, start=4)
+    for _ in range(batching.TIMED_CALLS_PER_SIZE):
+        sizer.record(4, 0.040, remaining=10**4)  # no one-off cost: 10 ms per item
+    for _ in range(batching.TIMED_CALLS_PER_SIZE):
+        sizer.record(8, 0.100, remaining=10**4)  # slower per item: keep 4
+    assert not sizer.probing and sizer.size == 4
+    assert sizer.next_chunk(3) == (3, 3)  # padding to 4 would run a useless item
+    sizer.seen.add(8)
+    assert sizer.next_chunk(3) == (3, 3)
+
+
+def test_work_that_fits_in_one_chunk_runs_in_one_call_at_a_met_size():
+    calls = []
+
+    def evaluate(lo, hi, batch):
+        calls.append((hi - lo, batch))
+        return hi - lo
+
+    sizer = ChunkSizer(10**6, start=512)
+    for n in (300, 200, 512, 100):
+        run_in_chunks(
+            n,
+            evaluate,
+            lambda lo, hi, r: None,
+            None,
+            lambda: sizer,
+            torch.device("cpu"),
+            NullProgress(),
+        )
+    # the first call meets size 300; the later ones reuse a size met (nothing measured yet)
+    assert calls == [(300, 300), (200, 300), (512, 512), (100, 300)]
+
+
+def simulated_gpu(monkeypatch, x):
+    """Installs a fake clock and an accelerator's chunk bounds for inputs like ``x``
+    (the first chunk holds 512 of them, as 512 ImageNet images on a GPU); returns the
+    clock and a fresh GPU-shaped model (a fresh process: it has met no batch size)."""
+    from captum_rise.testing import GPUShapedClassifier
+
+    clock = FakeClock()
+    monkeypatch.setattr(batching, "clock", clock)
+    item_bytes = x.numel() * x.element_size()
+    monkeypatch.setattr(batching, "ACCELERATOR_START_BYTES", 512 * item_bytes)
+    limit = 100_000
+    monkeypatch.setattr(
+        batching,
+        "chunk_bounds",
+        lambda item_bytes, device: (batching.accelerator_start(item_bytes, limit), limit),
+    )
+    return clock, GPUShapedClassifier(clock)
+
+
+def timed_call(clock, run):
+    start = clock()
+    run()
+    return clock() - start
+
+
+def test_gpu_shaped_stand_in_first_second_and_new_function_calls(monkeypatch):
+    """Issue 19's targets on a model with a GPU's costs (fake clock, N=8000): the
+    default against the best fixed chunk, each in a fresh 'process' (a fresh model)."""
+    x = torch.rand(1, 3, 32, 32)
+    n_masks = 8000
+
+    def calls(perturbations_per_eval):
+        clock, model = simulated_gpu(monkeypatch, x)
+        probs = lambda inp: model(inp)  # a user's closure over the model
+
+        def run(forward, seed):
+            return lambda: RISE(forward).attribute(
+                x,
+                target=0,
+                n_masks=n_masks,
+                seed=seed,
+                perturbations_per_eval=perturbations_per_eval,
+            )
+
+        first = timed_call(clock, run(probs, 0))
+        second = timed_call(clock, run(probs, 1))
+        new_function = timed_call(clock, run(lambda inp: model(inp), 2))
+        return first, second, new_function, len(model.batch_sizes)
+
+    fixed = {size: calls(size) for size in (64, 256, 500, 512, 1000, 2000, 8000)}
+    first, second, new_function, n_sizes = calls(None)
+    best_first = min(f[0] for f in fixed.values())
+    best_steady = min(f[1] for f in fixed.values())
+    assert first <= 1.5 * best_first, (first, best_first)
+    assert second <= 1.15 * best_steady, (second, best_steady)
+    assert new_function <= 1.15 * best_steady, (new_function, best_steady)
+    assert n_sizes == 1  # one batch size met in three calls
+
+
+def test_rise_hsic_and_curves_of_one_model_share_the_sizes_met(monkeypatch):
+    x = torch.rand(1, 3, 32, 32)
+    _clock, model = simulated_gpu(monkeypatch, x)
+    saliency = RISE(lambda inp: model(inp)).attribute(x, target=0, n_masks=1000, seed=0)
+    met = set(model.batch_sizes)
+    HSICAttribution(model).attribute(x, target=0, n_designs=300, seed=0)
+    deletion(model, x, saliency, target=0)
+    insertion(model, x, saliency, target=0)
+    assert model.batch_sizes == met
+
+
+def test_dataset_runner_warms_up_once_per_run(monkeypatch, tmp_path):
+    """A new closure per image (the runner's) must not meet new batch sizes."""
+    from captum_rise.evaluation import evaluate_dataset
+
+    images = [(torch.rand(3, 32, 32), 0) for _ in range(3)]
+    _clock, model = simulated_gpu(monkeypatch, images[0][0][None])
+    settings = dict(methods=["rise", "hsic"], n_masks=700, n_designs=300, show_progress=False)
+    evaluate_dataset(model, images[:1], tmp_path / "one", **settings)
+    met = set(model.batch_sizes)
+    rows = evaluate_dataset(model, images, tmp_path / "three", **settings)
+    assert all(row["error"] == "" for row in rows)
+    assert model.batch_sizes == met
+
+
+def test_blender_makes_a_padded_chunk_in_place():
+    from captum_rise._forward import Blender
+
+    x = torch.rand(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    masks = (torch.rand(3, 1, 1, 4, 4),)
+    blender = Blender((x,), (0.5,))
+    (exact,) = blender(masks)
+    (padded,) = blender(masks, batch=5)
+    assert padded.shape == (10, 3, 4, 4)
+    assert padded.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(padded[:6], exact)
+    torch.testing.assert_close(padded[6:].reshape(2, 2, 3, 4, 4), exact[4:6].expand(2, 2, 3, 4, 4))

@@ -137,6 +137,25 @@ def test_peak_memory_is_flat_in_the_number_of_masks():
         assert large <= 1.1 * small, (kwargs, large, small)
 
 
+def test_first_call_meets_one_new_batch_size(models):
+    """Issue 19: on a GPU every batch size met for the first time costs a one-off plan;
+    the automatic chunk starts at its accelerator size and pads the last call."""
+    _, cuda_model = models
+    model = TinyConvNet().eval().cuda()
+    model.load_state_dict(cuda_model.state_dict())
+    sizes = set()
+    model.register_forward_pre_hook(lambda module, args: sizes.add(args[0].shape[0]))
+    x = torch.rand(1, 3, 224, 224, device="cuda")
+    rise = RISE(lambda inp: model(inp))
+    saliency = rise.attribute(x, target=1, n_masks=8000, seed=0)
+    assert len(sizes) == 1, sorted(sizes)
+    rise.attribute(x, target=1, n_masks=3000, seed=1)  # another N: its tail is padded
+    RISE(lambda inp: model(inp)).attribute(x, target=1, n_masks=500, seed=2)  # a new closure
+    deletion(model, x, saliency, target=1)
+    HSICAttribution(model).attribute(x, target=1, seed=0)
+    assert len(sizes) == 1, sorted(sizes)
+
+
 def test_automatic_chunk_survives_a_real_out_of_memory_error(models):
     _, cuda_model = models
     total = torch.cuda.get_device_properties(0).total_memory
@@ -157,7 +176,7 @@ def test_automatic_chunk_survives_a_real_out_of_memory_error(models):
     )
     torch.testing.assert_close(attr, reference, atol=1e-5, rtol=1e-4)
     assert max(sizes) * per_image > total  # it did run out of memory
-    sizer = batching._SIZERS[hungry_model][batching.item_signature(x)]
+    sizer = batching.sizer_for(hungry_model, (x,))
     assert sizer.limit * per_image < total and sizer.size <= sizer.limit
 
 

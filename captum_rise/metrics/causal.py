@@ -25,7 +25,7 @@ import torchvision.transforms.functional as TF
 from captum._utils.progress import NullProgress
 from torch import Tensor
 
-from captum_rise._forward import memory_format_of, needs_softmax
+from captum_rise._forward import fill_padding, memory_format_of, needs_softmax
 from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
 
 SubstrateType = str | float | Tensor
@@ -171,19 +171,22 @@ def causal_curve(
     softmax_flag = apply_softmax
     checked = False
 
-    def evaluate(lo: int, hi: int) -> Tensor:
+    def evaluate(lo: int, hi: int, padded_size: int) -> Tensor:
         nonlocal softmax_flag, checked
         sample = jobs_sample[lo:hi]
         from_end = (rank[sample] < moved[jobs_step[lo:hi], None]).to(start.dtype)
         images = torch.empty(
-            (hi - lo, *start.shape[1:]),
+            (padded_size, *start.shape[1:]),
             dtype=start.dtype,
             device=start.device,
             memory_format=layout,
         )
         from_end = from_end.reshape(-1, 1, height, width)
-        torch.addcmul(start[sample], difference[sample], from_end, out=images)
+        torch.addcmul(start[sample], difference[sample], from_end, out=images[: hi - lo])
+        fill_padding(images, hi - lo, 1)
         output = model(images)
+        if padded_size > hi - lo:  # rows that only kept the batch size the model has met
+            output = output[: hi - lo]
         if not checked:  # the first output settles the checks and the softmax
             _check_output(output, targets)
             if softmax_flag is None:

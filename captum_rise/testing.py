@@ -1,0 +1,88 @@
+"""Stand-ins for checking the automatic chunk size without a GPU.
+
+:class:`GPUShapedClassifier` is a small classifier whose forward calls take
+time on a :class:`FakeClock` as a GPU's do: a fixed latency per call, a small
+time per image above it, and a large one-off cost for every batch size it
+meets for the first time. With the clock installed as
+:data:`captum_rise.batching.clock`, a test or a benchmark sees the chunk
+choice and its cost exactly, whatever the machine's load::
+
+    clock = FakeClock()
+    monkeypatch.setattr(batching, "clock", clock)
+    model = GPUShapedClassifier(clock)
+    RISE(model).attribute(x, target=0, n_masks=8000)
+    clock.now, model.batch_sizes  # simulated seconds, distinct sizes met
+"""
+
+import torch
+from torch import Tensor, nn
+
+
+class FakeClock:
+    """A clock that moves only when told to (:meth:`advance`); call it for the time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+NEW_SIZE_SECONDS = 1.4
+"""One-off cost of a new batch size: MobileNetV2 on an H200 (torch 2.11, cuDNN 9)."""
+
+CALL_SECONDS = 0.0035
+"""The time of a call of up to about 64 images on that GPU."""
+
+IMAGE_SECONDS = 25e-3 / 512
+"""The time per image of large calls on that GPU (25 ms for 512 images)."""
+
+
+class GPUShapedClassifier(nn.Module):
+    """``(N, C, H, W)`` images to ``(N, n_classes)`` probabilities, taking simulated time.
+
+    A call of ``N`` images advances ``clock`` by ``max(call_seconds, N *
+    image_seconds)``, plus ``new_size_seconds`` when ``N`` is a batch size it
+    has not met before (defaults: the H200 measurements above). The scores
+    are a softmax of a fixed linear map of the images' 4x4 average-pooled
+    values, so attributions are deterministic and depend on the image.
+
+    Attributes:
+        calls: the batch size of every call, in order.
+        batch_sizes: the distinct batch sizes met.
+    """
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        channels: int = 3,
+        n_classes: int = 10,
+        new_size_seconds: float = NEW_SIZE_SECONDS,
+        call_seconds: float = CALL_SECONDS,
+        image_seconds: float = IMAGE_SECONDS,
+    ) -> None:
+        super().__init__()
+        self.clock = clock
+        self.new_size_seconds = new_size_seconds
+        self.call_seconds = call_seconds
+        self.image_seconds = image_seconds
+        self.calls: list[int] = []
+        self.batch_sizes: set[int] = set()
+        generator = torch.Generator().manual_seed(0)
+        self.weight = nn.Parameter(
+            torch.randn(channels * 16, n_classes, generator=generator), requires_grad=False
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.shape[0]
+        seconds = max(self.call_seconds, rows * self.image_seconds)
+        if rows not in self.batch_sizes:
+            seconds += self.new_size_seconds
+        self.batch_sizes.add(rows)
+        self.calls.append(rows)
+        self.clock.advance(seconds)
+        pooled = nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+        return torch.softmax(pooled @ self.weight.to(x.dtype), dim=1)
