@@ -89,7 +89,10 @@ class SaliencyAccumulator:
         if not self._pending_scores:
             return
         scores = torch.cat(self._pending_scores).to(self.weighted_sums[0].dtype)
-        masks = tuple(torch.cat(parts) for parts in zip(*self._pending_masks))
+        # a chunk as large as the buffer (a GPU's) is used as it is, not copied
+        masks = tuple(
+            parts[0] if len(parts) == 1 else torch.cat(parts) for parts in zip(*self._pending_masks)
+        )
         self._pending_scores, self._pending_masks, self._pending_bytes = [], [], 0
         self._scores_finite &= torch.isfinite(scores).all()
         for i, (mask_sum, mask) in enumerate(zip(self.mask_sums, masks)):

@@ -195,12 +195,15 @@ class RISE(MaskAttribution):
             perturbations_per_eval: masks per forward call; each call sees
                 ``perturbations_per_eval * B`` inputs. None (the default, unlike
                 Captum's 1: RISE runs thousands of perturbations, not tens)
-                chooses it while the masks are used, at no extra forwards: it
-                starts at 1 and doubles while the time per mask improves by
-                more than 5%, within a memory bound (a share of the free GPU
-                memory, or 64 MiB of perturbed inputs on the CPU), halving it
-                on an out-of-memory error; the size found is remembered for
-                this ``forward_func`` and input shape. An int is used as given.
+                chooses it while the masks are used, at no extra forwards
+                (:mod:`captum_rise.batching`): on the CPU it starts at 1 and
+                doubles while the time per mask improves by more than 5%; on
+                a GPU it starts at 512 ImageNet images' worth of inputs, since
+                every new batch size costs a one-off plan there; the last
+                chunk runs padded at a size the model has met; memory bounds
+                apply and an out-of-memory error halves it. What was measured
+                is remembered for the model inside ``forward_func`` and this
+                input shape. An int is used as given.
             show_progress: show a progress bar over the masks.
             seed: seeds the private mask generator; None draws a fresh seed.
             normalization: ``"expectation"`` divides by ``N * p_keep`` (the
