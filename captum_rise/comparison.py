@@ -12,6 +12,9 @@ from captum_rise.rise import RISE
 
 TargetType = int | Tensor
 
+IG_MAX_BATCH = 25
+"""Integrated Gradients' steps per call, at most (each holds activations for the backward pass)."""
+
 
 def rise_map(model: nn.Module, x: Tensor, target: TargetType, **rise_kwargs: Any) -> Tensor:
     """RISE on the class probability (as in the paper): ``(B, 1, H, W)``."""
@@ -30,10 +33,15 @@ def gradcam_map(model: nn.Module, x: Tensor, target: TargetType, layer: nn.Modul
 def integrated_gradients_map(
     model: nn.Module, x: Tensor, target: TargetType, n_steps: int = 50
 ) -> Tensor:
-    """Integrated Gradients from a black image, summed over channels: ``(B, 1, H, W)``."""
+    """Integrated Gradients from a black image, summed over channels: ``(B, 1, H, W)``.
+
+    The steps run in equal calls of at most :data:`IG_MAX_BATCH` (25 of the
+    default 50), so the model meets one batch size, not two (a GPU plans every
+    new size once, see :mod:`captum_rise.batching`)."""
+    steps_per_call = max(d for d in range(1, IG_MAX_BATCH + 1) if n_steps % d == 0)
     # Captum's untyped usage-logging decorator hides the method's type from mypy.
     attributions = IntegratedGradients(model).attribute(  # type: ignore[has-type]
-        x, target=target, n_steps=n_steps, internal_batch_size=16
+        x, target=target, n_steps=n_steps, internal_batch_size=steps_per_call
     )
     return attributions.sum(dim=1, keepdim=True).detach()
 
