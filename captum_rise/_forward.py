@@ -13,7 +13,7 @@ from captum._utils.common import (
 from captum._utils.typing import TargetType
 from torch import Tensor
 
-from captum_rise._validation import check_target_in_range
+from captum_rise._validation import check_target_in_range, is_integer_input
 
 
 def memory_format_of(x: Tensor) -> torch.memory_format:
@@ -65,19 +65,26 @@ class Blender:
     ``input - baseline`` is computed once; every chunk is then one fused
     multiply-add written straight into a batch in the input's dtype and memory
     layout (a ``channels_last`` input gives ``channels_last`` batches).
+    Integer inputs (token ids, category codes) are never blended: a feature is
+    kept where its (binary) mask is nonzero and replaced by the baseline
+    elsewhere, ``where(M != 0, input, baseline)``.
 
     Args:
         inputs: ``(B, *rest_i)`` each.
         baselines: a number or a tensor broadcastable to each input.
     """
 
-    def __init__(self, inputs: tuple[Tensor, ...], baselines: tuple[Tensor | float, ...]) -> None:
+    def __init__(
+        self, inputs: tuple[Tensor, ...], baselines: tuple[Tensor | float | int, ...]
+    ) -> None:
         self.inputs = tuple(x.detach() for x in inputs)
         self.baselines = [
             torch.as_tensor(b, dtype=x.dtype, device=x.device).detach()
             for x, b in zip(self.inputs, baselines)
         ]
-        self.differences = [x - b for x, b in zip(self.inputs, self.baselines)]
+        self.differences = [
+            None if is_integer_input(x) else x - b for x, b in zip(self.inputs, self.baselines)
+        ]
         self.formats = [memory_format_of(x) for x in self.inputs]
 
     def __call__(self, masks: tuple[Tensor, ...], batch: int | None = None) -> tuple[Tensor, ...]:
@@ -104,9 +111,11 @@ class Blender:
                 device=x.device,
                 memory_format=layout,
             )
-            torch.addcmul(
-                baseline, difference, mask.to(x.dtype), out=out[: n * examples].view(n, *x.shape)
-            )
+            blended = out[: n * examples].view(n, *x.shape)
+            if difference is None:
+                torch.where(mask != 0, x, baseline, out=blended)
+            else:
+                torch.addcmul(baseline, difference, mask.to(x.dtype), out=blended)
             fill_padding(out, n * examples, examples)
             perturbed.append(out)
         return tuple(perturbed)
@@ -114,7 +123,7 @@ class Blender:
 
 def blend(
     inputs: tuple[Tensor, ...],
-    baselines: tuple[Tensor | float, ...],
+    baselines: tuple[Tensor | float | int, ...],
     masks: tuple[Tensor, ...],
 ) -> tuple[Tensor, ...]:
     """``input * M + baseline * (1 - M)`` for ``n`` masks: one call of :class:`Blender`.
@@ -150,13 +159,20 @@ class ModelScorer:
 
     It expands ``target`` and ``additional_forward_args`` as Captum does
     (repeated ``n`` times, mask-major), checks the output, and returns scores
-    of shape ``(n, B, 1)``.
+    of shape ``(n, B, 1)``, or ``(n, B, K)`` with ``multi_output``.
+
+    As with Captum's ``FeatureAblation``, the forward may return one row per
+    perturbed input, or a 0-d scalar when it is given a single one (one
+    example, one perturbation per call).
 
     Args:
         forward_func: the model or any callable.
         batch_size: ``B``.
         additional_forward_args: formatted as a tuple, or None.
         target: any Captum target form.
+        multi_output: with ``target=None``, ``(N, K)`` outputs give ``K``
+            scores per example (e.g. an answer's per-token log-probabilities)
+            instead of an error.
     """
 
     def __init__(
@@ -165,11 +181,13 @@ class ModelScorer:
         batch_size: int,
         additional_forward_args: tuple[Any, ...] | None,
         target: TargetType = None,
+        multi_output: bool = False,
     ) -> None:
         self.forward_func = forward_func
         self.batch_size = batch_size
         self.additional_forward_args = additional_forward_args
         self.target = target
+        self.multi_output = multi_output
         self._checked = False
 
     def __call__(self, perturbed: Sequence[Tensor], n: int, batch: int | None = None) -> Tensor:
@@ -195,6 +213,8 @@ class ModelScorer:
         )
         if not isinstance(output, Tensor):
             raise TypeError(f"forward_func must return a torch.Tensor, got {type(output).__name__}")
+        if output.dim() == 0 and padded_rows == 1:  # a scalar for a single perturbed input
+            output = output.reshape(1)
         if output.dim() == 0 or output.shape[0] != padded_rows:
             raise ValueError(
                 f"forward_func must return one row per example: for {padded_rows} perturbed "
@@ -229,6 +249,8 @@ class ModelScorer:
         selected = _select_targets(output, _expand_target(self.target, n))
         while selected.dim() > 1 and selected.shape[-1] == 1:
             selected = selected.squeeze(-1)
+        if self.multi_output and self.target is None and selected.dim() == 2:
+            return selected
         if selected.shape != (output.shape[0],):
             raise ValueError(
                 f"forward_func output of shape {tuple(output.shape)} with target="

@@ -42,8 +42,20 @@ def check_seed(seed: object) -> int | None:
     return None if seed is None else int(seed)
 
 
+def is_integer_input(x: Tensor) -> bool:
+    """Token ids, category codes, bools: features that a mask keeps or replaces, never blends."""
+    return not x.is_floating_point() and not x.is_complex()
+
+
+def attribution_dtype(x: Tensor) -> torch.dtype:
+    """The dtype of masks and maps for input ``x``: its own when floating, else the
+    default float (integer inputs get float maps)."""
+    return x.dtype if x.is_floating_point() else torch.get_default_dtype()
+
+
 def check_inputs(inputs: tuple[Tensor, ...]) -> None:
-    """Every input is a floating tensor with a batch dim >= 1, all with one batch size."""
+    """Every input is a real tensor (floating, or integer ids) with a batch dim >= 1, all
+    with one batch size."""
     if len(inputs) == 0:
         raise ValueError("inputs must hold at least one tensor")
     for i, inp in enumerate(inputs):
@@ -54,11 +66,8 @@ def check_inputs(inputs: tuple[Tensor, ...]) -> None:
                 f"inputs[{i}] must be batch first with batch >= 1 and at least one "
                 f"feature dim, got shape {tuple(inp.shape)}"
             )
-        if not inp.is_floating_point():
-            raise TypeError(
-                f"inputs[{i}] must be a floating tensor (masks blend it with the "
-                f"baseline), got {inp.dtype}"
-            )
+        if inp.is_complex():
+            raise TypeError(f"inputs[{i}] must be a real tensor, got {inp.dtype}")
     batch_sizes = {inp.shape[0] for inp in inputs}
     if len(batch_sizes) > 1:
         raise ValueError(f"all inputs must have the same batch size, got {sorted(batch_sizes)}")
@@ -67,9 +76,14 @@ def check_inputs(inputs: tuple[Tensor, ...]) -> None:
 def format_baselines(
     baselines: BaselineType, inputs: tuple[Tensor, ...]
 ) -> tuple[Tensor | float, ...]:
-    """One baseline per input: a number, or a tensor that broadcasts to the input."""
+    """One baseline per input: a number, or a tensor that broadcasts to the input.
+
+    For integer inputs (token ids, category codes) the baseline replaces a
+    masked feature: it must be an integer (e.g. a pad or mask token id) or an
+    integer tensor, and None means 0.
+    """
     if baselines is None:
-        return tuple(0.0 for _ in inputs)
+        return tuple(0 if is_integer_input(inp) else 0.0 for inp in inputs)
     if not isinstance(baselines, tuple):
         baselines = (baselines,)
     if len(baselines) != len(inputs):
@@ -79,12 +93,24 @@ def format_baselines(
         )
     formatted = []
     for i, (baseline, inp) in enumerate(zip(baselines, inputs)):
+        integer = is_integer_input(inp)
         if isinstance(baseline, numbers.Real) and not isinstance(baseline, bool):
-            formatted.append(float(baseline))
+            if integer and not isinstance(baseline, numbers.Integral):
+                raise TypeError(
+                    f"baselines[{i}] must be an integer (e.g. a pad token id) for the "
+                    f"integer input {i} ({inp.dtype}): its masked features are replaced, "
+                    f"not blended; got {baseline!r}"
+                )
+            formatted.append(int(baseline) if integer else float(baseline))
             continue
         if not isinstance(baseline, Tensor):
             raise TypeError(
                 f"baselines[{i}] must be a number or a tensor, got {type(baseline).__name__}"
+            )
+        if integer and is_integer_input(baseline) is False:
+            raise TypeError(
+                f"baselines[{i}] must be an integer tensor (token ids, category codes) for "
+                f"the integer input {i} ({inp.dtype}), got {baseline.dtype}"
             )
         try:
             torch.broadcast_shapes(baseline.shape, inp.shape)

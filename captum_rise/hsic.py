@@ -23,6 +23,7 @@ from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import DEFAULT_GRID_SIZE, choose_coverage
 from captum_rise._forward import Blender, ModelScorer, check_finite_scores
 from captum_rise._validation import (
+    attribution_dtype,
     check_inputs,
     check_int,
     check_probability,
@@ -379,7 +380,7 @@ class HSICAttribution(MaskAttribution):
         formatted_baselines = format_baselines(baselines, formatted_inputs)
         device = formatted_inputs[0].device
 
-        dtype = formatted_inputs[0].dtype
+        dtype = attribution_dtype(formatted_inputs[0])
         coverage = choose_coverage(formatted_inputs, feature_mask, grid_size, DEFAULT_GRID_SIZE)
         if coverage.feature_mask is None:
             mask_sampler: DesignMaskSampler = CellMaskSampler(
@@ -449,7 +450,7 @@ class HSICAttribution(MaskAttribution):
                     ]
                 ).to(torch.promote_types(dtype, torch.float32))
         attributions = tuple(
-            _own_map(m).to(inp.dtype).expand_as(inp).contiguous()
+            _own_map(m).to(attribution_dtype(inp)).expand_as(inp).contiguous()
             for m, inp in zip(maps, formatted_inputs)
         )
         return _format_output(is_inputs_tuple, attributions), interactions

@@ -93,15 +93,17 @@ def explain(model: torch.nn.Module, inputs: Any, targets: Any, **kwargs: Any) ->
 
     Args:
         model: a torch model.
-        inputs: ``(B, C, H, W)`` numpy array or tensor.
+        inputs: ``(B, C, H, W)`` numpy array or tensor; or ``(B, T)`` integer
+            token ids or category codes (captum_rise methods).
         targets: ``(B,)`` class indices.
         kwargs: ``method`` (default "RISE"); ``softmax`` (default True: explain
             the class probability, as the RISE paper does); ``device``; the
             rest go to the method's ``attribute`` (``n_masks``, ``seed``, ...).
 
     Returns:
-        ``(B, 1, H, W)`` float numpy array for captum_rise methods, or what
-        ``quantus.explain`` returns for other names.
+        ``(B, 1, H, W)`` float numpy array for captum_rise methods (``(B, T)``
+        for ``(B, T)`` inputs), or what ``quantus.explain`` returns for other
+        names.
     """
     method = kwargs.pop("method", "RISE")
     if method not in METHODS:
@@ -109,11 +111,15 @@ def explain(model: torch.nn.Module, inputs: Any, targets: Any, **kwargs: Any) ->
     softmax = kwargs.get("softmax", True)
     device = kwargs.get("device") or next(model.parameters(), torch.empty(0)).device
     attribute_kwargs = {k: v for k, v in kwargs.items() if k not in _QUANTUS_ONLY_KEYS}
-    x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32, device=device)
+    x = torch.as_tensor(np.asarray(inputs), device=device)
+    if x.is_floating_point():
+        x = x.float()  # token ids and category codes stay integers
     target = torch.as_tensor(np.asarray(targets), device=device).long().reshape(-1)
     forward = probabilities(model) if softmax else model
     attributions = METHODS[method](forward).attribute(x, target=target, **attribute_kwargs)
-    return attributions.mean(dim=1, keepdim=True).detach().cpu().numpy()
+    if attributions.dim() > 2:  # images: one map, the mean over channels
+        attributions = attributions.mean(dim=1, keepdim=True)
+    return attributions.detach().cpu().numpy()
 
 
 def make_explain_func(method: str = "RISE", **bound_kwargs: Any) -> Callable[..., np.ndarray]:

@@ -18,12 +18,14 @@ from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import DEFAULT_GRID_SIZE, Coverage, choose_coverage
 from captum_rise._forward import Blender, ClassScorer, ModelScorer
 from captum_rise._validation import (
+    attribution_dtype,
     check_inputs,
     check_int,
     check_positive,
     check_probability,
     check_target,
     format_baselines,
+    is_integer_input,
 )
 from captum_rise.accumulator import NORMALIZATIONS, SaliencyAccumulator
 from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
@@ -167,6 +169,9 @@ class RISE(MaskAttribution):
                 or a tuple of those, one per input.
             target: output index for each example, in any Captum form: None
                 (for ``(B,)`` outputs), int, tuple, list or tensor of length B.
+                With None and ``(N, K)`` outputs, ``K > 1`` (e.g. an answer's
+                per-token log-probabilities, several heads), every output is
+                explained from the same forwards: maps ``(B, K, ...)``.
             additional_forward_args: extra arguments to ``forward_func``;
                 tensors are repeated for every mask, as Captum does.
             feature_mask: integer group ids broadcastable to each input (first
@@ -262,9 +267,10 @@ class RISE(MaskAttribution):
 
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``: a tensor
-            ``(B, ...)`` or a tuple of them; with ``return_convergence_delta``,
-            ``(attributions, delta)`` with ``delta`` the ``(B,)`` relative
-            standard errors.
+            ``(B, ...)`` or a tuple of them (``(B, K, ...)`` for ``K`` outputs
+            with ``target=None``), floating (float32 for integer inputs);
+            with ``return_convergence_delta``, ``(attributions, delta)`` with
+            ``delta`` the ``(B,)`` (or ``(B, K)``) relative standard errors.
         """
         is_inputs_tuple = _is_tuple(inputs)
         formatted_inputs = _format_tensor_into_tuples(inputs)
@@ -275,6 +281,7 @@ class RISE(MaskAttribution):
             formatted_inputs[0].shape[0],
             _format_additional_forward_args(additional_forward_args),
             target=target,
+            multi_output=True,
         )
         maps, errors = self._estimate(
             formatted_inputs,
@@ -293,14 +300,17 @@ class RISE(MaskAttribution):
             return_convergence_delta,
             mask_sampling,
         )
+        n_outputs = maps[0].shape[1]
         attributions = tuple(
             saliency[:, 0].expand_as(inp).contiguous()
+            if n_outputs == 1
+            else saliency.expand(inp.shape[0], n_outputs, *inp.shape[1:]).contiguous()
             for saliency, inp in zip(maps, formatted_inputs)
         )
         output = _format_output(is_inputs_tuple, attributions)
         if return_convergence_delta:
             assert errors is not None
-            return output, errors[:, 0]
+            return output, errors[:, 0] if n_outputs == 1 else errors
         return output
 
     @log_usage
@@ -426,7 +436,7 @@ class RISE(MaskAttribution):
                 f"got {normalization!r}"
             )
         blender = Blender(inputs, format_baselines(baselines, inputs))
-        device, dtype = inputs[0].device, inputs[0].dtype
+        device, dtype = inputs[0].device, attribution_dtype(inputs[0])
         coverage = choose_coverage(
             inputs,
             feature_mask,
@@ -496,7 +506,10 @@ class RISE(MaskAttribution):
         assert accumulator is not None  # n_masks >= 1
         self.n_masks_used = accumulator.n_masks
         errors = accumulator.relative_standard_error(p_keep) if track_error else None
-        maps = [m.to(dtype) for m in accumulator.saliency(p_keep, normalization)]
+        maps = [
+            m.to(attribution_dtype(inp))
+            for m, inp in zip(accumulator.saliency(p_keep, normalization), inputs)
+        ]
         return maps, errors
 
 
@@ -513,6 +526,12 @@ def _make_sampler(
     dtype: torch.dtype,
 ) -> MaskSampler:
     if coverage.feature_mask is None:
+        if any(is_integer_input(inp) for inp in inputs):
+            raise ValueError(
+                "integer inputs (token ids, category codes) are kept or replaced, never "
+                "blended, so their masks must be binary: RISE's grid masks are smooth; pass "
+                "feature_mask (one group per token or word), or no grid_size for (B, T) inputs"
+            )
         shapes = [inp.shape for inp in inputs]
         return GridMaskSampler(shapes, coverage.grid_size, p_keep, device, dtype, coverage.fit_grid)
     return GroupMaskSampler(GroupIndex(coverage.feature_mask, inputs), p_keep, device, dtype)

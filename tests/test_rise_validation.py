@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from captum_rise import RISE
+from captum_rise import RISE, HSICAttribution
 
 X = torch.rand(2, 3, 8, 8)
 
@@ -44,6 +44,8 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_bad_inputs():
     with pytest.raises(TypeError, match="inputs"):
+        RISE(_model).attribute(torch.ones(2, 3, 8, 8, dtype=torch.complex64), target=0)
+    with pytest.raises(ValueError, match="feature_mask"):  # integer images: no smooth grid masks
         RISE(_model).attribute(torch.ones(2, 3, 8, 8, dtype=torch.long), target=0)
     with pytest.raises(ValueError, match="inputs"):
         RISE(_model).attribute(torch.rand(5), target=0)
@@ -55,7 +57,7 @@ def test_model_output_of_wrong_shape():
     with pytest.raises(ValueError, match="one row per example"):
         RISE(lambda inp: inp.sum().reshape(1)).attribute(X, n_masks=4)
     with pytest.raises(ValueError, match="pass a target"):
-        RISE(_model).attribute(X, n_masks=4)  # (B, C) scores need a target
+        HSICAttribution(_model).attribute(X, n_designs=4)  # (B, C) scores need a target
     with pytest.raises(ValueError, match="target=None"):
         RISE(lambda inp: inp.sum((1, 2, 3))).attribute(X, target=0, n_masks=4)
     with pytest.raises(TypeError, match=r"torch\.Tensor"):
