@@ -14,6 +14,9 @@ choice and its cost exactly, whatever the machine's load::
     clock.now, model.batch_sizes  # simulated seconds, distinct sizes met
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -86,3 +89,82 @@ class GPUShapedClassifier(nn.Module):
         self.clock.advance(seconds)
         pooled = nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
         return torch.softmax(pooled @ self.weight.to(x.dtype), dim=1)
+
+
+NAMES = ("anna", "bob", "carla", "dan")
+CITIES = {"paris": "french", "rome": "italian", "berlin": "german", "madrid": "spanish"}
+DRINKS = ("tea", "coffee")
+PRONOUNS = ("she", "he")
+PROMPT = "{} lives in {} and drinks {} . {} speaks"
+"""The toy task's prompt: name, city, drink and pronoun fill the template; the answer
+is the city's language and ``fluently``: only the city decides the first answer token."""
+
+NEUTRAL_WORDS = ["someone", "somewhere", "something", "they"]
+"""What stands for a removed name, city, drink and pronoun (the baselines of the
+template's values): the model was trained with them, and with ``somewhere`` the
+language is any of the four, equally likely."""
+
+
+def toy_language_model(seed: int = 0, steps: int = 250) -> tuple[Any, Any]:
+    """A 2-layer GPT-2 and a word-level tokenizer trained here (seconds on a CPU) on
+    :data:`PROMPT` followed by ``"<language> fluently"``, where each word of the
+    prompt is replaced by its :data:`NEUTRAL_WORDS` entry in a third of the
+    sentences.
+
+    For testing and tutorials of LLM attribution offline: no hub, no download.
+    Needs ``transformers`` and ``tokenizers`` (``pip install captum_rise[llm]``).
+
+    Returns:
+        ``(model, tokenizer)``: a ``GPT2LMHeadModel`` in eval mode and a
+        ``PreTrainedTokenizerFast``.
+    """
+    try:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    except ImportError as error:
+        raise ImportError(
+            "toy_language_model needs transformers and tokenizers: pip install 'captum_rise[llm]'"
+        ) from error
+    words = ["<pad>", "<unk>", *NAMES, *CITIES, *CITIES.values(), *DRINKS, *PRONOUNS]
+    words += [*NEUTRAL_WORDS, "lives", "in", "and", "drinks", ".", "speaks", "fluently"]
+    word_level = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level, pad_token="<pad>", unk_token="<unk>"
+    )
+    generator = torch.Generator().manual_seed(seed)
+
+    def pick(options: Sequence[str]) -> str:
+        return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+    sentences = []
+    languages = list(CITIES.values())
+    for _ in range(256):
+        values = [pick(NAMES), pick(list(CITIES)), pick(DRINKS), pick(PRONOUNS)]
+        language = CITIES[values[1]]
+        for slot, neutral in enumerate(NEUTRAL_WORDS):
+            if float(torch.rand(1, generator=generator)) < 1 / 3:
+                values[slot] = neutral
+        if values[1] == "somewhere":
+            language = pick(languages)
+        sentences.append(f"{PROMPT.format(*values)} {language} fluently")
+    ids = torch.tensor([tokenizer.encode(s) for s in sentences])
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(words),
+        n_positions=32,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    model = GPT2LMHeadModel(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=ids).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval(), tokenizer
