@@ -161,6 +161,7 @@ def toy_language_model(seed: int = 0, steps: int = 250) -> tuple[Any, Any]:
         pad_token_id=0,
     )
     model = GPT2LMHeadModel(config)
+    model.loss_type = "ForCausalLM"  # else transformers warns that it picks this default
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     for _ in range(steps):
         loss = model(input_ids=ids, labels=ids).loss
