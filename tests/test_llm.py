@@ -4,13 +4,17 @@ The toy task (``captum_rise.testing.toy_language_model``): "anna lives in rome a
 tea . she speaks" -> "italian fluently"; only the city decides the language.
 """
 
+from types import SimpleNamespace
+
 import matplotlib
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 pytest.importorskip("transformers")
 
-from captum.attr import FeatureAblation, TextTemplateInput, TextTokenInput
+from captum.attr import FeatureAblation, ImageMaskInput, TextTemplateInput, TextTokenInput
 from captum.attr import LLMAttribution as CaptumLLMAttribution
 
 from captum_rise import RISE, HSICAttribution
@@ -99,3 +103,40 @@ def test_one_perturbed_input_per_call(language_model):
         )
     with pytest.raises(AssertionError):  # why the subclass exists: Captum's own refuses RISE
         CaptumLLMAttribution(RISE(model), tokenizer)
+
+
+class RegionVLM(torch.nn.Module):
+    """A stand-in for a vision-language model: its next token is ``answer`` with a
+    probability that grows with the darkness of the image's top-right quarter."""
+
+    def __init__(self, vocab_size: int, answer: int) -> None:
+        super().__init__()
+        self.vocab_size, self.answer = vocab_size, answer
+        self.scale = torch.nn.Parameter(torch.tensor(8.0), requires_grad=False)
+
+    def forward(self, input_ids, attention_mask=None, pixel_values=None, **kwargs):
+        darkness = 1.0 - pixel_values[:, :, :8, 8:].mean()
+        logits = torch.zeros(1, input_ids.shape[1], self.vocab_size)
+        logits[..., self.answer] = self.scale * darkness
+        return SimpleNamespace(logits=logits)
+
+
+def test_image_mask_input_regions(language_model):
+    """ImageMaskInput: the region the model looks at ranks first (float presence vector)."""
+    _, tokenizer = language_model
+    answer = tokenizer.convert_tokens_to_ids("italian")
+    pixels = np.full((16, 16, 3), 128, dtype=np.uint8)
+    pixels[:8, 8:] = 0  # the dark top-right quarter
+    regions = torch.zeros(16, 16, dtype=torch.int64)
+    regions[:8, 8:], regions[8:, :8], regions[8:, 8:] = 1, 2, 3
+
+    def processor(image):
+        values = torch.as_tensor(np.array(image), dtype=torch.float32).permute(2, 0, 1) / 255
+        return {"input_ids": torch.tensor([[2, 3]]), "pixel_values": values[None]}
+
+    inp = ImageMaskInput(Image.fromarray(pixels), mask=regions, processor_fn=processor)
+    result = LLMAttribution(RISE(RegionVLM(len(tokenizer), answer)), tokenizer).attribute(
+        inp, target=torch.tensor([answer]), n_masks=64, seed=0, forward_in_tokens=False
+    )
+    assert result.seq_attr.shape == (4,)
+    assert int(result.seq_attr.argmax()) == 1
