@@ -1,5 +1,9 @@
 """Blending inputs with masks and scoring the perturbed copies with the model."""
 
+import functools
+import inspect
+import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +18,80 @@ from captum._utils.typing import TargetType
 from torch import Tensor
 
 from captum_rise._validation import check_target_in_range, is_integer_input
+
+MODEL_SEARCH_DEPTH = 3
+"""How many references deep :func:`model_of` looks for the model in a forward function."""
+
+RANDOM_IN_TRAINING = (torch.nn.modules.dropout._DropoutNd, torch.nn.modules.batchnorm._BatchNorm)
+"""Modules whose output is random (dropout) or batch-dependent (batch norm) in training mode."""
+
+_WARNED_IN_TRAINING: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
+
+
+def model_of(forward_func: object) -> object:
+    """The :class:`torch.nn.Module` that ``forward_func`` runs, else ``forward_func``.
+
+    Looked for breadth first, up to :data:`MODEL_SEARCH_DEPTH` references deep:
+    a bound method's object, a ``functools.partial``'s function and arguments,
+    a function's closure and the globals it names (``lambda x:
+    torch.softmax(model(x), dim=1)`` in a notebook), a callable object's
+    attributes (the detector of :class:`captum_rise.scores.DetectionScore`).
+    The first module found is the key; a forward function that runs two
+    models is keyed by the one found first.
+    """
+    frontier = [forward_func]
+    visited: set[int] = set()
+    for _ in range(MODEL_SEARCH_DEPTH + 1):
+        deeper = []
+        for candidate in frontier:
+            if isinstance(candidate, torch.nn.Module):
+                return candidate
+            if id(candidate) not in visited:
+                visited.add(id(candidate))
+                deeper.extend(_references(candidate))
+        frontier = deeper
+    return forward_func
+
+
+def _references(candidate: object) -> list[object]:
+    """What a callable refers to, where :func:`model_of` looks for a model."""
+    if isinstance(candidate, functools.partial):
+        return [candidate.func, *candidate.args, *candidate.keywords.values()]
+    if inspect.ismethod(candidate):
+        return [candidate.__self__, candidate.__func__]
+    if inspect.isfunction(candidate):
+        cells = []
+        for cell in candidate.__closure__ or ():
+            try:
+                cells.append(cell.cell_contents)
+            except ValueError:  # a cell not yet filled
+                continue
+        names = candidate.__code__.co_names
+        named = [candidate.__globals__[n] for n in names if n in candidate.__globals__]
+        return cells + [g for g in named if callable(g) and not inspect.isclass(g)]
+    if callable(candidate) and not inspect.isclass(candidate) and hasattr(candidate, "__dict__"):
+        return list(vars(candidate).values())
+    return []
+
+
+def warn_if_training(forward_func: object) -> None:
+    """Warns, once per model, when the model of ``forward_func`` (:func:`model_of`) is
+    in training mode with dropout or batch norm: every perturbed forward would then
+    be random or depend on its batch, and the attributions noise. Names the module."""
+    model = model_of(forward_func)
+    if not isinstance(model, torch.nn.Module) or model in _WARNED_IN_TRAINING:
+        return
+    for name, module in model.named_modules():
+        if module.training and isinstance(module, RANDOM_IN_TRAINING):
+            _WARNED_IN_TRAINING.add(model)
+            where = f"its {type(module).__name__} {name!r}" if name else type(module).__name__
+            warnings.warn(
+                f"the model ({type(model).__name__}) is in training mode, so {where} makes "
+                "every perturbed forward random or batch-dependent: call model.eval() first",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
 
 
 def memory_format_of(x: Tensor) -> torch.memory_format:
@@ -183,6 +261,7 @@ class ModelScorer:
         target: TargetType = None,
         multi_output: bool = False,
     ) -> None:
+        warn_if_training(forward_func)
         self.forward_func = forward_func
         self.batch_size = batch_size
         self.additional_forward_args = additional_forward_args

@@ -40,14 +40,12 @@ never wait for it.
 
 What was measured (sizes met, their times, the one-off cost) is remembered
 per model and kind of item (shapes, dtypes, layout, device). The model is
-found inside the forward function (:func:`model_of`), so a new closure over
+found inside the forward function (:func:`captum_rise._forward.model_of`), so a new closure over
 the same model, e.g. one per image of a dataset, starts where the last one
 stopped, and RISE, HSIC and the deletion and insertion curves of one model
 share their sizes.
 """
 
-import functools
-import inspect
 import math
 import time
 import weakref
@@ -57,6 +55,7 @@ from typing import TypeVar
 import torch
 from captum._utils.progress import Progress
 
+from captum_rise._forward import model_of
 from captum_rise._validation import check_int
 
 ChunkResult = TypeVar("ChunkResult")
@@ -89,9 +88,6 @@ ACTIVATION_FACTOR = 32
 """On CUDA: a model's working memory per example, estimated as this many times the
 size of its input (ResNet-50 at 224x224 needs about 20 times in inference).
 Underestimates are caught by the out-of-memory fallback."""
-
-MODEL_SEARCH_DEPTH = 3
-"""How many references deep :func:`model_of` looks for the model in a forward function."""
 
 clock: Callable[[], float] = time.perf_counter
 """The timer of the probe (tests and simulations replace it with a fake clock)."""
@@ -235,58 +231,13 @@ _SIZERS: "weakref.WeakKeyDictionary[object, dict[Hashable, ChunkSizer]]" = (
 )
 
 
-def model_of(forward_func: object) -> object:
-    """The :class:`torch.nn.Module` that ``forward_func`` runs, else ``forward_func``.
-
-    Looked for breadth first, up to :data:`MODEL_SEARCH_DEPTH` references deep:
-    a bound method's object, a ``functools.partial``'s function and arguments,
-    a function's closure and the globals it names (``lambda x:
-    torch.softmax(model(x), dim=1)`` in a notebook), a callable object's
-    attributes (the detector of :class:`captum_rise.scores.DetectionScore`).
-    The first module found is the key; a forward function that runs two
-    models is keyed by the one found first.
-    """
-    frontier = [forward_func]
-    visited: set[int] = set()
-    for _ in range(MODEL_SEARCH_DEPTH + 1):
-        deeper = []
-        for candidate in frontier:
-            if isinstance(candidate, torch.nn.Module):
-                return candidate
-            if id(candidate) not in visited:
-                visited.add(id(candidate))
-                deeper.extend(_references(candidate))
-        frontier = deeper
-    return forward_func
-
-
-def _references(candidate: object) -> list[object]:
-    """What a callable refers to, where :func:`model_of` looks for a model."""
-    if isinstance(candidate, functools.partial):
-        return [candidate.func, *candidate.args, *candidate.keywords.values()]
-    if inspect.ismethod(candidate):
-        return [candidate.__self__, candidate.__func__]
-    if inspect.isfunction(candidate):
-        cells = []
-        for cell in candidate.__closure__ or ():
-            try:
-                cells.append(cell.cell_contents)
-            except ValueError:  # a cell not yet filled
-                continue
-        names = candidate.__code__.co_names
-        named = [candidate.__globals__[n] for n in names if n in candidate.__globals__]
-        return cells + [g for g in named if callable(g) and not inspect.isclass(g)]
-    if callable(candidate) and not inspect.isclass(candidate) and hasattr(candidate, "__dict__"):
-        return list(vars(candidate).values())
-    return []
-
-
 def sizer_for(forward_func: object, item: Sequence[torch.Tensor]) -> ChunkSizer:
     """The :class:`ChunkSizer` remembered for the model of ``forward_func`` and this
     kind of item, or a fresh one within :func:`chunk_bounds`.
 
     Args:
-        forward_func: the model or a function running it (see :func:`model_of`);
+        forward_func: the model or a function running it (see
+            :func:`captum_rise._forward.model_of`);
             one that cannot be weakly referenced gets a fresh sizer every time.
         item: the tensors that one item sends to the model (e.g. the inputs
             ``(B, ...)`` that one mask perturbs, or one ``(1, C, H, W)`` image).

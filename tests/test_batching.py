@@ -4,7 +4,7 @@ import pytest
 import torch
 from captum._utils.progress import NullProgress
 
-from captum_rise import RISE, HSICAttribution, batching, deletion, insertion
+from captum_rise import RISE, HSICAttribution, _forward, batching, deletion, insertion
 from captum_rise.batching import ChunkSizer, OutOfMemoryError, memory_limit, run_in_chunks
 from captum_rise.testing import FakeClock
 
@@ -255,12 +255,12 @@ def test_model_of_finds_the_module_a_forward_function_runs(tiny_convnet):
         scorer,
         scorer.score,
     ):
-        assert batching.model_of(forward) is tiny_convnet
+        assert _forward.model_of(forward) is tiny_convnet
 
     def no_model(x):
         return x.sum(dim=1)
 
-    assert batching.model_of(no_model) is no_model
+    assert _forward.model_of(no_model) is no_model
 
 
 GLOBAL_MODEL = torch.nn.Linear(4, 2)
@@ -268,7 +268,7 @@ GLOBAL_MODEL = torch.nn.Linear(4, 2)
 
 def test_model_of_finds_a_global_model_named_by_a_lambda():
     forward = lambda x: torch.softmax(GLOBAL_MODEL(x), dim=1)  # a notebook's idiom
-    assert batching.model_of(forward) is GLOBAL_MODEL
+    assert _forward.model_of(forward) is GLOBAL_MODEL
 
 
 def test_pad_batch_repeats_the_last_item_and_keeps_the_layout():

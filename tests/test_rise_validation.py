@@ -83,3 +83,40 @@ def test_attribute_classes_bad_classes():
         RISE(_model).attribute_classes(X, classes=[-1], n_masks=4)
     with pytest.raises(ValueError, match="several classes"):
         RISE(lambda inp: inp.sum((1, 2, 3))).attribute_classes(X, n_masks=4)
+
+
+def test_a_model_in_training_mode_is_named_once_by_every_method():
+    import warnings
+
+    from captum_rise import ExtremalPerturbation, MeaningfulPerturbation, deletion
+
+    def model_in_training():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3),
+            torch.nn.BatchNorm2d(4),
+            torch.nn.Flatten(),
+            torch.nn.LazyLinear(3),
+        ).train()
+
+    x = torch.rand(1, 3, 8, 8)
+    calls = [
+        lambda m: RISE(lambda inp: torch.softmax(m(inp), 1)).attribute(x, target=0, n_masks=4),
+        lambda m: HSICAttribution(m).attribute(x, target=0, n_designs=4),
+        lambda m: MeaningfulPerturbation(m).attribute(x, target=0, n_iter=1),
+        lambda m: ExtremalPerturbation(m).attribute(x, target=0, areas=[0.1], n_iter=1),
+        lambda m: deletion(m, x, torch.rand(1, 1, 8, 8), target=0),
+    ]
+    for call in calls:
+        model = model_in_training()
+        model(x)  # materialise the lazy layer
+        with pytest.warns(UserWarning, match=r"training mode.*BatchNorm2d '1'.*eval\(\)"):
+            call(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            call(model)  # once per model
+    quiet = model_in_training().eval()
+    quiet(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RISE(quiet).attribute(x, target=0, n_masks=4)

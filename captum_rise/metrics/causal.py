@@ -25,7 +25,7 @@ import torchvision.transforms.functional as TF
 from captum._utils.progress import NullProgress
 from torch import Tensor
 
-from captum_rise._forward import fill_padding, memory_format_of, needs_softmax
+from captum_rise._forward import fill_padding, memory_format_of, needs_softmax, warn_if_training
 from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
 
 SubstrateType = str | float | Tensor
@@ -154,6 +154,7 @@ def causal_curve(
     ``end`` or ``start``. Shapes and arguments are those of :func:`deletion`.
     """
     _check_images(start)
+    warn_if_training(model)
     batch, _, height, width = start.shape
     n_pixels = height * width
     step = _resolve_step(step, n_steps, n_pixels, width)
