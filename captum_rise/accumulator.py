@@ -30,7 +30,9 @@ class SaliencyAccumulator:
     Masks and scores may come in any floating dtype (e.g. float16 from a
     half-precision model); the sums are kept in ``dtype``.
 
-    With ``track_squares`` it also keeps ``sum_n f_n^2 * M_n^2``, from which
+    With ``replicates`` ``R >= 2`` it also keeps the weighted sums of each of
+    ``R`` replicates (masks labelled ``0 .. R - 1`` by the caller, e.g. by
+    :meth:`captum_rise.masks.ParamStream.replicate_of`), from whose spread
     :meth:`relative_standard_error` estimates the maps' error.
 
     Two accumulators over disjoint sets of masks can be :meth:`merge`-d, e.g.
@@ -43,6 +45,7 @@ class SaliencyAccumulator:
         mask_shapes: ``(Bm, *rest_i)`` per input.
         device, dtype: of the sums.
         buffer_bytes: masks held before they are added to the sums.
+        replicates: ``R`` (0: no error tracking).
     """
 
     def __init__(
@@ -53,8 +56,10 @@ class SaliencyAccumulator:
         device: torch.device,
         dtype: torch.dtype = torch.float32,
         buffer_bytes: int = 64 * 2**20,
-        track_squares: bool = False,
+        replicates: int = 0,
     ) -> None:
+        if replicates == 1 or replicates < 0:
+            raise ValueError(f"replicates must be 0 (no error tracking) or >= 2, got {replicates}")
         self.batch_size = batch_size
         self.n_outputs = n_outputs
         self.mask_shapes = [tuple(s) for s in mask_shapes]
@@ -65,18 +70,30 @@ class SaliencyAccumulator:
         self.mask_sums: list[Tensor] = [
             torch.zeros(shape, device=device, dtype=dtype) for shape in self.mask_shapes
         ]
-        self.squared_sums: list[Tensor] = (
-            [torch.zeros_like(w) for w in self.weighted_sums] if track_squares else []
-        )
+        self.replicates = replicates
+        # (R, B, K, *rest) per input, and the masks per replicate
+        self.replicate_sums: list[Tensor] = [
+            torch.zeros(replicates, *w.shape, device=device, dtype=dtype)
+            for w in (self.weighted_sums if replicates else [])
+        ]
+        self.replicate_counts = torch.zeros(replicates, device=device, dtype=dtype)
         self.n_masks = 0
         self._scores_finite = torch.ones((), dtype=torch.bool, device=device)
         self.buffer_bytes = buffer_bytes
         self._pending_scores: list[Tensor] = []
         self._pending_masks: list[tuple[Tensor, ...]] = []
+        self._pending_replicates: list[Tensor] = []
         self._pending_bytes = 0
 
-    def add(self, scores: Tensor, masks: tuple[Tensor, ...]) -> None:
-        """Add a chunk: ``scores`` ``(n, B, K)``, ``masks[i]`` ``(n, Bm, *rest_i)``."""
+    def add(
+        self, scores: Tensor, masks: tuple[Tensor, ...], replicates: Tensor | None = None
+    ) -> None:
+        """Add a chunk: ``scores`` ``(n, B, K)``, ``masks[i]`` ``(n, Bm, *rest_i)``, and
+        with error tracking the ``(n,)`` replicate of every mask."""
+        if self.replicates:
+            if replicates is None:
+                raise ValueError("an accumulator with replicates needs each mask's replicate")
+            self._pending_replicates.append(replicates)
         self._pending_scores.append(scores)
         self._pending_masks.append(masks)
         self._pending_bytes += sum(m.numel() * m.element_size() for m in masks)
@@ -95,14 +112,23 @@ class SaliencyAccumulator:
         )
         self._pending_scores, self._pending_masks, self._pending_bytes = [], [], 0
         self._scores_finite &= torch.isfinite(scores).all()
+        if self.replicates:
+            # (n, R): the scores of replicate r sit in column r, zeros elsewhere
+            labels = torch.cat(self._pending_replicates)
+            self._pending_replicates = []
+            one_hot = torch.nn.functional.one_hot(labels, self.replicates).to(scores.dtype)
+            self.replicate_counts += one_hot.sum(dim=0)
+            by_replicate = (scores[:, :, :, None] * one_hot[:, None, None, :]).flatten(2)
         for i, (mask_sum, mask) in enumerate(zip(self.mask_sums, masks)):
             mask = mask.to(scores.dtype)
             self.weighted_sums[i] += _weighted_sum(scores, mask).reshape(
                 self.weighted_sums[i].shape
             )
-            if self.squared_sums:
-                squares = _weighted_sum(scores**2, mask**2)
-                self.squared_sums[i] += squares.reshape(self.squared_sums[i].shape)
+            if self.replicates:
+                sums = _weighted_sum(by_replicate, mask)  # (B, K * R, P) or (B * K * R, P)
+                shape = self.weighted_sums[i].shape
+                sums = sums.reshape(shape[0], shape[1], self.replicates, *shape[2:])
+                self.replicate_sums[i] += sums.movedim(2, 0)
             mask_sum += mask.sum(dim=0)
 
     def merge(self, other: "SaliencyAccumulator") -> "SaliencyAccumulator":
@@ -118,8 +144,10 @@ class SaliencyAccumulator:
             mine += theirs.to(mine.device)
         for mine, theirs in zip(self.mask_sums, other.mask_sums):
             mine += theirs.to(mine.device)
-        for mine, theirs in zip(self.squared_sums, other.squared_sums):
+        for mine, theirs in zip(self.replicate_sums, other.replicate_sums):
             mine += theirs.to(mine.device)
+        if self.replicates:
+            self.replicate_counts += other.replicate_counts.to(self.replicate_counts.device)
         self.n_masks += other.n_masks
         return self
 
@@ -132,7 +160,9 @@ class SaliencyAccumulator:
         self._scores_finite = finite.bool()
         self.weighted_sums = [all_reduce(w, group) for w in self.weighted_sums]
         self.mask_sums = [all_reduce(m, group) for m in self.mask_sums]
-        self.squared_sums = [all_reduce(q, group) for q in self.squared_sums]
+        self.replicate_sums = [all_reduce(r, group) for r in self.replicate_sums]
+        if self.replicates:
+            self.replicate_counts = all_reduce(self.replicate_counts, group)
         count = torch.tensor([self.n_masks], dtype=torch.int64)
         self.n_masks = int(all_reduce(count, group).item())
         return self
@@ -162,27 +192,39 @@ class SaliencyAccumulator:
     def relative_standard_error(self, p_keep: float) -> Tensor:
         """``(B, K)`` estimated relative standard error of the ``"expectation"`` maps.
 
-        Per feature ``j`` (at the masks' resolution, over all inputs), the
-        standard error of ``S_j = sum_n f_n M_nj / (N p)`` is
-        ``sqrt(Var(f M_j) / N) / p``, with the variance estimated from the
-        sums and the sums of squares; the relative error is the RMS over
-        features of those standard errors, divided by the standard deviation
-        of the map over features. Needs ``track_squares=True``.
+        Randomised quasi-Monte Carlo: the ``R`` replicates are independent
+        estimates of the map, ``S_r = sum_{n in r} f_n M_n / (N_r p)``, so per
+        feature ``j`` (at the masks' resolution, over all inputs) the standard
+        error of the map ``S = sum_r N_r S_r / N`` is estimated from their
+        spread, ``sqrt(R / (R - 1) * sum_r (N_r / N)^2 (S_rj - S_j)^2)``. That
+        holds for any sampling whose replicates are independent and identically
+        distributed: random masks, antithetic pairs, and independently
+        scrambled Sobol' sequences, whose smaller errors it measures instead of
+        bounding them. The relative error is the RMS over features of those
+        standard errors, divided by the standard deviation of the map over
+        features. Needs ``replicates >= 2`` and a mask in every replicate;
+        with ``R`` replicates the estimate has about ``R - 1`` degrees of
+        freedom per feature, pooled over the features.
         """
-        if not self.squared_sums:
-            raise ValueError("relative_standard_error needs an accumulator with track_squares=True")
-        if self.n_masks < 2:
-            raise ValueError("relative_standard_error needs at least 2 masks")
+        if not self.replicates:
+            raise ValueError("relative_standard_error needs an accumulator with replicates >= 2")
         self._flush()
         check_finite_scores(self._scores_finite)
-        n = self.n_masks
-        means = torch.cat([w.flatten(2) for w in self.weighted_sums], dim=2) / n
-        second_moments = torch.cat([q.flatten(2) for q in self.squared_sums], dim=2) / n
-        variances = (second_moments - means**2).clamp_min(0) * n / (n - 1)
-        standard_errors = (variances / n).sqrt() / p_keep
-        spread = (means / p_keep).std(dim=2)
+        counts = self.replicate_counts
+        if float(counts.min()) < 1:
+            raise ValueError(
+                f"relative_standard_error needs a mask in each of the {self.replicates} replicates"
+            )
+        total = counts.sum()
+        maps = torch.cat([w.flatten(2) for w in self.weighted_sums], dim=2) / (total * p_keep)
+        per_replicate = torch.cat([r.flatten(3) for r in self.replicate_sums], dim=3)
+        weights = (counts / total).reshape(-1, 1, 1, 1)
+        replicate_maps = per_replicate / (counts.reshape(-1, 1, 1, 1) * p_keep)
+        spread = (weights**2 * (replicate_maps - maps) ** 2).sum(dim=0)
+        standard_errors = (spread * self.replicates / (self.replicates - 1)).sqrt()
         rms = standard_errors.pow(2).mean(dim=2).sqrt()
-        return rms / spread.clamp_min(torch.finfo(spread.dtype).tiny)
+        map_spread = maps.std(dim=2)
+        return rms / map_spread.clamp_min(torch.finfo(map_spread.dtype).tiny)
 
 
 def _weighted_sum(scores: Tensor, mask: Tensor) -> Tensor:

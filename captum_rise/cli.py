@@ -20,6 +20,8 @@ from captum_rise._argtypes import class_target, device_name, positive_int
 from captum_rise._progress import is_terminal, progress_bar
 from captum_rise.comparison import causal_curves, compare_methods
 from captum_rise.evaluation.command import add_evaluate_parser, run_evaluate
+from captum_rise.evaluation.results import ResultsWriteError
+from captum_rise.evaluation.runner import RunInProgressError
 from captum_rise.imagenet import (
     DEFAULT_MODEL,
     DEFAULT_WEIGHTS,
@@ -84,7 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_evaluate(args)
         else:
             run(args, Path(args.image) if args.command == "explain" else demo_image_path())
-    except (ModelLoadError, ImageLoadError, ValueError) as error:
+    except (
+        ModelLoadError,
+        ImageLoadError,
+        ValueError,
+        RunInProgressError,
+        ResultsWriteError,
+    ) as error:
         print(f"captum-rise: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -160,20 +160,36 @@ class ParamStream:
     a rank can start at its own share of the masks (the blocks before it are
     drawn and dropped). Parameters before the range asked for are dropped.
 
+    With ``replicates`` ``R > 1`` the masks form ``R`` independent replicates
+    (:meth:`replicate_of`), whose spread measures the error of any sampling
+    (randomised quasi-Monte Carlo): mask ``k`` belongs to replicate ``k mod R``
+    (antithetic pairs ``2i, 2i + 1`` to replicate ``i mod R``, so that a pair
+    stays together), and Sobol' masks come from ``R`` independently scrambled
+    sequences, replicate ``r`` taking the points of the ``r``-th in order.
+
     Args:
         sampler: says how many numbers a mask needs and where they go.
         generator: the private generator they are drawn from.
+        sampling: one of :data:`MASK_SAMPLINGS`.
+        replicates: ``R``, dividing :data:`DRAW_BLOCK` / 2.
     """
 
     def __init__(
-        self, sampler: MaskSampler, generator: torch.Generator, sampling: str = "random"
+        self,
+        sampler: MaskSampler,
+        generator: torch.Generator,
+        sampling: str = "random",
+        replicates: int = 1,
     ) -> None:
         if sampling not in MASK_SAMPLINGS:
             raise ValueError(f"mask_sampling must be one of {MASK_SAMPLINGS}, got {sampling!r}")
+        if replicates < 1 or (DRAW_BLOCK // 2) % replicates:
+            raise ValueError(f"replicates must divide {DRAW_BLOCK // 2}, got {replicates}")
         self.sampler = sampler
         self.generator = generator
         self.sampling = sampling
-        self._sobol: torch.quasirandom.SobolEngine | None = None
+        self.replicates = replicates
+        self._sobol: list[torch.quasirandom.SobolEngine] = []
         if sampling == "sobol":
             if sampler.n_params > torch.quasirandom.SobolEngine.MAXDIM:
                 raise ValueError(
@@ -182,18 +198,28 @@ class ParamStream:
                     f"feature groups, plus shifts), these need {sampler.n_params}: use "
                     f"mask_sampling='antithetic' or 'random'"
                 )
-            sobol_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-            self._sobol = torch.quasirandom.SobolEngine(
-                sampler.n_params, scramble=True, seed=sobol_seed
-            )
+            for _ in range(replicates):
+                sobol_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+                self._sobol.append(
+                    torch.quasirandom.SobolEngine(sampler.n_params, scramble=True, seed=sobol_seed)
+                )
         self._buffer = torch.empty(0, sampler.n_params, device=sampler.device)
         self._start = 0
+
+    def replicate_of(self, lo: int, hi: int) -> Tensor:
+        """``(hi - lo,)`` long: the replicate of masks ``lo .. hi - 1``, on the sampler's device."""
+        index = torch.arange(lo, hi, device=self.sampler.device)
+        if self.sampling == "antithetic":
+            index = index // 2
+        return index % self.replicates
 
     def _draw_block(self) -> Tensor:
         """The next :data:`DRAW_BLOCK` masks' parameters (an even number: antithetic
         pairs never straddle two blocks)."""
-        if self._sobol is not None:
-            return to_device(self._sobol.draw(DRAW_BLOCK).to(torch.float32), self.sampler.device)
+        if self._sobol:
+            per_sequence = DRAW_BLOCK // len(self._sobol)
+            points = torch.stack([engine.draw(per_sequence) for engine in self._sobol], dim=1)
+            return to_device(points.reshape(DRAW_BLOCK, -1).to(torch.float32), self.sampler.device)
         if self.sampling == "antithetic":
             half = self.sampler.draw(DRAW_BLOCK // 2, self.generator)
             pairs = torch.stack([half, self.sampler.reflect(half)], dim=1)

@@ -8,8 +8,13 @@ method to ``results.csv``, with a ``summary.md`` and ``summary.png``; the
 
 from captum_rise.evaluation.data import ImageFiles, image_ids_of, read_boxes, read_class_map
 from captum_rise.evaluation.methods import METHOD_NAMES, make_methods
-from captum_rise.evaluation.results import COLUMNS
-from captum_rise.evaluation.runner import DEFAULT_METHODS, evaluate_dataset, image_seed
+from captum_rise.evaluation.results import COLUMNS, ResultsWriteError
+from captum_rise.evaluation.runner import (
+    DEFAULT_METHODS,
+    RunInProgressError,
+    evaluate_dataset,
+    image_seed,
+)
 from captum_rise.evaluation.summary import bootstrap_interval
 
 __all__ = [
@@ -17,6 +22,8 @@ __all__ = [
     "DEFAULT_METHODS",
     "METHOD_NAMES",
     "ImageFiles",
+    "ResultsWriteError",
+    "RunInProgressError",
     "bootstrap_interval",
     "evaluate_dataset",
     "image_ids_of",

@@ -1,12 +1,15 @@
 """The results table of an evaluation run: one CSV row per (image, method).
 
 Each rank appends its rows to its own part file, ``DIR/parts/rank-<r>.csv``,
-flushed row by row, so ranks never write to the same file and a crash loses
-at most the row being written. Rank 0 merges the parts into
-``DIR/results.csv`` at the end (sorted by image, then method) and removes
-them. A rerun reads both, so rows already done are skipped.
+flushed and synced row by row, so ranks never write to the same file and a
+crash (a kill, a full disk) loses at most the row being written: every row
+ends with the column ``complete`` = ``yes``, so a row cut short anywhere is
+never read back. Rank 0 merges the parts into ``DIR/results.csv`` at the end
+(sorted by image, then method) and removes them. A rerun reads both, so rows
+already done are skipped.
 """
 
+import contextlib
 import csv
 import os
 from collections.abc import Iterable, Sequence
@@ -29,12 +32,16 @@ COLUMNS = (
     "error",
     "deletion_curve",
     "insertion_curve",
+    "complete",
 )
 """``image``: id (path relative to the data folder); ``target``: the class
 explained; ``pointing_hit``: 1/0, empty without boxes; ``seconds``: wall time
 of the attribution alone; ``seed``: the image's seed; ``settings``: JSON of the
 method's settings; ``error``: empty, or why the row failed; the curves: scores
-at :data:`CURVE_FRACTIONS`, space separated."""
+at :data:`CURVE_FRACTIONS`, space separated; ``complete``: ``yes``, written last, so a
+row cut short by a crash is recognised."""
+
+COMPLETE = "yes"
 
 CURVE_FRACTIONS = np.linspace(0.0, 1.0, 101)
 """Fractions of pixels moved at which the deletion and insertion curves are stored."""
@@ -61,11 +68,16 @@ def is_success(row: Row) -> bool:
     return not row.get("error")
 
 
+class ResultsWriteError(OSError):
+    """A results row could not be written (e.g. the disk is full); the rows before it are kept."""
+
+
 class PartWriter:
-    """Appends rows to one rank's part file, flushing each to disk.
+    """Appends rows to one rank's part file, flushing and syncing each to disk.
 
     A part file left by a crashed run may end in a half-written row; writing
-    continues on a new line, and :func:`read_rows` drops the broken one.
+    continues on a new line, and :func:`read_rows` drops the broken one (it
+    lacks the final ``complete`` column).
     """
 
     def __init__(self, out_dir: Path, rank: int) -> None:
@@ -82,18 +94,29 @@ class PartWriter:
             self._writer.writeheader()
 
     def write(self, row: Row) -> None:
-        self._writer.writerow(row)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._writer.writerow({**row, "complete": COMPLETE})
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as error:
+            raise ResultsWriteError(
+                error.errno,
+                f"could not write a results row to {self.path} ({error.strerror or error}): "
+                "free some space, then rerun the same command to resume (the rows written "
+                "before are kept; the one cut short is ignored)",
+            ) from error
 
     def close(self) -> None:
-        self._file.close()
+        # a failed write leaves a buffer that cannot be flushed: its row is incomplete, ignored
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def _rows_of(path: Path) -> Iterable[Row]:
     with open(path, newline="") as file:
         for row in csv.DictReader(file):
-            if set(row) == set(COLUMNS) and all(row[c] is not None for c in COLUMNS):
+            complete = set(row) == set(COLUMNS) and row.get("complete") == COMPLETE
+            if complete and all(row[c] is not None for c in COLUMNS):
                 yield row
 
 

@@ -13,11 +13,12 @@ An image's result depends only on the run's arguments and the image: its
 seed is :func:`image_seed` of the run's seed and the image's id.
 """
 
+import contextlib
 import hashlib
 import json
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -47,9 +48,38 @@ from captum_rise.metrics.causal import deletion, insertion
 from captum_rise.metrics.pointing import pointing_game
 
 DEFAULT_METHODS = ("rise", "hsic", "gradcam", "ig", "occlusion")
+LOCK_FILE = ".lock-rank-{rank}"
 CONFIG_FILE = "run.json"
 PROGRESS_DIR = ".progress"
 POLL_SECONDS = 0.2
+
+
+class RunInProgressError(RuntimeError):
+    """Another run is writing to the same results folder."""
+
+
+@contextlib.contextmanager
+def _hold_folder(out_dir: Path, rank: int) -> Iterator[None]:
+    """Holds an exclusive lock on ``out_dir`` for this rank while the run writes to it, so
+    that a second run on the same folder is refused instead of interleaving its rows. The
+    lock (``fcntl.flock``) ends with the process, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    with open(out_dir / LOCK_FILE.format(rank=rank), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInProgressError(
+                f"another run is writing to {out_dir} (its rank {rank} holds the folder): "
+                "wait for it to finish, or choose another output folder"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def image_seed(run_seed: int, image_id: str) -> int:
@@ -133,73 +163,76 @@ def evaluate_dataset(
         "methods": {m.name: m.settings for m in chosen},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_settings(out_dir, config)
-    done = {key for key, row in read_rows(out_dir).items() if is_success(row)}
-    todo = [
-        i for i, image_id in enumerate(ids) if any((image_id, m.name) not in done for m in chosen)
-    ]
-    if rank == 0:
-        _write_config(out_dir, config)
-        shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
-    if world_size > 1:
-        dist.barrier()  # every rank has read what was done before any writes
+    with _hold_folder(out_dir, rank):
+        _check_same_settings(out_dir, config)
+        done = {key for key, row in read_rows(out_dir).items() if is_success(row)}
+        todo = [
+            i
+            for i, image_id in enumerate(ids)
+            if any((image_id, m.name) not in done for m in chosen)
+        ]
+        if rank == 0:
+            _write_config(out_dir, config)
+            shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
+        if world_size > 1:
+            dist.barrier()  # every rank has read what was done before any writes
 
-    device = next(model.parameters(), torch.empty(0)).device
-    bar = (
-        progress_bar("images, all ranks", len(todo), unit="image")
-        if show_progress and rank == 0
-        else NullProgress()
-    )
-    writer = PartWriter(out_dir, rank)
-    run = _ImageRun(
-        model,
-        chosen,
-        out_dir,
-        device,
-        memory_format,
-        boxes,
-        curve_steps,
-        save_maps,
-        model_name,
-        rank,
-        seed,
-    )
-    mine = todo[rank::world_size]
-    shown = 0  # images the bar shows as done
+        device = next(model.parameters(), torch.empty(0)).device
+        bar = (
+            progress_bar("images, all ranks", len(todo), unit="image")
+            if show_progress and rank == 0
+            else NullProgress()
+        )
+        writer = PartWriter(out_dir, rank)
+        run = _ImageRun(
+            model,
+            chosen,
+            out_dir,
+            device,
+            memory_format,
+            boxes,
+            curve_steps,
+            save_maps,
+            model_name,
+            rank,
+            seed,
+        )
+        mine = todo[rank::world_size]
+        shown = 0  # images the bar shows as done
 
-    def show_done() -> None:
-        nonlocal shown
-        done = _images_done(out_dir, world_size)
-        bar.update(done - shown)
-        shown = done
+        def show_done() -> None:
+            nonlocal shown
+            done = _images_done(out_dir, world_size)
+            bar.update(done - shown)
+            shown = done
 
-    try:
-        for count, index in enumerate(mine, start=1):
-            for row in run.rows(dataset, index, ids[index], done):
-                writer.write(row)
-            _report_progress(out_dir, rank, count, finished=False)
-            if rank == 0:
-                show_done()
-        _report_progress(out_dir, rank, len(mine), finished=True)
-    finally:
-        writer.close()
-    if rank != 0:
-        return None
-    while not _all_finished(out_dir, world_size):
+        try:
+            for count, index in enumerate(mine, start=1):
+                for row in run.rows(dataset, index, ids[index], done):
+                    writer.write(row)
+                _report_progress(out_dir, rank, count, finished=False)
+                if rank == 0:
+                    show_done()
+            _report_progress(out_dir, rank, len(mine), finished=True)
+        finally:
+            writer.close()
+        if rank != 0:
+            return None
+        while not _all_finished(out_dir, world_size):
+            show_done()
+            time.sleep(POLL_SECONDS)
         show_done()
-        time.sleep(POLL_SECONDS)
-    show_done()
-    bar.close()
-    rows = merge_parts(out_dir)
-    shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
-    header = {
-        "model": model_name,
-        "seed": seed,
-        "ranks": world_size,
-        **{f"{k} settings": v for k, v in config["methods"].items()},
-    }
-    write_summary(rows, out_dir, header)
-    return rows
+        bar.close()
+        rows = merge_parts(out_dir)
+        shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
+        header = {
+            "model": model_name,
+            "seed": seed,
+            "ranks": world_size,
+            **{f"{k} settings": v for k, v in config["methods"].items()},
+        }
+        write_summary(rows, out_dir, header)
+        return rows
 
 
 class _ImageRun:
