@@ -200,3 +200,71 @@ def test_a_row_cut_inside_its_last_column_is_not_read_back(data_and_clean_run, t
     cut = text.rindex(" ", 0, text.rindex(",yes"))  # inside the second row's last curve
     path.write_text(text[:cut])
     assert list(read_rows(tmp_path)) == [(clean[0]["image"], clean[0]["method"])]
+
+
+TORCHRUN_CHILD = """
+import os, sys, time
+import torch.distributed as dist
+sys.path.insert(0, {tests!r})
+from test_evaluation import BoxModel, _dataset
+from captum_rise.evaluation import evaluate_dataset
+
+dist.init_process_group("gloo")
+os.makedirs({out!r}, exist_ok=True)
+with open(os.path.join({out!r}, f"pid-{{dist.get_rank()}}"), "w") as file:
+    file.write(str(os.getpid()))
+
+
+class SlowImages(type(_dataset({data!r}))):
+    def __getitem__(self, index):
+        time.sleep({seconds_per_image!r})
+        return super().__getitem__(index)
+
+
+dataset = SlowImages({data!r}, _dataset({data!r}).transform)
+evaluate_dataset(BoxModel(), dataset, {out!r}, {methods!r}, **{settings!r})
+dist.destroy_process_group()
+"""
+
+
+def start_torchrun(data: Path, out: Path, script_path: Path, seconds_per_image: float):
+    script_path.write_text(
+        textwrap.dedent(
+            TORCHRUN_CHILD.format(
+                tests=str(Path(__file__).parent),
+                data=str(data),
+                out=str(out),
+                methods=METHODS,
+                settings=SETTINGS,
+                seconds_per_image=seconds_per_image,
+            )
+        )
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [*command, "--standalone", str(script_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+
+
+def test_a_rank_killed_under_torchrun_resumes_to_the_clean_results(data_and_clean_run, tmp_path):
+    data, clean = data_and_clean_run
+    out = tmp_path / "torchrun"
+    run = start_torchrun(data, out, tmp_path / "run.py", seconds_per_image=0.6)
+    wait_for_rows(out, 2, run, timeout=180)
+    os.kill(int((out / "pid-1").read_text()), signal.SIGKILL)  # one rank dies
+    run.communicate(timeout=120)
+    assert run.returncode != 0  # torchrun reports the failed rank and stops the other
+    assert not (out / "results.csv").exists()
+
+    resumed = start_torchrun(data, out, tmp_path / "run.py", seconds_per_image=0.0)
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr[-3000:]
+    rows = read_results(out)
+    keys = [(r["image"], r["method"]) for r in rows]
+    assert len(keys) == len(set(keys)) == N_IMAGES * len(METHODS)
+    _assert_same_results(rows, clean)
