@@ -256,8 +256,10 @@ class RISE(MaskAttribution):
                 gives (Sobol' masks without an error estimate come from one
                 sequence, with a somewhat smaller error for the same ``n``);
                 ``n`` is left in :attr:`n_masks_used`. Needs
-                ``normalization="expectation"``; not combined with
-                ``process_group``.
+                ``normalization="expectation"``. With ``process_group``,
+                every rank runs its share of each round and the ranks sum
+                their replicates before the check, so they stop together, at
+                the one-process ``n``.
             return_convergence_delta: also return, per example, the estimated
                 relative standard error defined above (Captum's convention).
             mask_sampling: how the masks' random numbers are drawn; every
@@ -438,8 +440,6 @@ class RISE(MaskAttribution):
             )
         if tolerance is not None:
             tolerance = check_positive("tolerance", tolerance)
-            if process_group is not None:
-                raise ValueError("tolerance cannot be combined with process_group (yet)")
         track_error = track_error or tolerance is not None
         if mask_sampling not in ERROR_REPLICATES:
             raise ValueError(
@@ -474,7 +474,6 @@ class RISE(MaskAttribution):
             mask_sampling,
             replicates=replicates if track_error else 1,
         )
-        first, last = share(n_masks, rank, world_size)
         accumulator: SaliencyAccumulator | None = None
 
         def make_accumulator(n_outputs: int) -> SaliencyAccumulator:
@@ -509,33 +508,51 @@ class RISE(MaskAttribution):
 
             return consume
 
-        rounds = [(first, last)] if tolerance is None else _rounds(first, last)
-        bar = self._progress(show_progress and rank == 0, last - first, unit="mask")
-        with torch.no_grad():
-            for start, stop in rounds:
-                run_in_chunks(
-                    stop - start,
-                    evaluate_from(start),
-                    consume_from(start),
-                    perturbations_per_eval,
-                    lambda: sizer_for(self.forward_func, inputs),
-                    device,
-                    bar,
-                )
-                if (
-                    tolerance is not None
-                    and accumulator is not None
-                    and stop - first >= min_masks
-                    and float(accumulator.relative_standard_error(p_keep).max()) <= tolerance
-                ):
-                    break
-        bar.close()
-        if process_group is not None:
+        # Rounds of the global masks 0 .. N - 1 (one round without a tolerance); every rank
+        # runs its contiguous share of each round, so any group gives the one-process masks.
+        rounds = [(0, n_masks)] if tolerance is None else _rounds(0, n_masks)
+        shares = [
+            (start + lo, start + hi)
+            for start, stop in rounds
+            for lo, hi in [share(stop - start, rank, world_size)]
+        ]
+
+        def gathered() -> SaliencyAccumulator:
+            """The sums of all masks run so far, on every rank (a copy under a group)."""
+            if process_group is None:
+                assert accumulator is not None  # n_masks >= 1
+                return accumulator
             # A rank with no masks (fewer masks than ranks) learns the number of outputs.
             local_outputs = torch.tensor([accumulator.n_outputs if accumulator else 0])
             n_outputs = int(all_reduce(local_outputs, process_group, dist.ReduceOp.MAX).item())
-            accumulator = (accumulator or make_accumulator(n_outputs)).all_reduce(process_group)
-        assert accumulator is not None  # n_masks >= 1
+            summed = make_accumulator(n_outputs)
+            if accumulator is not None:
+                summed.merge(accumulator)
+            return summed.all_reduce(process_group)
+
+        bar = self._progress(
+            show_progress and rank == 0, sum(hi - lo for lo, hi in shares), unit="mask"
+        )
+        summed: SaliencyAccumulator | None = None
+        with torch.no_grad():
+            for (_, stop), (lo, hi) in zip(rounds, shares):
+                if hi > lo:
+                    run_in_chunks(
+                        hi - lo,
+                        evaluate_from(lo),
+                        consume_from(lo),
+                        perturbations_per_eval,
+                        lambda: sizer_for(self.forward_func, inputs),
+                        device,
+                        bar,
+                    )
+                summed = None
+                if tolerance is not None and stop >= min_masks:
+                    summed = gathered()  # every rank sees the same error: they stop together
+                    if float(summed.relative_standard_error(p_keep).max()) <= tolerance:
+                        break
+        bar.close()
+        accumulator = summed or gathered()
         self.n_masks_used = accumulator.n_masks
         errors = accumulator.relative_standard_error(p_keep) if track_error else None
         maps = [

@@ -32,7 +32,8 @@ def _inputs() -> torch.Tensor:
 
 def _explain(process_group):
     """Each case on the same model and inputs: 61 masks; a single mask (a rank has
-    none); and two seeds for seed=None, which rank 0 draws for all."""
+    none); two seeds for seed=None, which rank 0 draws for all; a tolerance (the ranks
+    stop together, at the one-process number of masks)."""
     model, x = _model(), _inputs()
     rise = RISE(model)
     return {
@@ -49,7 +50,14 @@ def _explain(process_group):
             x, target=0, n_masks=1, grid_size=3, seed=11, process_group=process_group
         ),
         "fresh seeds": [agree_on_seed(None, process_group) for _ in range(2)],
-    }
+        "tolerance": (
+            *rise.attribute(
+                x, target=[0, 2], n_masks=6000, grid_size=3, seed=11, tolerance=0.03,
+                return_convergence_delta=True, process_group=process_group,
+            ),
+            torch.tensor(rise.n_masks_used),
+        ),
+    }  # fmt: skip
 
 
 def _worker(rank: int, store: str, out: str) -> None:
@@ -92,7 +100,7 @@ def test_param_stream_starts_at_any_mask():
     assert torch.equal(late.params(2500, 3000), whole[2500:3000])
 
 
-@pytest.mark.parametrize("case", ["rise", "classes", "hsic", "one mask"])
+@pytest.mark.parametrize("case", ["rise", "classes", "hsic", "one mask", "tolerance"])
 def test_split_masks_equal_one_process(rank_maps, case):
     """Every rank returns the single-process map of the same seed."""
     expected = _explain(None)[case]
