@@ -30,7 +30,8 @@ METHODS = ["rise", "gradcam"]
 SETTINGS = dict(n_masks=64, curve_steps=8, show_progress=False)
 
 CHILD = """
-import resource, signal, sys, time
+import os, resource, signal, sys, time
+import torch.distributed as dist
 sys.path.insert(0, {tests!r})
 from test_evaluation import BoxModel, _dataset
 from captum_rise.evaluation import evaluate_dataset
@@ -39,6 +40,11 @@ seconds_per_image, file_size_limit = {seconds_per_image!r}, {file_size_limit!r}
 if file_size_limit:  # a full disk: writes past this size fail with EFBIG
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+if "WORLD_SIZE" in os.environ:  # under torchrun: each rank leaves its pid
+    dist.init_process_group("gloo")
+    os.makedirs({out!r}, exist_ok=True)
+    with open(os.path.join({out!r}, f"pid-{{dist.get_rank()}}"), "w") as file:
+        file.write(str(os.getpid()))
 
 
 class SlowImages(type(_dataset({data!r}))):
@@ -49,26 +55,60 @@ class SlowImages(type(_dataset({data!r}))):
 
 dataset = SlowImages({data!r}, _dataset({data!r}).transform)
 evaluate_dataset(BoxModel(), dataset, {out!r}, {methods!r}, **{settings!r})
-print("finished")
+if dist.is_initialized():
+    dist.destroy_process_group()
 """
 
 
-def start_run(data: Path, out: Path, seconds_per_image: float = 0.0, file_size_limit: int = 0):
-    script = CHILD.format(
-        tests=str(Path(__file__).parent),
-        data=str(data),
-        out=str(out),
-        methods=METHODS,
-        settings=SETTINGS,
-        seconds_per_image=seconds_per_image,
-        file_size_limit=file_size_limit,
+def start_run(
+    data: Path,
+    out: Path,
+    seconds_per_image: float = 0.0,
+    file_size_limit: int = 0,
+    torchrun: bool = False,
+):
+    """The run as a process of its own: ``python script`` or ``torchrun`` with 2 ranks."""
+    script = out.parent / f"{out.name}-run.py"
+    script.write_text(
+        textwrap.dedent(
+            CHILD.format(
+                tests=str(Path(__file__).parent),
+                data=str(data),
+                out=str(out),
+                methods=METHODS,
+                settings=SETTINGS,
+                seconds_per_image=seconds_per_image,
+                file_size_limit=file_size_limit,
+            )
+        )
     )
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)],
+    launcher = [sys.executable]
+    if torchrun:
+        launcher += ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone"]
+    process = subprocess.Popen(
+        [*launcher, str(script)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,  # its own process group: killed whole if a test fails
     )
+    STARTED.append(process)
+    return process
+
+
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_behind():
+    """A failed test must not leave its runs (or torchrun's ranks) running."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def wait_for_rows(out: Path, count: int, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -202,66 +242,17 @@ def test_a_row_cut_inside_its_last_column_is_not_read_back(data_and_clean_run, t
     assert list(read_rows(tmp_path)) == [(clean[0]["image"], clean[0]["method"])]
 
 
-TORCHRUN_CHILD = """
-import os, sys, time
-import torch.distributed as dist
-sys.path.insert(0, {tests!r})
-from test_evaluation import BoxModel, _dataset
-from captum_rise.evaluation import evaluate_dataset
-
-dist.init_process_group("gloo")
-os.makedirs({out!r}, exist_ok=True)
-with open(os.path.join({out!r}, f"pid-{{dist.get_rank()}}"), "w") as file:
-    file.write(str(os.getpid()))
-
-
-class SlowImages(type(_dataset({data!r}))):
-    def __getitem__(self, index):
-        time.sleep({seconds_per_image!r})
-        return super().__getitem__(index)
-
-
-dataset = SlowImages({data!r}, _dataset({data!r}).transform)
-evaluate_dataset(BoxModel(), dataset, {out!r}, {methods!r}, **{settings!r})
-dist.destroy_process_group()
-"""
-
-
-def start_torchrun(data: Path, out: Path, script_path: Path, seconds_per_image: float):
-    script_path.write_text(
-        textwrap.dedent(
-            TORCHRUN_CHILD.format(
-                tests=str(Path(__file__).parent),
-                data=str(data),
-                out=str(out),
-                methods=METHODS,
-                settings=SETTINGS,
-                seconds_per_image=seconds_per_image,
-            )
-        )
-    )
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [*command, "--standalone", str(script_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment,
-    )
-
-
 def test_a_rank_killed_under_torchrun_resumes_to_the_clean_results(data_and_clean_run, tmp_path):
     data, clean = data_and_clean_run
     out = tmp_path / "torchrun"
-    run = start_torchrun(data, out, tmp_path / "run.py", seconds_per_image=0.6)
+    run = start_run(data, out, seconds_per_image=0.6, torchrun=True)
     wait_for_rows(out, 2, run, timeout=180)
     os.kill(int((out / "pid-1").read_text()), signal.SIGKILL)  # one rank dies
     run.communicate(timeout=120)
     assert run.returncode != 0  # torchrun reports the failed rank and stops the other
     assert not (out / "results.csv").exists()
 
-    resumed = start_torchrun(data, out, tmp_path / "run.py", seconds_per_image=0.0)
+    resumed = start_run(data, out, torchrun=True)
     _, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr[-3000:]
     rows = read_results(out)
