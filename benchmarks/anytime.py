@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--reference-masks", type=int, default=40_000)
     parser.add_argument("--photos", action="store_true")
     parser.add_argument("--n-photos", type=int, default=3, help="with --photos")
+    parser.add_argument("--samplings", default=",".join(MASK_SAMPLINGS))
     args = parser.parse_args()
     settings = photo_settings(args.n_photos) if args.photos else box_setting()
     print("| setting | sampling | tolerance | masks used | reported | true | within 2x |")
@@ -76,7 +77,7 @@ def main() -> None:
         reference = rise.attribute(
             x, target=target, grid_size=grid, n_masks=args.reference_masks, seed=10**6
         )[0, 0]
-        for sampling in MASK_SAMPLINGS:
+        for sampling in args.samplings.split(","):
             for tolerance in [float(t) for t in args.tolerances.split(",")]:
                 used, reported, true, within = [], [], [], 0
                 for seed in range(args.seeds):
