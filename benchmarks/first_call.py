@@ -37,8 +37,8 @@ import torch
 import torchvision
 from _common import run_child, synchronize
 
-from captum_rise import RISE, HSICAttribution, batching, deletion, insertion
-from captum_rise.testing import FakeClock, GPUShapedClassifier
+from captum_rise import RISE, HSICAttribution, deletion, insertion
+from captum_rise.testing import GPUShapedClassifier, simulate_accelerator
 
 COLUMNS = ("first", "second", "new function", "curves", "HSIC first")
 
@@ -98,14 +98,7 @@ def cuda_child(args: argparse.Namespace, size: int | None) -> dict:
 def stand_in_run(n_masks: int, size: int | None) -> dict:
     """One 'fresh process' on the GPU-shaped stand-in: a new model and fake clock."""
     x = torch.rand(1, 3, 32, 32)
-    clock = FakeClock()
-    batching.clock = clock
-    batching.ACCELERATOR_START_BYTES = 512 * x.numel() * x.element_size()
-    limit = 100_000  # the memory bound of a large GPU: never reached here
-    batching.chunk_bounds = lambda item_bytes, device: (
-        batching.accelerator_start(item_bytes, limit),
-        limit,
-    )
+    clock = simulate_accelerator(x)
     model = GPUShapedClassifier(clock, n_classes=1000)
     return time_calls(model, x, n_masks, size, clock)
 

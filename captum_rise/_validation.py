@@ -107,7 +107,7 @@ def format_baselines(
             raise TypeError(
                 f"baselines[{i}] must be a number or a tensor, got {type(baseline).__name__}"
             )
-        if integer and is_integer_input(baseline) is False:
+        if integer and not is_integer_input(baseline):
             raise TypeError(
                 f"baselines[{i}] must be an integer tensor (token ids, category codes) for "
                 f"the integer input {i} ({inp.dtype}), got {baseline.dtype}"

@@ -244,17 +244,18 @@ def sizer_for(forward_func: object, item: Sequence[torch.Tensor]) -> ChunkSizer:
             Their shapes, dtypes, layouts and device key the memory; their
             bytes and device set the bounds.
     """
-    item_bytes = sum(t.numel() * t.element_size() for t in item)
-    device = item[0].device
+
+    def fresh() -> ChunkSizer:
+        start, limit = chunk_bounds(sum(t.numel() * t.element_size() for t in item), item[0].device)
+        return ChunkSizer(limit, start)
+
     try:
         per_model = _SIZERS.setdefault(model_of(forward_func), {})
     except TypeError:
-        start, limit = chunk_bounds(item_bytes, device)
-        return ChunkSizer(limit, start)
+        return fresh()
     signature = item_signature(*item)
     if signature not in per_model:
-        start, limit = chunk_bounds(item_bytes, device)
-        per_model[signature] = ChunkSizer(limit, start)
+        per_model[signature] = fresh()
     return per_model[signature]
 
 

@@ -209,9 +209,7 @@ class ParamStream:
     def replicate_of(self, lo: int, hi: int) -> Tensor:
         """``(hi - lo,)`` long: the replicate of masks ``lo .. hi - 1``, on the sampler's device."""
         index = torch.arange(lo, hi, device=self.sampler.device)
-        if self.sampling == "antithetic":
-            index = index // 2
-        return index % self.replicates
+        return index // replicate_unit(self.sampling) % self.replicates
 
     def _draw_block(self) -> Tensor:
         """The next :data:`DRAW_BLOCK` masks' parameters (an even number: antithetic
@@ -491,6 +489,11 @@ class GroupMaskSampler(DesignMaskSampler):
     def expand(self, values: Tensor) -> tuple[Tensor, ...]:
         """``(n, n_groups)`` values per group to one ``(n, *feature_mask_i.shape)`` per input."""
         return self.groups.expand(values)
+
+
+def replicate_unit(sampling: str) -> int:
+    """Consecutive masks that go to one replicate together: an antithetic pair, or one mask."""
+    return 2 if sampling == "antithetic" else 1
 
 
 def to_device(params: Tensor, device: torch.device) -> Tensor:

@@ -45,6 +45,7 @@ from captum_rise.masks import (
     MaskSampler,
     ParamStream,
     make_generator,
+    replicate_unit,
 )
 
 FeatureMaskType = Tensor | tuple[Tensor, ...] | None
@@ -441,12 +442,9 @@ class RISE(MaskAttribution):
         if tolerance is not None:
             tolerance = check_positive("tolerance", tolerance)
         track_error = track_error or tolerance is not None
-        if mask_sampling not in ERROR_REPLICATES:
-            raise ValueError(
-                f"mask_sampling must be one of {tuple(ERROR_REPLICATES)}, got {mask_sampling!r}"
-            )
-        replicates = ERROR_REPLICATES[mask_sampling]
-        min_masks = replicates * (2 if mask_sampling == "antithetic" else 1)
+        # an unknown mask_sampling is refused by ParamStream, below
+        replicates = ERROR_REPLICATES.get(mask_sampling, 1)
+        min_masks = replicates * replicate_unit(mask_sampling)
         if track_error and n_masks < min_masks:
             raise ValueError(
                 f"tolerance and return_convergence_delta need n_masks >= {min_masks} with "

@@ -3,18 +3,18 @@
 :class:`GPUShapedClassifier` is a small classifier whose forward calls take
 time on a :class:`FakeClock` as a GPU's do: a fixed latency per call, a small
 time per image above it, and a large one-off cost for every batch size it
-meets for the first time. With the clock installed as
-:data:`captum_rise.batching.clock`, a test or a benchmark sees the chunk
-choice and its cost exactly, whatever the machine's load::
+meets for the first time. :func:`simulate_accelerator` makes
+:mod:`captum_rise.batching` size chunks as on an accelerator, timed by that
+clock, so a test or a benchmark sees the chunk choice and its cost exactly,
+whatever the machine's load::
 
-    clock = FakeClock()
-    monkeypatch.setattr(batching, "clock", clock)
+    clock = simulate_accelerator(x, monkeypatch.setattr)
     model = GPUShapedClassifier(clock)
     RISE(model).attribute(x, target=0, n_masks=8000)
     clock.now, model.batch_sizes  # simulated seconds, distinct sizes met
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -42,6 +42,37 @@ CALL_SECONDS = 0.0035
 
 IMAGE_SECONDS = 25e-3 / 512
 """The time per image of large calls on that GPU (25 ms for 512 images)."""
+
+
+SIMULATED_MEMORY_LIMIT = 100_000
+"""Items per call that the simulated accelerator's memory allows: a large GPU's, never reached."""
+
+
+def simulate_accelerator(
+    item: Tensor, set_attribute: Callable[[object, str, object], None] = setattr
+) -> FakeClock:
+    """Makes :mod:`captum_rise.batching` size chunks as on an accelerator, for items like
+    ``item``, timed by a new :class:`FakeClock`, which it returns.
+
+    The first chunk holds 512 such items (as 512 ImageNet images on a GPU) and the
+    memory bound is :data:`SIMULATED_MEMORY_LIMIT`. ``set_attribute`` installs the
+    changes: pytest's ``monkeypatch.setattr`` undoes them after a test; the default
+    ``setattr`` keeps them for the process (a benchmark).
+    """
+    from captum_rise import batching
+
+    clock = FakeClock()
+    set_attribute(batching, "clock", clock)
+    set_attribute(batching, "ACCELERATOR_START_BYTES", 512 * item.numel() * item.element_size())
+    set_attribute(
+        batching,
+        "chunk_bounds",
+        lambda item_bytes, device: (
+            batching.accelerator_start(item_bytes, SIMULATED_MEMORY_LIMIT),
+            SIMULATED_MEMORY_LIMIT,
+        ),
+    )
+    return clock
 
 
 class GPUShapedClassifier(nn.Module):

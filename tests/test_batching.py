@@ -351,21 +351,11 @@ def test_work_that_fits_in_one_chunk_runs_in_one_call_at_a_met_size():
 
 
 def simulated_gpu(monkeypatch, x):
-    """Installs a fake clock and an accelerator's chunk bounds for inputs like ``x``
-    (the first chunk holds 512 of them, as 512 ImageNet images on a GPU); returns the
-    clock and a fresh GPU-shaped model (a fresh process: it has met no batch size)."""
-    from captum_rise.testing import GPUShapedClassifier
+    """A fake clock and an accelerator's chunk bounds for inputs like ``x``, and a fresh
+    GPU-shaped model (a fresh process: it has met no batch size)."""
+    from captum_rise.testing import GPUShapedClassifier, simulate_accelerator
 
-    clock = FakeClock()
-    monkeypatch.setattr(batching, "clock", clock)
-    item_bytes = x.numel() * x.element_size()
-    monkeypatch.setattr(batching, "ACCELERATOR_START_BYTES", 512 * item_bytes)
-    limit = 100_000
-    monkeypatch.setattr(
-        batching,
-        "chunk_bounds",
-        lambda item_bytes, device: (batching.accelerator_start(item_bytes, limit), limit),
-    )
+    clock = simulate_accelerator(x, monkeypatch.setattr)
     return clock, GPUShapedClassifier(clock)
 
 
