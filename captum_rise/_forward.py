@@ -35,8 +35,9 @@ def model_of(forward_func: object) -> object:
     a bound method's object, a ``functools.partial``'s function and arguments,
     a function's closure and the globals it names (``lambda x:
     torch.softmax(model(x), dim=1)`` in a notebook), a callable object's
-    attributes (the detector of :class:`captum_rise.scores.DetectionScore`).
-    The first module found is the key; a forward function that runs two
+    attributes (the detector of :class:`captum_rise.scores.DetectionScore`;
+    score adapters that are modules themselves, marked ``is_score_adapter``,
+    are looked into). The first module found is the key; a forward function that runs two
     models is keyed by the one found first.
     """
     frontier = [forward_func]
@@ -44,7 +45,9 @@ def model_of(forward_func: object) -> object:
     for _ in range(MODEL_SEARCH_DEPTH + 1):
         deeper = []
         for candidate in frontier:
-            if isinstance(candidate, torch.nn.Module):
+            if isinstance(candidate, torch.nn.Module) and not getattr(
+                candidate, "is_score_adapter", False
+            ):
                 return candidate
             if id(candidate) not in visited:
                 visited.add(id(candidate))
@@ -69,6 +72,8 @@ def _references(candidate: object) -> list[object]:
         names = candidate.__code__.co_names
         named = [candidate.__globals__[n] for n in names if n in candidate.__globals__]
         return cells + [g for g in named if callable(g) and not inspect.isclass(g)]
+    if isinstance(candidate, torch.nn.Module):  # a score adapter: the model it wraps
+        return [*candidate.children(), *vars(candidate).values()]
     if callable(candidate) and not inspect.isclass(candidate) and hasattr(candidate, "__dict__"):
         return list(vars(candidate).values())
     return []

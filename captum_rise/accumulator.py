@@ -8,11 +8,12 @@ from torch import Tensor
 from captum_rise._forward import check_finite_scores
 from captum_rise.distributed import all_reduce
 
-NORMALIZATIONS = ("expectation", "coverage")
+NORMALIZATIONS = ("expectation", "coverage", "centred", "difference")
+"""How the weighted sums become maps (:meth:`SaliencyAccumulator.saliency`)."""
 
 
 class SaliencyAccumulator:
-    """Accumulates ``sum_n f_n * M_n`` and ``sum_n M_n`` for a tuple of inputs.
+    """Accumulates ``sum_n f_n * M_n``, ``sum_n M_n`` and ``sum_n f_n`` for a tuple of inputs.
 
     Masks of input ``i`` have shape ``(n, Bm, *rest_i)`` with ``Bm`` 1 (shared
     by the batch) or ``B``; scores have shape ``(n, B, K)`` for ``K`` outputs.
@@ -70,12 +71,21 @@ class SaliencyAccumulator:
         self.mask_sums: list[Tensor] = [
             torch.zeros(shape, device=device, dtype=dtype) for shape in self.mask_shapes
         ]
+        self.score_sums = torch.zeros(batch_size, n_outputs, device=device, dtype=dtype)
         self.replicates = replicates
-        # (R, B, K, *rest) per input, and the masks per replicate
+        # per replicate: (R, B, K, *rest) weighted sums and (R, Bm, *rest) mask sums per
+        # input, (R, B, K) score sums and the number of masks
         self.replicate_sums: list[Tensor] = [
             torch.zeros(replicates, *w.shape, device=device, dtype=dtype)
             for w in (self.weighted_sums if replicates else [])
         ]
+        self.replicate_mask_sums: list[Tensor] = [
+            torch.zeros(replicates, *m.shape, device=device, dtype=dtype)
+            for m in (self.mask_sums if replicates else [])
+        ]
+        self.replicate_score_sums = torch.zeros(
+            replicates, batch_size, n_outputs, device=device, dtype=dtype
+        )
         self.replicate_counts = torch.zeros(replicates, device=device, dtype=dtype)
         self.n_masks = 0
         self._scores_finite = torch.ones((), dtype=torch.bool, device=device)
@@ -112,12 +122,14 @@ class SaliencyAccumulator:
         )
         self._pending_scores, self._pending_masks, self._pending_bytes = [], [], 0
         self._scores_finite &= torch.isfinite(scores).all()
+        self.score_sums += scores.sum(dim=0)
         if self.replicates:
             # (n, R): the scores of replicate r sit in column r, zeros elsewhere
             labels = torch.cat(self._pending_replicates)
             self._pending_replicates = []
             one_hot = torch.nn.functional.one_hot(labels, self.replicates).to(scores.dtype)
             self.replicate_counts += one_hot.sum(dim=0)
+            self.replicate_score_sums += torch.einsum("nbk,nr->rbk", scores, one_hot)
             by_replicate = (scores[:, :, :, None] * one_hot[:, None, None, :]).flatten(2)
         for i, (mask_sum, mask) in enumerate(zip(self.mask_sums, masks)):
             mask = mask.to(scores.dtype)
@@ -129,6 +141,10 @@ class SaliencyAccumulator:
                 shape = self.weighted_sums[i].shape
                 sums = sums.reshape(shape[0], shape[1], self.replicates, *shape[2:])
                 self.replicate_sums[i] += sums.movedim(2, 0)
+                flat = mask.reshape(mask.shape[0], -1)
+                self.replicate_mask_sums[i] += (one_hot.T @ flat).reshape(
+                    self.replicate_mask_sums[i].shape
+                )
             mask_sum += mask.sum(dim=0)
 
     def merge(self, other: "SaliencyAccumulator") -> "SaliencyAccumulator":
@@ -144,10 +160,15 @@ class SaliencyAccumulator:
             mine += theirs.to(mine.device)
         for mine, theirs in zip(self.mask_sums, other.mask_sums):
             mine += theirs.to(mine.device)
-        for mine, theirs in zip(self.replicate_sums, other.replicate_sums):
+        self.score_sums += other.score_sums.to(self.score_sums.device)
+        for mine, theirs in zip(
+            self.replicate_sums + self.replicate_mask_sums,
+            other.replicate_sums + other.replicate_mask_sums,
+        ):
             mine += theirs.to(mine.device)
         if self.replicates:
             self.replicate_counts += other.replicate_counts.to(self.replicate_counts.device)
+            self.replicate_score_sums += other.replicate_score_sums.to(self.score_sums.device)
         self.n_masks += other.n_masks
         return self
 
@@ -160,71 +181,144 @@ class SaliencyAccumulator:
         self._scores_finite = finite.bool()
         self.weighted_sums = [all_reduce(w, group) for w in self.weighted_sums]
         self.mask_sums = [all_reduce(m, group) for m in self.mask_sums]
+        self.score_sums = all_reduce(self.score_sums, group)
         self.replicate_sums = [all_reduce(r, group) for r in self.replicate_sums]
+        self.replicate_mask_sums = [all_reduce(r, group) for r in self.replicate_mask_sums]
         if self.replicates:
             self.replicate_counts = all_reduce(self.replicate_counts, group)
+            self.replicate_score_sums = all_reduce(self.replicate_score_sums, group)
         count = torch.tensor([self.n_masks], dtype=torch.int64)
         self.n_masks = int(all_reduce(count, group).item())
         return self
 
     def saliency(self, p_keep: float, normalization: str = "expectation") -> list[Tensor]:
-        """The saliency maps, ``(B, K, *rest_i)`` per input.
+        r"""The saliency maps, ``(B, K, *rest_i)`` per input.
 
-        ``"expectation"`` divides by ``N * p_keep`` (the paper's eq. 6);
-        ``"coverage"`` divides every feature by the sum of its own mask values,
-        an estimate of ``E[f | M=1]`` that is unbiased for unequal coverage.
+        With ``W = sum_n f_n M_n``, ``C = sum_n M_n`` (per feature), the mean
+        score ``f = sum_n f_n / N`` and ``p = p_keep``:
+
+        * ``"expectation"``: ``W / (N p)``, the paper's eq. 6, an estimate of
+          ``E[f | M = 1]``;
+        * ``"coverage"``: ``W / C``, the same expectation as a ratio, which
+          does not carry the masks' uneven coverage ``C / (N p) - 1`` times
+          the mean score into the map;
+        * ``"centred"``: ``(W - f C) / (N p) + f``, the same expectation with
+          the mean score as a control variate (``E[M] = p`` is known): the
+          coverage noise is removed and the map stays a linear estimate;
+        * ``"difference"``: ``(W - f C) / (N p (1 - p))``, the signed view
+          ``E[f | kept] - E[f | dropped]`` (exactly so for binary masks; the
+          covariance of score and mask over the mask's variance ``p (1 - p)``
+          otherwise): positive where keeping a feature raises the score,
+          negative where it lowers it. For ``feature_mask`` groups at
+          ``p = 0.5`` it is the Banzhaf value of each group.
         """
         if normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
             )
+        if normalization == "difference" and p_keep >= 1:
+            raise ValueError("normalization='difference' needs p_keep < 1 (some masks drop)")
         if self.n_masks == 0:
             raise ValueError("no masks were accumulated")
         self._flush()
         check_finite_scores(self._scores_finite)
-        if normalization == "expectation":
-            return [w / (self.n_masks * p_keep) for w in self.weighted_sums]
+        mean_score = self.score_sums[..., None] / self.n_masks
         return [
-            w / mask_sum.unsqueeze(1).clamp_min(torch.finfo(w.dtype).tiny)
+            _estimate(
+                normalization,
+                w.flatten(2),
+                mask_sum.flatten(1)[:, None],
+                self.n_masks,
+                p_keep,
+                mean_score,
+            ).reshape(w.shape)
             for w, mask_sum in zip(self.weighted_sums, self.mask_sums)
         ]
 
-    def relative_standard_error(self, p_keep: float) -> Tensor:
-        """``(B, K)`` estimated relative standard error of the ``"expectation"`` maps.
+    def relative_standard_error(
+        self,
+        p_keep: float,
+        normalization: str = "expectation",
+        ignore: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        """``(B, K)`` estimated relative standard error of the maps of :meth:`saliency`.
 
         Randomised quasi-Monte Carlo: the ``R`` replicates are independent
-        estimates of the map, ``S_r = sum_{n in r} f_n M_n / (N_r p)``, so per
+        estimates of the map, ``S_r`` (the same estimator on replicate ``r``'s
+        sums; the centred ones subtract the mean score of all masks), so per
         feature ``j`` (at the masks' resolution, over all inputs) the standard
-        error of the map ``S = sum_r N_r S_r / N`` is estimated from their
-        spread, ``sqrt(R / (R - 1) * sum_r (N_r / N)^2 (S_rj - S_j)^2)``. That
-        holds for any sampling whose replicates are independent and identically
+        error of the map ``S`` is estimated from their spread,
+        ``sqrt(R / (R - 1) * sum_r (N_r / N)^2 (S_rj - S_j)^2)``. That holds
+        for any sampling whose replicates are independent and identically
         distributed: random masks, antithetic pairs, and independently
-        scrambled Sobol' sequences, whose smaller errors it measures instead of
-        bounding them. The relative error is the RMS over features of those
-        standard errors, divided by the standard deviation of the map over
-        features. Needs ``replicates >= 2`` and a mask in every replicate;
-        with ``R`` replicates the estimate has about ``R - 1`` degrees of
-        freedom per feature, pooled over the features.
+        scrambled Sobol' sequences, whose smaller errors it measures instead
+        of bounding them. ``S`` is the weighted mean of the ``S_r`` for the
+        linear estimators (``"expectation"``, ``"centred"``,
+        ``"difference"``); for the ratio ``"coverage"`` this is the random
+        groups estimate of its variance, to first order. The relative error
+        is the RMS over features of those standard errors, divided by the
+        standard deviation of the map over features. Needs ``replicates >=
+        2`` and a mask in every replicate; with ``R`` replicates the estimate
+        has about ``R - 1`` degrees of freedom per feature, pooled over the
+        features. ``ignore``: per input, ``(Bm, *rest_i)`` True for features
+        left out of both (never masked, e.g. :data:`captum_rise.masks.ALWAYS_KEPT`).
         """
         if not self.replicates:
             raise ValueError("relative_standard_error needs an accumulator with replicates >= 2")
-        self._flush()
-        check_finite_scores(self._scores_finite)
+        maps = torch.cat([m.flatten(2) for m in self.saliency(p_keep, normalization)], dim=2)
         counts = self.replicate_counts
         if float(counts.min()) < 1:
             raise ValueError(
                 f"relative_standard_error needs a mask in each of the {self.replicates} replicates"
             )
-        total = counts.sum()
-        maps = torch.cat([w.flatten(2) for w in self.weighted_sums], dim=2) / (total * p_keep)
-        per_replicate = torch.cat([r.flatten(3) for r in self.replicate_sums], dim=3)
-        weights = (counts / total).reshape(-1, 1, 1, 1)
-        replicate_maps = per_replicate / (counts.reshape(-1, 1, 1, 1) * p_keep)
+        mean_score = self.score_sums[..., None] / self.n_masks
+        shape = (-1, 1, 1, 1)
+        replicate_maps = _estimate(
+            normalization,
+            torch.cat([r.flatten(3) for r in self.replicate_sums], dim=3),
+            torch.cat([m.flatten(2) for m in self.replicate_mask_sums], dim=2)[:, :, None],
+            counts.reshape(shape),
+            p_keep,
+            mean_score,
+        )
+        weights = (counts / counts.sum()).reshape(shape)
         spread = (weights**2 * (replicate_maps - maps) ** 2).sum(dim=0)
-        standard_errors = (spread * self.replicates / (self.replicates - 1)).sqrt()
-        rms = standard_errors.pow(2).mean(dim=2).sqrt()
-        map_spread = maps.std(dim=2)
+        variances = spread * self.replicates / (self.replicates - 1)
+        counted = torch.ones_like(maps[:1, :1])  # (1, 1, P), or (Bm, 1, P) with ignore
+        if ignore is not None:
+            counted = ~torch.cat([m.flatten(1) for m in ignore], dim=1)[:, None]
+            counted = counted.to(maps.dtype)
+        n_counted = counted.sum(dim=2)
+        rms = ((variances * counted).sum(dim=2) / n_counted).sqrt()
+        centred = (maps - (maps * counted).sum(dim=2, keepdim=True) / n_counted[..., None]) * counted
+        map_spread = (centred.pow(2).sum(dim=2) / (n_counted - 1).clamp_min(1)).sqrt()
         return rms / map_spread.clamp_min(torch.finfo(map_spread.dtype).tiny)
+
+
+def _estimate(
+    normalization: str,
+    weighted: Tensor,
+    mask_sum: Tensor,
+    count: Tensor | int,
+    p_keep: float,
+    mean_score: Tensor,
+) -> Tensor:
+    """The map of ``normalization`` (:meth:`SaliencyAccumulator.saliency`) from sums.
+
+    Args:
+        weighted: ``(..., B, K, P)`` sums of score-weighted masks.
+        mask_sum: ``(..., Bm, 1, P)`` sums of the masks.
+        count: the number of masks, broadcastable to ``weighted``.
+        mean_score: ``(B, K, 1)`` mean score, the control variate's coefficient.
+    """
+    if normalization == "expectation":
+        return weighted / (count * p_keep)
+    if normalization == "coverage":
+        return weighted / mask_sum.clamp_min(torch.finfo(weighted.dtype).tiny)
+    centred = (weighted - mean_score * mask_sum) / (count * p_keep)
+    if normalization == "centred":
+        return centred + mean_score
+    return centred / (1 - p_keep)
 
 
 def _weighted_sum(scores: Tensor, mask: Tensor) -> Tensor:

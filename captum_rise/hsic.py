@@ -440,7 +440,7 @@ class HSICAttribution(MaskAttribution):
             if smooth_map and isinstance(mask_sampler, CellMaskSampler):
                 maps = mask_sampler.interpolate(importance)
             else:
-                maps = mask_sampler.expand(importance)
+                maps = mask_sampler.expand(importance)  # ALWAYS_KEPT features: 0
             interactions = None
             if with_interactions:
                 interactions = torch.stack(

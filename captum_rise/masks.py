@@ -38,6 +38,11 @@ MobileNetV2 and real photos (``benchmarks/mask_sampling.py``)."""
 
 GridSize = int | Sequence[int]
 
+ALWAYS_KEPT = -1
+"""The ``feature_mask`` group id of features that are never masked (special tokens,
+padding, a region that must stay): RISE and HSIC keep them in every perturbation and
+give them attribution 0, since nothing is learned about what is never removed."""
+
 _INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 _SMOOTH_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
 
@@ -359,11 +364,12 @@ class DesignMaskSampler(MaskSampler):
         return (params < self.p_keep).to(params.dtype)
 
     @abstractmethod
-    def expand(self, values: Tensor) -> tuple[Tensor, ...]:
-        """``(n, n_params)`` values per variable to one ``(n, *mask_shape_i)`` per input."""
+    def expand(self, values: Tensor, fill: float = 0.0) -> tuple[Tensor, ...]:
+        """``(n, n_params)`` values per variable to one ``(n, *mask_shape_i)`` per input;
+        features of no variable (:data:`ALWAYS_KEPT`) get ``fill``."""
 
     def render(self, params: Tensor) -> tuple[Tensor, ...]:
-        return self.expand(self.keep(params).to(self.dtype))
+        return self.expand(self.keep(params).to(self.dtype), fill=1.0)
 
 
 class CellMaskSampler(DesignMaskSampler):
@@ -394,8 +400,9 @@ class CellMaskSampler(DesignMaskSampler):
         self.mask_shapes = [layout.mask_shape for layout in self.layouts]
         self.n_params = math.prod(self.layouts[0].grid)
 
-    def expand(self, values: Tensor) -> tuple[Tensor, ...]:
-        """``(n, n_cells)`` values per cell to one ``(n, *mask_shape_i)`` per input."""
+    def expand(self, values: Tensor, fill: float = 0.0) -> tuple[Tensor, ...]:
+        """``(n, n_cells)`` values per cell to one ``(n, *mask_shape_i)`` per input (every
+        feature is in a cell: ``fill`` is unused)."""
         return self._upsample(values, smooth=False)
 
     def interpolate(self, values: Tensor) -> tuple[Tensor, ...]:
@@ -421,9 +428,10 @@ class CellMaskSampler(DesignMaskSampler):
 class GroupIndex:
     """Feature groups shared across a tuple of inputs, as Captum's ``feature_mask``.
 
-    Group ids (any integers) are mapped to ``0..n_groups-1``. Each feature mask
-    is left-padded with singleton dims to its input's rank, so it has shape
-    ``(Bm, ...)`` with ``Bm`` 1 or the batch size.
+    Group ids (any integers) are mapped to ``0..n_groups-1``, except
+    :data:`ALWAYS_KEPT` (-1): features with that id are in no group and never
+    masked. Each feature mask is left-padded with singleton dims to its
+    input's rank, so it has shape ``(Bm, ...)`` with ``Bm`` 1 or the batch size.
 
     Raises:
         TypeError: a feature mask is not an integer tensor.
@@ -454,15 +462,32 @@ class GroupIndex:
             padded.append(mask.reshape((1,) * (inp.dim() - mask.dim()) + tuple(mask.shape)))
         flat = torch.cat([m.reshape(-1).to(inputs[0].device) for m in padded])
         ids, inverse = torch.unique(flat, return_inverse=True)
-        self.n_groups = int(ids.numel())
+        kept_slot = (ids == ALWAYS_KEPT).nonzero()
+        self.has_always_kept = bool(kept_slot.numel())
+        if self.has_always_kept:  # the always-kept features index one slot past the groups
+            slot = int(kept_slot[0, 0])
+            inverse = torch.where(inverse == slot, ids.numel() - 1, inverse - (inverse > slot).long())
+        self.n_groups = int(ids.numel()) - self.has_always_kept
+        if self.n_groups == 0:
+            raise ValueError(
+                f"feature_mask has no group to perturb: every feature is ALWAYS_KEPT ({ALWAYS_KEPT})"
+            )
         self.index: list[Tensor] = []
         offset = 0
         for mask in padded:
             self.index.append(inverse[offset : offset + mask.numel()].reshape(mask.shape))
             offset += mask.numel()
 
-    def expand(self, group_values: Tensor) -> tuple[Tensor, ...]:
-        """``(n, n_groups)`` values per group to one ``(n, *feature_mask_i.shape)`` per input."""
+    def always_kept(self) -> list[Tensor]:
+        """Per input, ``(Bm, ...)`` True where a feature is :data:`ALWAYS_KEPT`."""
+        return [index == self.n_groups for index in self.index]
+
+    def expand(self, group_values: Tensor, fill: float = 0.0) -> tuple[Tensor, ...]:
+        """``(n, n_groups)`` values per group to one ``(n, *feature_mask_i.shape)`` per input;
+        :data:`ALWAYS_KEPT` features get ``fill``."""
+        if self.has_always_kept:
+            extra = group_values.new_full((group_values.shape[0], 1), fill)
+            group_values = torch.cat([group_values, extra], dim=1)
         return tuple(group_values[:, index] for index in self.index)
 
 
@@ -486,9 +511,10 @@ class GroupMaskSampler(DesignMaskSampler):
         self.n_params = groups.n_groups
         self.mask_shapes = [tuple(index.shape) for index in groups.index]
 
-    def expand(self, values: Tensor) -> tuple[Tensor, ...]:
-        """``(n, n_groups)`` values per group to one ``(n, *feature_mask_i.shape)`` per input."""
-        return self.groups.expand(values)
+    def expand(self, values: Tensor, fill: float = 0.0) -> tuple[Tensor, ...]:
+        """``(n, n_groups)`` values per group to one ``(n, *feature_mask_i.shape)`` per input;
+        :data:`ALWAYS_KEPT` features get ``fill``."""
+        return self.groups.expand(values, fill)
 
 
 def replicate_unit(sampling: str) -> int:

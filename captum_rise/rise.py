@@ -220,14 +220,21 @@ class RISE(MaskAttribution):
                 input shape. An int is used as given.
             show_progress: show a progress bar over the masks.
             seed: seeds the private mask generator; None draws a fresh seed.
-            normalization: ``"expectation"`` divides by ``N * p_keep`` (the
-                paper); ``"coverage"`` divides each feature by the sum of its
-                mask values, ``sum_k f_k M_k / sum_k M_k``, which removes the
-                masks' uneven coverage: use it when the scores vary little
-                around a large mean (similarities), where that coverage noise
-                would dominate the map. None: the ``forward_func``'s
+            normalization: how the score-weighted masks become a map
+                (:meth:`captum_rise.SaliencyAccumulator.saliency`).
+                ``"expectation"`` divides by ``N * p_keep`` (the paper):
+                ``E[f | M = 1]``. ``"coverage"`` (``sum_k f_k M_k / sum_k
+                M_k``) and ``"centred"`` (the mean score as a control
+                variate) estimate the same map without the masks' uneven
+                coverage times the mean score: use one when the scores vary
+                little around a large mean (similarities), where that noise
+                would dominate the map. ``"difference"`` is the signed view,
+                ``E[f | kept] - E[f | dropped]`` from the same forwards:
+                positive where a feature raises the score, negative where it
+                lowers it (for ``feature_mask`` groups at ``p_keep=0.5``, the
+                Banzhaf value). None: the ``forward_func``'s
                 ``default_normalization`` attribute when it has one
-                (``"coverage"`` for :class:`captum_rise.scores.SimilarityScore`),
+                (``"centred"`` for :class:`captum_rise.scores.SimilarityScore`),
                 else ``"expectation"``.
             process_group: a ``torch.distributed`` group (e.g.
                 ``torch.distributed.group.WORLD``) whose ranks share the work:
@@ -256,8 +263,9 @@ class RISE(MaskAttribution):
                 is the one ``n_masks=n, return_convergence_delta=True``
                 gives (Sobol' masks without an error estimate come from one
                 sequence, with a somewhat smaller error for the same ``n``);
-                ``n`` is left in :attr:`n_masks_used`. Needs
-                ``normalization="expectation"``. With ``process_group``,
+                ``n`` is left in :attr:`n_masks_used`. Every
+                ``normalization`` has its error (the same estimator on each
+                replicate). With ``process_group``,
                 every rank runs its share of each round and the ranks sum
                 their replicates before the check, so they stop together, at
                 the one-process ``n``.
@@ -451,11 +459,8 @@ class RISE(MaskAttribution):
                 f"mask_sampling={mask_sampling!r} (the error comes from {replicates} "
                 f"replicates of the masks), got {n_masks}"
             )
-        if track_error and normalization != "expectation":
-            raise ValueError(
-                "tolerance and return_convergence_delta need normalization='expectation'; "
-                f"got {normalization!r}"
-            )
+        if normalization == "difference" and p_keep >= 1:
+            raise ValueError("normalization='difference' needs p_keep < 1 (some masks drop)")
         blender = Blender(inputs, format_baselines(baselines, inputs))
         device, dtype = inputs[0].device, attribution_dtype(inputs[0])
         coverage = choose_coverage(
@@ -465,6 +470,9 @@ class RISE(MaskAttribution):
             getattr(self.forward_func, "default_grid_size", DEFAULT_GRID_SIZE),
         )
         sampler = _make_sampler(inputs, coverage, p_keep, device, dtype)
+        always_kept = None
+        if isinstance(sampler, GroupMaskSampler) and sampler.groups.has_always_kept:
+            always_kept = sampler.groups.always_kept()
         rank, world_size = group_rank_and_size(process_group)
         stream = ParamStream(
             sampler,
@@ -547,16 +555,21 @@ class RISE(MaskAttribution):
                 summed = None
                 if tolerance is not None and stop >= min_masks:
                     summed = gathered()  # every rank sees the same error: they stop together
-                    if float(summed.relative_standard_error(p_keep).max()) <= tolerance:
+                    error = summed.relative_standard_error(p_keep, normalization, always_kept)
+                    if float(error.max()) <= tolerance:
                         break
         bar.close()
         accumulator = summed or gathered()
         self.n_masks_used = accumulator.n_masks
-        errors = accumulator.relative_standard_error(p_keep) if track_error else None
-        maps = [
-            m.to(attribution_dtype(inp))
-            for m, inp in zip(accumulator.saliency(p_keep, normalization), inputs)
-        ]
+        errors = (
+            accumulator.relative_standard_error(p_keep, normalization, always_kept)
+            if track_error
+            else None
+        )
+        maps = accumulator.saliency(p_keep, normalization)
+        if always_kept is not None:  # never masked: nothing is known of them
+            maps = [m.masked_fill(kept[:, None], 0) for m, kept in zip(maps, always_kept)]
+        maps = [m.to(attribution_dtype(inp)) for m, inp in zip(maps, inputs)]
         return maps, errors
 
 

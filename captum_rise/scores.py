@@ -61,7 +61,8 @@ class DetectionScore:
 
     An image with no proposal scores 0. Masks follow D-RISE: an adapter
     advertises :attr:`default_grid_size` (16), which :class:`captum_rise.RISE`
-    uses when ``grid_size`` is not given.
+    uses when ``grid_size`` is not given, and :attr:`default_apply_softmax`
+    False: deletion and insertion take the scores as they are.
 
     Args:
         detector: called with a batch of images ``(N, C, H, W)``, it returns
@@ -83,6 +84,7 @@ class DetectionScore:
     """
 
     default_grid_size = D_RISE_GRID_SIZE
+    default_apply_softmax = False
 
     def __init__(
         self,
@@ -199,67 +201,136 @@ def _as_float(value: Any) -> Tensor:
     return torch.as_tensor(np.asarray(_cpu(value), dtype=np.float32))
 
 
-SIMILARITY_METRICS = ("cosine", "dot")
+SIMILARITY_METRICS = ("cosine", "dot", "euclidean")
+"""Named similarities of :class:`SimilarityScore`; higher always means more alike."""
+
+SimilarityMetric = str | Callable[[Tensor, Tensor], Tensor]
 
 
-class SimilarityScore:
+def as_embeddings(value: object, name: str) -> Tensor:
+    """``value`` as a floating tensor: a tensor as it is (integers become float32), a numpy
+    array, anything numpy reads (lists, objects with ``__array__``), or a sequence of
+    those (dlib's ``vectors``: one ``vector`` per image), on the CPU.
+
+    Raises:
+        TypeError: naming ``name``, when ``value`` holds no numbers.
+    """
+    if isinstance(value, Tensor):
+        return value if value.is_floating_point() else value.float()
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        try:  # a sequence of array-likes that numpy does not read in one go
+            array = np.stack([np.asarray(item, dtype=np.float32) for item in value])  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name} must be a tensor, a numpy array or an array-like of numbers, got "
+                f"{type(value).__name__}"
+            ) from None
+    return torch.from_numpy(array)
+
+
+class SimilarityScore(torch.nn.Module):
     """The similarity of each (masked) input's embedding to reference embeddings, ``(N, K)``.
 
     Explains face verification ("why is this the same person"), image
-    retrieval and, in general, "why are these two alike": RISE weights every
-    mask by how similar the masked input stays to the reference.
+    retrieval, sentence similarity and, in general, "why are these two
+    alike": RISE weights every mask by how similar the masked input stays to
+    the reference. It is a :class:`torch.nn.Module`, so it is also a model for
+    Quantus (``quantus.evaluate(..., model=SimilarityScore(...))``) and for
+    :func:`captum_rise.metrics.deletion`.
 
     Args:
         embedder: a callable from a batch ``(N, ...)`` to embeddings ``(N, D)``
-            (trailing dims are flattened).
+            (trailing dims are flattened): a tensor on any device, a numpy
+            array, or any array-like (dlib's ``vectors``).
         reference: ``(D,)`` one reference embedding or ``(K, D)`` several,
-            e.g. ``embedder(other_images)``; it is detached.
-        metric: ``"cosine"`` (default) or ``"dot"`` (the inner product).
+            e.g. ``embedder(other_images)``, in any of those forms; it is
+            detached and moved to the embeddings' device and dtype.
+        metric: ``"cosine"`` (default), ``"dot"`` (the inner product),
+            ``"euclidean"`` (minus the distance, so higher means more
+            similar: dlib and FaceNet decide on the distance), or a callable
+            from embeddings ``(N, D)`` and references ``(K, D)`` to ``(N, K)``
+            similarities.
 
     Returns (when called):
-        ``(N, K)`` similarities; with one reference ``K = 1`` and
-        ``target=None`` works.
+        ``(N, K)`` similarities on the inputs' device; with one reference
+        ``K = 1`` and ``target=None`` works.
 
-    Similarities of masked inputs vary little around a large mean, so RISE's
-    paper normalisation (by ``N * p_keep``) would be dominated by the masks'
-    uneven coverage (every map peaked at the same pixels, whatever the
+    Similarities of masked inputs vary little around a large mean (0.91 for
+    a face against a view of itself), so RISE's paper normalisation (by
+    ``N * p_keep``) would carry that mean times the masks' uneven coverage
+    into the map (every map peaked at the same pixels, whatever the
     reference, on MobileNetV2). The adapter advertises
-    :attr:`default_normalization` ``"coverage"``, which
-    :class:`captum_rise.RISE` uses when ``normalization`` is not given.
+    :attr:`default_normalization` ``"centred"`` (the mean score as a control
+    variate), which :class:`captum_rise.RISE` uses when ``normalization`` is
+    not given; ``normalization="difference"`` gives the signed view. It also
+    advertises :attr:`default_apply_softmax` False: deletion and insertion
+    take the similarity as it is.
     """
 
-    default_normalization = "coverage"
+    default_normalization = "centred"
+    default_apply_softmax = False
+    is_score_adapter = True
 
     def __init__(
         self,
-        embedder: Callable[..., Tensor],
-        reference: Tensor,
-        metric: str = "cosine",
+        embedder: Callable[..., object],
+        reference: object,
+        metric: SimilarityMetric = "cosine",
     ) -> None:
+        super().__init__()
         if not callable(embedder):
             raise TypeError(f"embedder must be callable, got {type(embedder).__name__}")
-        if metric not in SIMILARITY_METRICS:
-            raise ValueError(f"metric must be one of {SIMILARITY_METRICS}, got {metric!r}")
-        if not isinstance(reference, Tensor):
-            raise TypeError(f"reference must be a tensor, got {type(reference).__name__}")
-        if reference.dim() not in (1, 2) or reference.numel() == 0:
+        if not callable(metric) and metric not in SIMILARITY_METRICS:
             raise ValueError(
-                f"reference must be (D,) or (K, D) embeddings, got shape {tuple(reference.shape)}"
+                f"metric must be one of {SIMILARITY_METRICS} or a callable, got {metric!r}"
+            )
+        references = as_embeddings(reference, "reference").detach()
+        if references.dim() not in (1, 2) or references.numel() == 0:
+            raise ValueError(
+                f"reference must be (D,) or (K, D) embeddings, got shape {tuple(references.shape)}"
             )
         self.embedder = embedder
-        self.reference = reference.detach().reshape(-1, reference.shape[-1])
+        self.reference = references.reshape(-1, references.shape[-1])
         self.metric = metric
 
-    def __call__(self, inputs: Tensor, *additional_args: Any) -> Tensor:
-        embeddings = self.embedder(inputs, *additional_args)
+    @property
+    def n_targets(self) -> int:
+        """``K``, the number of references."""
+        return self.reference.shape[0]
+
+    def forward(self, inputs: Tensor, *additional_args: Any) -> Tensor:
+        embeddings = as_embeddings(self.embedder(inputs, *additional_args), "the embedder's output")
+        if embeddings.dim() == 1 and inputs.shape[0] == 1:
+            embeddings = embeddings[None]  # one embedding for a single input
         embeddings = embeddings.reshape(embeddings.shape[0], -1)
+        if embeddings.shape[0] != inputs.shape[0]:
+            raise ValueError(
+                f"embedder must return one embedding per input: {inputs.shape[0]} inputs gave "
+                f"{embeddings.shape[0]}"
+            )
         if embeddings.shape[1] != self.reference.shape[1]:
             raise ValueError(
                 f"embedder returned {embeddings.shape[1]}-dim embeddings; the reference has "
                 f"{self.reference.shape[1]} dims"
             )
         reference = self.reference.to(embeddings.device, embeddings.dtype)
-        if self.metric == "cosine":
-            embeddings = torch.nn.functional.normalize(embeddings, dim=1)
-            reference = torch.nn.functional.normalize(reference, dim=1)
-        return embeddings @ reference.T
+        if callable(self.metric):
+            similarity = self.metric(embeddings, reference)
+        elif self.metric == "euclidean":
+            similarity = -torch.cdist(embeddings, reference)
+        else:
+            if self.metric == "cosine":
+                embeddings = torch.nn.functional.normalize(embeddings, dim=1)
+                reference = torch.nn.functional.normalize(reference, dim=1)
+            similarity = embeddings @ reference.T
+        if not isinstance(similarity, Tensor) or similarity.shape != (
+            embeddings.shape[0],
+            reference.shape[0],
+        ):
+            raise ValueError(
+                f"metric must return (N, K) = ({embeddings.shape[0]}, {reference.shape[0]}) "
+                f"similarities, got {getattr(similarity, 'shape', type(similarity).__name__)}"
+            )
+        return similarity.to(inputs.device)

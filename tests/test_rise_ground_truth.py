@@ -69,6 +69,41 @@ def test_estimate_converges_to_brute_force_for_nonlinear_model():
     torch.testing.assert_close(estimate[0].double(), exact, atol=0.01, rtol=0.0)
 
 
+def _brute_force_banzhaf(forward, x, groups):
+    """Exact Banzhaf values: E[f | group kept] - E[f | group dropped] over all 2^k masks."""
+    ids = groups.unique().tolist()
+    kept = torch.zeros(len(ids), dtype=torch.float64)
+    dropped = torch.zeros(len(ids), dtype=torch.float64)
+    for keep in itertools.product([0, 1], repeat=len(ids)):
+        keep_t = torch.tensor(keep, dtype=torch.float64)
+        mask = keep_t[torch.searchsorted(torch.tensor(ids), groups)]
+        score = float(forward((x.double() * mask).reshape(1, -1)))
+        kept += score * keep_t
+        dropped += score * (1 - keep_t)
+    half = 2 ** (len(ids) - 1)
+    return ((kept - dropped) / half)[torch.searchsorted(torch.tensor(ids), groups)]
+
+
+def test_signed_view_converges_to_brute_force_banzhaf_values():
+    """normalization='difference' at p_keep=0.5 is the Banzhaf value of each group; on a
+    model where group 3 lowers the score, its value is negative."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 8) + 0.5
+    groups = torch.tensor([[0, 0, 1, 1, 2, 2, 3, 3]])
+    w = torch.tensor([1.0, 0.5, -0.2, 0.3, 0.8, 0.1, -1.5, -1.0])
+
+    def forward(inp):
+        return torch.sigmoid((inp.reshape(inp.shape[0], -1) * w).sum(-1)) + 4.0
+
+    exact = _brute_force_banzhaf(lambda z: forward(z.float()), x[0], groups[0])
+    assert float(exact[-1]) < 0 < float(exact[0])
+    estimate = RISE(forward).attribute(
+        x, feature_mask=groups, n_masks=4096, seed=0, normalization="difference"
+    )
+    # Sobol' masks: the error at 4096 masks was 4.6e-5 in 5 seeds; 0.005 is 0.6% of the range
+    torch.testing.assert_close(estimate[0].double(), exact, atol=0.005, rtol=0.0)
+
+
 @pytest.mark.parametrize("sampling", ["random", "antithetic"])
 def test_per_pixel_masks_converge_to_closed_form_at_rate_one_over_sqrt_n(sampling):
     """Independent masks (and antithetic pairs, which a linear model does not help)
