@@ -9,6 +9,14 @@ recorded after every step:
 * **insertion** starts from a blurred canvas (Gaussian, kernel 11, sigma 5)
   and ends at the image: a fast rise, a *high* AUC, is good.
 
+Token ids and other ``(B, T)`` inputs work the same way, a position (or, with
+``feature_mask``, a word) at a time: deleted tokens become the substrate id
+(``substrate=pad_token_id``), never blended, and
+:data:`captum_rise.masks.ALWAYS_KEPT` positions (special tokens, padding) never
+move. A score adapter's ``default_apply_softmax`` (False for
+:class:`captum_rise.SimilarityScore` and :class:`captum_rise.DetectionScore`)
+is used when ``apply_softmax`` is None, so a similarity is taken as it is.
+
 The perturbed images of all steps and samples are built on the inputs' device,
 in their dtype and memory layout, and sent through the model ``batch_size`` at
 a time (chosen automatically by default), so memory is bounded by the batch
@@ -27,6 +35,7 @@ from torch import Tensor
 
 from captum_rise._forward import fill_padding, memory_format_of, needs_softmax, warn_if_training
 from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
+from captum_rise.masks import ALWAYS_KEPT
 
 SubstrateType = str | float | Tensor
 
@@ -59,22 +68,28 @@ def deletion(
     n_steps: int | None = None,
     apply_softmax: bool | None = None,
     batch_size: int | None = None,
+    feature_mask: Tensor | None = None,
 ) -> CausalCurve:
     """Deletion curve: the most salient pixels are replaced by ``substrate`` first.
 
     Args:
-        model: any callable from ``(N, C, H, W)`` to ``(N, K)`` or ``(N,)`` scores.
-        inputs: ``(B, C, H, W)`` images, in the model's input space.
+        model: any callable from ``(N, C, H, W)`` (or ``(N, T)``) to ``(N, K)``
+            or ``(N,)`` scores, e.g. a :class:`captum_rise.SimilarityScore`.
+        inputs: ``(B, C, H, W)`` images, in the model's input space, or
+            ``(B, T)`` token ids (or features).
         attributions: saliency broadcastable to ``inputs`` (e.g. ``(B, 1, H, W)``
             or ``(B, H, W)``); channels are summed for the ranking, and ties
-            are broken by pixel index (row-major), deterministically.
+            are broken by pixel index (row-major), deterministically. For
+            ``(B, T)`` inputs, ``(B, T)``.
         target: class per example: int, list or ``(B,)`` tensor; None for
             models that return one score per example.
         substrate: what deleted pixels become: a number (default 0, the
             paper's constant), ``"mean"`` (per-image, per-channel mean),
             ``"blur"`` (Gaussian, kernel 11, sigma 5) or a tensor broadcastable
-            to ``inputs``.
-        step: pixels moved per step (default: one image row, ``W``).
+            to ``inputs``. For token ids, the id of a deleted token (e.g.
+            :attr:`captum_rise.text.SentenceEncoder.deletion_baseline`).
+        step: pixels moved per step (default: one image row, ``W``; one
+            position or word for ``(B, T)`` inputs).
         n_steps: alternatively, the number of steps; ``step = ceil(H*W / n_steps)``.
         apply_softmax: softmax over the model's ``(N, K)`` output before taking
             the target. None (default) applies it unless the rows already sum
@@ -83,14 +98,21 @@ def deletion(
         batch_size: perturbed images per forward call; None (default) chooses
             it while the curve is computed, as ``perturbations_per_eval=None``
             does in :meth:`captum_rise.RISE.attribute`.
+        feature_mask: ``(B, T)`` or ``(1, T)`` groups of a ``(B, T)`` input
+            that move together (words: :class:`captum_rise.text.WordGroups`),
+            ranked by their mean attribution;
+            :data:`captum_rise.masks.ALWAYS_KEPT` positions never move.
 
     Returns:
-        :class:`CausalCurve` with ``S = ceil(H*W / step)`` steps.
+        :class:`CausalCurve` with ``S = ceil(H*W / step)`` steps (``(B, T)``
+        inputs: ``ceil(G / step)`` for ``G`` positions or groups; an example
+        with fewer groups than the batch's most moves them in proportion).
     """
-    end = make_substrate(inputs, substrate)
+    end = _always_kept_from(inputs, make_substrate(inputs, substrate), feature_mask)
     return causal_curve(
-        model, inputs, end, attributions, target, step, n_steps, apply_softmax, batch_size
-    )
+        model, inputs, end, attributions, target, step, n_steps, apply_softmax, batch_size,
+        feature_mask,
+    )  # fmt: skip
 
 
 def insertion(
@@ -103,21 +125,35 @@ def insertion(
     n_steps: int | None = None,
     apply_softmax: bool | None = None,
     batch_size: int | None = None,
+    feature_mask: Tensor | None = None,
 ) -> CausalCurve:
     """Insertion curve: the most salient pixels of the image are put on a canvas first.
 
     Arguments are those of :func:`deletion`; ``substrate`` is the starting
     canvas, a blur of the image (kernel 11, sigma 5) by default.
     """
-    start = make_substrate(inputs, substrate)
+    start = _always_kept_from(inputs, make_substrate(inputs, substrate), feature_mask)
     return causal_curve(
-        model, start, inputs, attributions, target, step, n_steps, apply_softmax, batch_size
-    )
+        model, start, inputs, attributions, target, step, n_steps, apply_softmax, batch_size,
+        feature_mask,
+    )  # fmt: skip
+
+
+def _always_kept_from(inputs: Tensor, substrate: Tensor, feature_mask: Tensor | None) -> Tensor:
+    """``substrate`` with the :data:`ALWAYS_KEPT` positions of ``feature_mask`` taken from
+    ``inputs``: special tokens stay in every step of both curves."""
+    if feature_mask is None or inputs.dim() != 2:
+        return substrate
+    if not isinstance(feature_mask, Tensor) or feature_mask.is_floating_point():
+        raise TypeError("feature_mask must be an integer tensor of group ids")
+    return torch.where(feature_mask.to(inputs.device) == ALWAYS_KEPT, inputs, substrate)
 
 
 def make_substrate(inputs: Tensor, substrate: SubstrateType) -> Tensor:
-    """The ``(B, C, H, W)`` image that pixels are taken from or put on."""
-    _check_images(inputs)
+    """The ``(B, C, H, W)`` image (or ``(B, T)`` tokens) that pixels are taken from or put on."""
+    _check_inputs(inputs)
+    if inputs.dim() == 2 and not inputs.is_floating_point():
+        return _token_substrate(inputs, substrate)
     if isinstance(substrate, Tensor):
         try:
             return torch.broadcast_to(substrate.to(inputs), inputs.shape)
@@ -129,10 +165,28 @@ def make_substrate(inputs: Tensor, substrate: SubstrateType) -> Tensor:
     if isinstance(substrate, numbers.Real) and not isinstance(substrate, bool):
         return torch.full_like(inputs, float(substrate))
     if substrate == "mean":
-        return inputs.mean(dim=(2, 3), keepdim=True).expand_as(inputs)
-    if substrate == "blur":
+        return inputs.mean(dim=tuple(range(2, inputs.dim())), keepdim=True).expand_as(inputs)
+    if substrate == "blur" and inputs.dim() == 4:
         return TF.gaussian_blur(inputs, kernel_size=[BLUR_KERNEL_SIZE] * 2, sigma=[BLUR_SIGMA] * 2)
     raise ValueError(f"substrate must be a number, 'mean', 'blur' or a tensor, got {substrate!r}")
+
+
+def _token_substrate(inputs: Tensor, substrate: SubstrateType) -> Tensor:
+    """Token ids ``(B, T)`` that deleted tokens become: an integer id, or a tensor of ids."""
+    if isinstance(substrate, Tensor) and not substrate.is_floating_point():
+        try:
+            return torch.broadcast_to(substrate.to(inputs), inputs.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"substrate of shape {tuple(substrate.shape)} cannot be broadcast to the "
+                f"token ids of shape {tuple(inputs.shape)}"
+            ) from None
+    if isinstance(substrate, numbers.Integral | float) and float(substrate).is_integer():
+        return torch.full_like(inputs, int(substrate))
+    raise ValueError(
+        "for token ids, substrate must be a token id (e.g. the tokenizer's pad_token_id) or "
+        f"an integer tensor of ids, got {substrate!r}"
+    )
 
 
 def causal_curve(
@@ -145,6 +199,7 @@ def causal_curve(
     n_steps: int | None = None,
     apply_softmax: bool | None = None,
     batch_size: int | None = None,
+    feature_mask: Tensor | None = None,
 ) -> CausalCurve:
     """Scores while pixels move from ``start`` to ``end`` in decreasing saliency.
 
@@ -153,39 +208,41 @@ def causal_curve(
     :func:`deletion` and :func:`insertion` are this with a substrate as
     ``end`` or ``start``. Shapes and arguments are those of :func:`deletion`.
     """
-    _check_images(start)
+    _check_inputs(start)
     warn_if_training(model)
-    batch, _, height, width = start.shape
-    n_pixels = height * width
-    step = _resolve_step(step, n_steps, n_pixels, width)
+    if apply_softmax is None:
+        apply_softmax = getattr(model, "default_apply_softmax", None)
+    batch = start.shape[0]
+    if start.dim() == 4:
+        if feature_mask is not None:
+            raise ValueError("feature_mask is for (B, T) inputs; images move pixel by pixel")
+        rank = pixel_rank(attributions, start)
+        units = torch.full((batch,), rank.shape[1], device=start.device)
+        default_step = start.shape[3]
+    else:
+        rank, units = _group_rank(attributions, start, feature_mask)
+        default_step = 1
+    n_units = int(units.max())
+    step = _resolve_step(step, n_steps, n_units, default_step)
     batch_size = check_chunk_size("batch_size", batch_size)
-    rank = pixel_rank(attributions, start)
     targets = _format_target(target, batch, start.device)
-    total_steps = math.ceil(n_pixels / step)
-    moved = torch.clamp(torch.arange(total_steps + 1, device=start.device) * step, max=n_pixels)
+    total_steps = math.ceil(n_units / step)
+    fractions = torch.clamp(torch.arange(total_steps + 1) * step / n_units, max=1.0)
+    # (B, S + 1) units moved after each step: every example reaches all of its own units
+    moved = torch.round(fractions.to(start.device, torch.float64)[None] * units[:, None]).long()
 
     jobs_sample = torch.arange(batch, device=start.device).repeat_interleave(total_steps + 1)
     jobs_step = torch.arange(total_steps + 1, device=start.device).repeat(batch)
     scores = torch.empty(batch * (total_steps + 1), device=start.device)
-    difference = end - start
-    layout = memory_format_of(start)
+    blend = _Mover(start, end)
     softmax_flag = apply_softmax
     checked = False
 
     def evaluate(lo: int, hi: int, padded_size: int) -> Tensor:
         nonlocal softmax_flag, checked
         sample = jobs_sample[lo:hi]
-        from_end = (rank[sample] < moved[jobs_step[lo:hi], None]).to(start.dtype)
-        images = torch.empty(
-            (padded_size, *start.shape[1:]),
-            dtype=start.dtype,
-            device=start.device,
-            memory_format=layout,
-        )
-        from_end = from_end.reshape(-1, 1, height, width)
-        torch.addcmul(start[sample], difference[sample], from_end, out=images[: hi - lo])
-        fill_padding(images, hi - lo, 1)
-        output = model(images)
+        from_end = rank[sample] < moved[sample, jobs_step[lo:hi], None]
+        output = model(blend(sample, from_end, padded_size))
         if padded_size > hi - lo:  # rows that only kept the batch size the model has met
             output = output[: hi - lo]
         if not checked:  # the first output settles the checks and the softmax
@@ -210,8 +267,85 @@ def causal_curve(
             NullProgress(),
         )
     scores = scores.reshape(batch, total_steps + 1)
-    fractions = moved.to(scores.dtype) / n_pixels
+    fractions = fractions.to(scores)
     return CausalCurve(fractions, scores, torch.trapezoid(scores, fractions, dim=1))
+
+
+class _Mover:
+    """Inputs with the features marked ``from_end`` taken from ``end``, the rest from
+    ``start``: blended for images, replaced for token ids; in the inputs' layout."""
+
+    def __init__(self, start: Tensor, end: Tensor) -> None:
+        self.start, self.end = start, end
+        self.difference = None if not start.is_floating_point() else end - start
+        self.layout = memory_format_of(start)
+
+    def __call__(self, sample: Tensor, from_end: Tensor, padded_size: int) -> Tensor:
+        """``(padded_size, ...)``: rows past ``len(sample)`` repeat the last one."""
+        n = sample.shape[0]
+        out = torch.empty(
+            (padded_size, *self.start.shape[1:]),
+            dtype=self.start.dtype,
+            device=self.start.device,
+            memory_format=self.layout,
+        )
+        if self.difference is None:
+            torch.where(from_end, self.end[sample], self.start[sample], out=out[:n])
+        else:
+            weights = from_end.to(self.start.dtype)
+            if self.start.dim() == 4:
+                weights = weights.reshape(-1, 1, *self.start.shape[2:])
+            torch.addcmul(self.start[sample], self.difference[sample], weights, out=out[:n])
+        fill_padding(out, n, 1)
+        return out
+
+
+def _group_rank(
+    attributions: Tensor, inputs: Tensor, feature_mask: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """For ``(B, T)`` inputs: ``(B, T)`` rank of every position's group (0: the most
+    salient; positions of a group share it, :data:`ALWAYS_KEPT` ones rank last and never
+    move) and ``(B,)`` the number of groups of each example."""
+    if not isinstance(attributions, Tensor):
+        raise TypeError(f"attributions must be a torch.Tensor, got {type(attributions).__name__}")
+    if attributions.shape != inputs.shape:
+        raise ValueError(
+            f"attributions of shape {tuple(attributions.shape)} must match the (B, T) inputs "
+            f"of shape {tuple(inputs.shape)}"
+        )
+    if not bool(torch.isfinite(attributions).all()):
+        raise ValueError("attributions contain NaN or infinite values")
+    batch, length = inputs.shape
+    if feature_mask is None:
+        groups = torch.arange(length, device=inputs.device).expand(batch, length)
+    else:
+        if not isinstance(feature_mask, Tensor) or feature_mask.is_floating_point():
+            raise TypeError("feature_mask must be an integer tensor of group ids")
+        try:
+            groups = torch.broadcast_to(feature_mask.to(inputs.device), inputs.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"feature_mask of shape {tuple(feature_mask.shape)} cannot be broadcast to the "
+                f"inputs of shape {tuple(inputs.shape)}"
+            ) from None
+    ranks, counts = [], []
+    for b in range(batch):
+        moving = groups[b] != ALWAYS_KEPT
+        ids, inverse = torch.unique(groups[b][moving], return_inverse=True)
+        values = attributions[b][moving].double()
+        mean = torch.zeros(ids.numel(), dtype=torch.float64, device=inputs.device)
+        mean.index_add_(0, inverse, values)
+        mean /= torch.bincount(inverse, minlength=ids.numel())
+        order = torch.sort(mean, descending=True, stable=True).indices
+        group_rank = torch.empty_like(order)
+        group_rank[order] = torch.arange(order.numel(), device=order.device)
+        rank = torch.full((length,), length + 1, dtype=torch.long, device=inputs.device)
+        rank[moving] = group_rank[inverse]
+        ranks.append(rank)
+        counts.append(ids.numel())
+    if min(counts) == 0:
+        raise ValueError("every position of an example is ALWAYS_KEPT: nothing to move")
+    return torch.stack(ranks), torch.tensor(counts, device=inputs.device)
 
 
 def pixel_rank(attributions: Tensor, inputs: Tensor) -> Tensor:
@@ -240,24 +374,28 @@ def pixel_rank(attributions: Tensor, inputs: Tensor) -> Tensor:
     return rank
 
 
-def _check_images(inputs: Tensor) -> None:
+def _check_inputs(inputs: Tensor) -> None:
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch.Tensor, got {type(inputs).__name__}")
-    if inputs.dim() != 4 or inputs.shape[0] < 1:
-        raise ValueError(f"inputs must have shape (B, C, H, W), got {tuple(inputs.shape)}")
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be a floating tensor, got {inputs.dtype}")
+    if inputs.dim() not in (2, 4) or inputs.shape[0] < 1:
+        raise ValueError(
+            f"inputs must have shape (B, C, H, W) or (B, T), got {tuple(inputs.shape)}"
+        )
+    if inputs.dim() == 4 and not inputs.is_floating_point():
+        raise TypeError(f"images must be a floating tensor, got {inputs.dtype}")
 
 
-def _resolve_step(step: int | None, n_steps: int | None, n_pixels: int, width: int) -> int:
+def _resolve_step(
+    step: int | None, n_steps: int | None, n_units: int, default_step: int
+) -> int:
     if step is not None and n_steps is not None:
         raise ValueError("give either step (pixels per step) or n_steps, not both")
     if n_steps is not None:
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
             raise ValueError(f"n_steps must be an int >= 1, got {n_steps!r}")
-        return math.ceil(n_pixels / n_steps)
+        return math.ceil(n_units / n_steps)
     if step is None:
-        return width
+        return default_step
     if isinstance(step, bool) or not isinstance(step, int) or step < 1:
         raise ValueError(f"step must be an int >= 1 (pixels per step), got {step!r}")
     return step

@@ -145,11 +145,15 @@ class _CausalMetric(quantus.Metric[list[float]]):
         torch_model = model.get_model()
         device = next(torch_model.parameters(), torch.empty(0)).device
         apply_softmax = self.apply_softmax
+        if apply_softmax is None:  # a score adapter's own choice (a similarity: none)
+            apply_softmax = getattr(torch_model, "default_apply_softmax", None)
         if apply_softmax is None and not getattr(model, "softmax", True):
             apply_softmax = False
+        inputs = np.asarray(x_batch)
+        is_tokens = np.issubdtype(inputs.dtype, np.integer)  # token ids stay ids
         curve = self._curve(
             torch_model,
-            torch.as_tensor(np.asarray(x_batch), dtype=torch.float32, device=device),
+            torch.as_tensor(inputs, dtype=torch.long if is_tokens else torch.float32, device=device),
             torch.as_tensor(np.asarray(a_batch), dtype=torch.float32, device=device),
             target=torch.as_tensor(np.asarray(y_batch), device=device).long(),
             substrate=self.substrate,
