@@ -291,7 +291,9 @@ class SaliencyAccumulator:
             counted = counted.to(maps.dtype)
         n_counted = counted.sum(dim=2)
         rms = ((variances * counted).sum(dim=2) / n_counted).sqrt()
-        centred = (maps - (maps * counted).sum(dim=2, keepdim=True) / n_counted[..., None]) * counted
+        centred = (
+            maps - (maps * counted).sum(dim=2, keepdim=True) / n_counted[..., None]
+        ) * counted
         map_spread = (centred.pow(2).sum(dim=2) / (n_counted - 1).clamp_min(1)).sqrt()
         return rms / map_spread.clamp_min(torch.finfo(map_spread.dtype).tiny)
 

@@ -466,11 +466,14 @@ class GroupIndex:
         self.has_always_kept = bool(kept_slot.numel())
         if self.has_always_kept:  # the always-kept features index one slot past the groups
             slot = int(kept_slot[0, 0])
-            inverse = torch.where(inverse == slot, ids.numel() - 1, inverse - (inverse > slot).long())
+            inverse = torch.where(
+                inverse == slot, ids.numel() - 1, inverse - (inverse > slot).long()
+            )
         self.n_groups = int(ids.numel()) - self.has_always_kept
         if self.n_groups == 0:
             raise ValueError(
-                f"feature_mask has no group to perturb: every feature is ALWAYS_KEPT ({ALWAYS_KEPT})"
+                "feature_mask has no group to perturb: every feature is ALWAYS_KEPT "
+                f"({ALWAYS_KEPT})"
             )
         self.index: list[Tensor] = []
         offset = 0

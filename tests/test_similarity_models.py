@@ -110,7 +110,7 @@ def test_tolerance_works_for_similarity_and_detection_scores():
     )
     assert float(delta[0]) <= 0.2 and rise.n_masks_used < 8192
     assert _top_left_share(saliency) > 0.9
-    detector = lambda images: [  # noqa: E731
+    detector = lambda images: [
         {"boxes": torch.tensor([[0.0, 0.0, 8.0, 8.0]]), "scores": s[None]}
         for s in images[:, :, :8, :8].mean(dim=(1, 2, 3)).clamp(0, 1)
     ]
@@ -270,7 +270,9 @@ def test_sentence_word_ranking_equals_exact_banzhaf_and_tolerance_is_honest(
     words = word_groups(encoding, texts=[sentence])
     assert words.words[0][:2] == sentence.split()[:2]
     with torch.no_grad():
-        score = SimilarityScore(encoder, encoder(tokenizer([reference], return_tensors="pt")["input_ids"]))
+        score = SimilarityScore(
+            encoder, encoder(tokenizer([reference], return_tensors="pt")["input_ids"])
+        )
     ids = encoding["input_ids"]
     exact = _exact_banzhaf(score, ids, words.feature_mask, encoder.deletion_baseline)
     rise = RISE(score)
@@ -319,9 +321,11 @@ def test_word_groups_of_a_real_tokenizer(minilm):
                                                            "guitar", "."]]  # fmt: skip
     mask = words.feature_mask
     assert mask.shape == encoding["input_ids"].shape
-    special = (encoding["input_ids"] == tokenizer.cls_token_id) | (
-        encoding["attention_mask"] == 0
-    ) | (encoding["input_ids"] == tokenizer.sep_token_id)
+    special = (
+        (encoding["input_ids"] == tokenizer.cls_token_id)
+        | (encoding["attention_mask"] == 0)
+        | (encoding["input_ids"] == tokenizer.sep_token_id)
+    )
     assert bool((mask[special] == ALWAYS_KEPT).all() and (mask[~special] >= 0).all())
     per_token = torch.where(mask >= 0, mask.float(), 0.0)
     values = words.values(per_token)
@@ -362,7 +366,7 @@ def test_face_verification_map_lies_on_the_eyes_nose_and_mouth(faces):
     # dlib's own vectors (failure 1) work as they are
     raw = models.descriptor.compute_face_descriptor([chip])
     assert np.allclose(np.asarray(raw[0]), embedding[0], atol=1e-5)
-    distance = lambda c: float(np.linalg.norm(descriptor(module.chip_tensor(c)) - embedding))  # noqa: E731
+    distance = lambda c: float(np.linalg.norm(descriptor(module.chip_tensor(c)) - embedding))
     assert distance(mirrored) < 0.6 < distance(other)  # dlib's threshold
     region = torch.from_numpy(module.facial_features_mask(chip, models))
     x = module.chip_tensor(chip)

@@ -385,9 +385,7 @@ def _check_inputs(inputs: Tensor) -> None:
         raise TypeError(f"images must be a floating tensor, got {inputs.dtype}")
 
 
-def _resolve_step(
-    step: int | None, n_steps: int | None, n_units: int, default_step: int
-) -> int:
+def _resolve_step(step: int | None, n_steps: int | None, n_units: int, default_step: int) -> int:
     if step is not None and n_steps is not None:
         raise ValueError("give either step (pixels per step) or n_steps, not both")
     if n_steps is not None:

@@ -153,7 +153,9 @@ class _CausalMetric(quantus.Metric[list[float]]):
         is_tokens = np.issubdtype(inputs.dtype, np.integer)  # token ids stay ids
         curve = self._curve(
             torch_model,
-            torch.as_tensor(inputs, dtype=torch.long if is_tokens else torch.float32, device=device),
+            torch.as_tensor(
+                inputs, dtype=torch.long if is_tokens else torch.float32, device=device
+            ),
             torch.as_tensor(np.asarray(a_batch), dtype=torch.float32, device=device),
             target=torch.as_tensor(np.asarray(y_batch), device=device).long(),
             substrate=self.substrate,
