@@ -9,6 +9,7 @@ from captum_rise.accumulator import SaliencyAccumulator
 from captum_rise.extremal_perturbation import ExtremalPerturbation
 from captum_rise.hsic import HSICAttribution
 from captum_rise.masks import (
+    ALWAYS_KEPT,
     CellMaskSampler,
     GridMaskSampler,
     GroupIndex,
@@ -34,6 +35,7 @@ register_with_quantus()
 __version__ = "0.2.0"
 
 __all__ = [
+    "ALWAYS_KEPT",
     "RISE",
     "CellMaskSampler",
     "Deletion",

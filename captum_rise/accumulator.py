@@ -224,7 +224,7 @@ class SaliencyAccumulator:
         check_finite_scores(self._scores_finite)
         mean_score = self.score_sums[..., None] / self.n_masks
         return [
-            _estimate(
+            _map_from_sums(
                 normalization,
                 w.flatten(2),
                 mask_sum.flatten(1)[:, None],
@@ -274,7 +274,7 @@ class SaliencyAccumulator:
         shape = (-1, 1, 1, 1)
         # each replicate centred on its own mean score: the same estimator as the whole
         mean_score = self.replicate_score_sums[..., None] / counts.reshape(shape)
-        replicate_maps = _estimate(
+        replicate_maps = _map_from_sums(
             normalization,
             torch.cat([r.flatten(3) for r in self.replicate_sums], dim=3),
             torch.cat([m.flatten(2) for m in self.replicate_mask_sums], dim=2)[:, :, None],
@@ -298,7 +298,7 @@ class SaliencyAccumulator:
         return rms / map_spread.clamp_min(torch.finfo(map_spread.dtype).tiny)
 
 
-def _estimate(
+def _map_from_sums(
     normalization: str,
     weighted: Tensor,
     mask_sum: Tensor,

@@ -222,6 +222,16 @@ def test_deletion_of_words_keeps_special_tokens_and_moves_words_together():
     with pytest.raises(ValueError, match="substrate must be a token id"):
         insertion(model, tokens, attributions, feature_mask=words)  # 'blur' is for images
 
+    class Counter(torch.nn.Module):  # Quantus wants a module; token ids stay ids
+        def forward(self, tokens):
+            return model(tokens)[:, None]
+
+    aucs = Deletion(disable_warnings=True)(
+        model=Counter(), x_batch=tokens.numpy(), y_batch=np.zeros(1, dtype=int),
+        a_batch=attributions.numpy(), device="cpu",
+    )  # fmt: skip
+    assert aucs == pytest.approx(deletion(model, tokens, attributions).auc.tolist())
+
 
 # the real models
 

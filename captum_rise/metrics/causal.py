@@ -150,11 +150,12 @@ def _always_kept_from(inputs: Tensor, substrate: Tensor, feature_mask: Tensor | 
 
 
 def make_substrate(inputs: Tensor, substrate: SubstrateType) -> Tensor:
-    """The ``(B, C, H, W)`` image (or ``(B, T)`` tokens) that pixels are taken from or put on."""
+    """The ``(B, C, H, W)`` image (or ``(B, T)`` tokens) that pixels are taken from or put on.
+
+    Token ids take a token id or an integer tensor of ids, never blended values."""
     _check_inputs(inputs)
-    if inputs.dim() == 2 and not inputs.is_floating_point():
-        return _token_substrate(inputs, substrate)
-    if isinstance(substrate, Tensor):
+    is_tokens = not inputs.is_floating_point()
+    if isinstance(substrate, Tensor) and not (is_tokens and substrate.is_floating_point()):
         try:
             return torch.broadcast_to(substrate.to(inputs), inputs.shape)
         except RuntimeError:
@@ -162,31 +163,22 @@ def make_substrate(inputs: Tensor, substrate: SubstrateType) -> Tensor:
                 f"substrate of shape {tuple(substrate.shape)} cannot be broadcast to the "
                 f"inputs of shape {tuple(inputs.shape)}"
             ) from None
-    if isinstance(substrate, numbers.Real) and not isinstance(substrate, bool):
+    is_number = isinstance(substrate, numbers.Real) and not isinstance(substrate, bool)
+    if is_tokens:
+        if is_number and float(substrate).is_integer():
+            return torch.full_like(inputs, int(substrate))
+        raise ValueError(
+            "for token ids, substrate must be a token id (e.g. the tokenizer's pad_token_id) "
+            f"or an integer tensor of ids, got {substrate!r}"
+        )
+    if is_number:
         return torch.full_like(inputs, float(substrate))
     if substrate == "mean":
-        return inputs.mean(dim=tuple(range(2, inputs.dim())), keepdim=True).expand_as(inputs)
+        features = (2, 3) if inputs.dim() == 4 else (1,)
+        return inputs.mean(dim=features, keepdim=True).expand_as(inputs)
     if substrate == "blur" and inputs.dim() == 4:
         return TF.gaussian_blur(inputs, kernel_size=[BLUR_KERNEL_SIZE] * 2, sigma=[BLUR_SIGMA] * 2)
     raise ValueError(f"substrate must be a number, 'mean', 'blur' or a tensor, got {substrate!r}")
-
-
-def _token_substrate(inputs: Tensor, substrate: SubstrateType) -> Tensor:
-    """Token ids ``(B, T)`` that deleted tokens become: an integer id, or a tensor of ids."""
-    if isinstance(substrate, Tensor) and not substrate.is_floating_point():
-        try:
-            return torch.broadcast_to(substrate.to(inputs), inputs.shape)
-        except RuntimeError:
-            raise ValueError(
-                f"substrate of shape {tuple(substrate.shape)} cannot be broadcast to the "
-                f"token ids of shape {tuple(inputs.shape)}"
-            ) from None
-    if isinstance(substrate, numbers.Integral | float) and float(substrate).is_integer():
-        return torch.full_like(inputs, int(substrate))
-    raise ValueError(
-        "for token ids, substrate must be a token id (e.g. the tokenizer's pad_token_id) or "
-        f"an integer tensor of ids, got {substrate!r}"
-    )
 
 
 def causal_curve(
