@@ -318,7 +318,8 @@ class HSICAttribution(MaskAttribution):
             :meth:`attribute`, and ``(B, V, V)`` symmetric interactions, 0 on
             the diagonal, between the ``V`` grid cells (row-major over the
             grid, as ``torch.arange(V).reshape(grid)``) or the ``V``
-            ``feature_mask`` groups (in increasing order of their ids).
+            ``feature_mask`` groups (in increasing order of their ids, without
+            :data:`captum_rise.masks.ALWAYS_KEPT`).
         """
         attributions, interactions = self._explain(
             inputs,

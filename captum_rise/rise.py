@@ -190,7 +190,9 @@ class RISE(MaskAttribution):
                 ids: with per-example masks whose examples use different ids,
                 an example's map depends on the other examples' ids (the same
                 distribution, other draws), so splitting such a batch changes
-                the maps for a given ``seed``.
+                the maps for a given ``seed``. Features with the id
+                :data:`captum_rise.masks.ALWAYS_KEPT` (-1: special tokens,
+                padding) are never masked and get 0.
             n_masks: ``N``, the number of masks (paper: 4000 for VGG16, 8000
                 for ResNet50).
             grid_size: ``s``, an int or a per-axis tuple for the trailing

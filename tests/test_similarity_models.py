@@ -268,32 +268,44 @@ PAIRS = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("sentence", "reference"), PAIRS)
-def test_sentence_word_ranking_equals_exact_banzhaf_and_tolerance_is_honest(
-    minilm, sentence, reference
-):
+def _sentence_case(minilm, sentence, reference):
+    """The word groups, the similarity score, the ids and the exact Banzhaf values."""
     from captum_rise.text import word_groups
 
     tokenizer, encoder = minilm
     encoding = tokenizer([sentence], return_tensors="pt")
     words = word_groups(encoding, texts=[sentence])
-    assert words.words[0][:2] == sentence.split()[:2]
     with torch.no_grad():
-        score = SimilarityScore(
-            encoder, encoder(tokenizer([reference], return_tensors="pt")["input_ids"])
-        )
+        reference_ids = tokenizer([reference], return_tensors="pt")["input_ids"]
+        score = SimilarityScore(encoder, encoder(reference_ids))
     ids = encoding["input_ids"]
     exact = _exact_banzhaf(score, ids, words.feature_mask, encoder.deletion_baseline)
-    rise = RISE(score)
-    kwargs = dict(feature_mask=words.feature_mask, baselines=encoder.deletion_baseline, seed=0,
+    kwargs = dict(feature_mask=words.feature_mask, baselines=encoder.deletion_baseline,
                   normalization="difference")  # fmt: skip
-    maps = rise.attribute(ids, n_masks=2000, **kwargs)
+    return words, score, ids, exact, kwargs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sentence", "reference"), PAIRS)
+def test_sentence_word_ranking_equals_exact_banzhaf(minilm, sentence, reference):
+    """Spearman 1.000 on both pairs in seeds 0-5 but one (0.983)."""
+    words, score, ids, exact, kwargs = _sentence_case(minilm, sentence, reference)
+    assert words.words[0][:2] == sentence.split()[:2]
+    maps = RISE(score).attribute(ids, n_masks=2000, seed=0, **kwargs)
     assert spearmanr(words.values(maps)[0], exact).statistic >= 0.95
+
+
+@pytest.mark.slow
+def test_sentence_tolerance_stop_reports_an_honest_error(minilm):
+    """The reported error against the true one (from the exact Banzhaf values): ratios
+    0.69-1.84 in seeds 0-5 of both pairs."""
+    words, score, ids, exact, kwargs = _sentence_case(minilm, *PAIRS[0])
+    rise = RISE(score)
     maps, delta = rise.attribute(
         ids, n_masks=8192, tolerance=0.1, return_convergence_delta=True, mask_sampling="random",
-        **kwargs,
+        seed=0, **kwargs,
     )  # fmt: skip
+    assert float(delta[0]) <= 0.1 and rise.n_masks_used < 8192
     values = words.values(maps)[0].double()
     true_error = (values - exact).pow(2).mean().sqrt() / values.std()
     assert 0.5 <= float(true_error / delta[0]) <= 2.0
