@@ -156,13 +156,7 @@ def make_substrate(inputs: Tensor, substrate: SubstrateType) -> Tensor:
     _check_inputs(inputs)
     is_tokens = not inputs.is_floating_point()
     if isinstance(substrate, Tensor) and not (is_tokens and substrate.is_floating_point()):
-        try:
-            return torch.broadcast_to(substrate.to(inputs), inputs.shape)
-        except RuntimeError:
-            raise ValueError(
-                f"substrate of shape {tuple(substrate.shape)} cannot be broadcast to the "
-                f"inputs of shape {tuple(inputs.shape)}"
-            ) from None
+        return _broadcast_to_inputs(substrate.to(inputs), inputs, "substrate")
     is_number = isinstance(substrate, numbers.Real) and not isinstance(substrate, bool)
     if is_tokens:
         if is_number and float(substrate).is_integer():
@@ -313,13 +307,7 @@ def _group_rank(
     else:
         if not isinstance(feature_mask, Tensor) or feature_mask.is_floating_point():
             raise TypeError("feature_mask must be an integer tensor of group ids")
-        try:
-            groups = torch.broadcast_to(feature_mask.to(inputs.device), inputs.shape)
-        except RuntimeError:
-            raise ValueError(
-                f"feature_mask of shape {tuple(feature_mask.shape)} cannot be broadcast to the "
-                f"inputs of shape {tuple(inputs.shape)}"
-            ) from None
+        groups = _broadcast_to_inputs(feature_mask.to(inputs.device), inputs, "feature_mask")
     ranks, counts = [], []
     for b in range(batch):
         moving = groups[b] != ALWAYS_KEPT
@@ -349,13 +337,7 @@ def pixel_rank(attributions: Tensor, inputs: Tensor) -> Tensor:
         raise TypeError(f"attributions must be a torch.Tensor, got {type(attributions).__name__}")
     if attributions.dim() == 3:
         attributions = attributions.unsqueeze(1)
-    try:
-        saliency = torch.broadcast_to(attributions.to(inputs.device), inputs.shape)
-    except RuntimeError:
-        raise ValueError(
-            f"attributions of shape {tuple(attributions.shape)} cannot be broadcast to the "
-            f"inputs of shape {tuple(inputs.shape)}"
-        ) from None
+    saliency = _broadcast_to_inputs(attributions.to(inputs.device), inputs, "attributions")
     if not torch.isfinite(saliency).all():
         raise ValueError("attributions contain NaN or infinite values")
     flat = saliency.sum(dim=1).reshape(inputs.shape[0], -1).double()
@@ -364,6 +346,17 @@ def pixel_rank(attributions: Tensor, inputs: Tensor) -> Tensor:
     positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
     rank.scatter_(1, order, positions)
     return rank
+
+
+def _broadcast_to_inputs(value: Tensor, inputs: Tensor, name: str) -> Tensor:
+    """``value`` broadcast to the shape of ``inputs``, or a ValueError naming ``name``."""
+    try:
+        return torch.broadcast_to(value, inputs.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} of shape {tuple(value.shape)} cannot be broadcast to the inputs of shape "
+            f"{tuple(inputs.shape)}"
+        ) from None
 
 
 def _check_inputs(inputs: Tensor) -> None:
