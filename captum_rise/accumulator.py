@@ -12,6 +12,15 @@ NORMALIZATIONS = ("expectation", "coverage", "centred", "difference")
 """How the weighted sums become maps (:meth:`SaliencyAccumulator.saliency`)."""
 
 
+def check_normalization(normalization: str, p_keep: float) -> None:
+    """Raises a ValueError unless ``normalization`` is one of :data:`NORMALIZATIONS` that
+    ``p_keep`` allows (the signed view needs masks that drop something)."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if normalization == "difference" and p_keep >= 1:
+        raise ValueError("normalization='difference' needs p_keep < 1 (some masks drop)")
+
+
 class SaliencyAccumulator:
     """Accumulates ``sum_n f_n * M_n``, ``sum_n M_n`` and ``sum_n f_n`` for a tuple of inputs.
 
@@ -212,12 +221,7 @@ class SaliencyAccumulator:
           negative where it lowers it. For ``feature_mask`` groups at
           ``p = 0.5`` it is the Banzhaf value of each group.
         """
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
-            )
-        if normalization == "difference" and p_keep >= 1:
-            raise ValueError("normalization='difference' needs p_keep < 1 (some masks drop)")
+        check_normalization(normalization, p_keep)
         if self.n_masks == 0:
             raise ValueError("no masks were accumulated")
         self._flush()

@@ -27,7 +27,7 @@ from captum_rise._validation import (
     format_baselines,
     is_integer_input,
 )
-from captum_rise.accumulator import NORMALIZATIONS, SaliencyAccumulator
+from captum_rise.accumulator import SaliencyAccumulator, check_normalization
 from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
 from captum_rise.distributed import (
     ProcessGroup,
@@ -445,10 +445,7 @@ class RISE(MaskAttribution):
         p_keep = check_probability("p_keep", p_keep)
         if normalization is None:
             normalization = getattr(self.forward_func, "default_normalization", "expectation")
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
-            )
+        check_normalization(normalization, p_keep)  # before any forward
         if tolerance is not None:
             tolerance = check_positive("tolerance", tolerance)
         track_error = track_error or tolerance is not None
@@ -461,8 +458,6 @@ class RISE(MaskAttribution):
                 f"mask_sampling={mask_sampling!r} (the error comes from {replicates} "
                 f"replicates of the masks), got {n_masks}"
             )
-        if normalization == "difference" and p_keep >= 1:
-            raise ValueError("normalization='difference' needs p_keep < 1 (some masks drop)")
         blender = Blender(inputs, format_baselines(baselines, inputs))
         device, dtype = inputs[0].device, attribution_dtype(inputs[0])
         coverage = choose_coverage(
