@@ -144,9 +144,14 @@ def _always_kept_from(inputs: Tensor, substrate: Tensor, feature_mask: Tensor | 
     ``inputs``: special tokens stay in every step of both curves."""
     if feature_mask is None or inputs.dim() != 2:
         return substrate
+    return torch.where(_token_groups(feature_mask, inputs) == ALWAYS_KEPT, inputs, substrate)
+
+
+def _token_groups(feature_mask: Tensor, inputs: Tensor) -> Tensor:
+    """``feature_mask``'s group ids broadcast to the ``(B, T)`` inputs, checked."""
     if not isinstance(feature_mask, Tensor) or feature_mask.is_floating_point():
         raise TypeError("feature_mask must be an integer tensor of group ids")
-    return torch.where(feature_mask.to(inputs.device) == ALWAYS_KEPT, inputs, substrate)
+    return _broadcast_to_inputs(feature_mask.to(inputs.device), inputs, "feature_mask")
 
 
 def make_substrate(inputs: Tensor, substrate: SubstrateType) -> Tensor:
@@ -305,9 +310,7 @@ def _group_rank(
     if feature_mask is None:
         groups = torch.arange(length, device=inputs.device).expand(batch, length)
     else:
-        if not isinstance(feature_mask, Tensor) or feature_mask.is_floating_point():
-            raise TypeError("feature_mask must be an integer tensor of group ids")
-        groups = _broadcast_to_inputs(feature_mask.to(inputs.device), inputs, "feature_mask")
+        groups = _token_groups(feature_mask, inputs)
     ranks, counts = [], []
     for b in range(batch):
         moving = groups[b] != ALWAYS_KEPT
