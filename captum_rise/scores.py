@@ -198,7 +198,8 @@ def _cpu(value: Any) -> Any:
 
 
 def _as_float(value: Any) -> Tensor:
-    return torch.as_tensor(np.asarray(_cpu(value), dtype=np.float32))
+    """A detection's numbers as a float32 CPU tensor (:func:`as_float_tensor`)."""
+    return as_float_tensor(value, "a detection's boxes, scores and probs").detach().cpu().float()
 
 
 SIMILARITY_METRICS = ("cosine", "dot", "euclidean")
@@ -207,7 +208,7 @@ SIMILARITY_METRICS = ("cosine", "dot", "euclidean")
 SimilarityMetric = str | Callable[[Tensor, Tensor], Tensor]
 
 
-def as_embeddings(value: object, name: str) -> Tensor:
+def as_float_tensor(value: object, name: str) -> Tensor:
     """``value`` as a floating tensor: a tensor as it is (integers become float32), a numpy
     array, anything numpy reads (lists, objects with ``__array__``), or a sequence of
     those (dlib's ``vectors``: one ``vector`` per image), on the CPU.
@@ -243,7 +244,7 @@ class SimilarityScore(torch.nn.Module):
     Args:
         embedder: a callable from a batch ``(N, ...)`` to embeddings ``(N, D)``
             (trailing dims are flattened): a tensor on any device, a numpy
-            array, or any array-like (dlib's ``vectors``).
+            array, or any array-like (dlib's ``vectors``; :func:`as_float_tensor`).
         reference: ``(D,)`` one reference embedding or ``(K, D)`` several,
             e.g. ``embedder(other_images)``, in any of those forms; it is
             detached and moved to the embeddings' device and dtype.
@@ -286,7 +287,7 @@ class SimilarityScore(torch.nn.Module):
             raise ValueError(
                 f"metric must be one of {SIMILARITY_METRICS} or a callable, got {metric!r}"
             )
-        references = as_embeddings(reference, "reference").detach()
+        references = as_float_tensor(reference, "reference").detach()
         if references.dim() not in (1, 2) or references.numel() == 0:
             raise ValueError(
                 f"reference must be (D,) or (K, D) embeddings, got shape {tuple(references.shape)}"
@@ -301,7 +302,9 @@ class SimilarityScore(torch.nn.Module):
         return self.reference.shape[0]
 
     def forward(self, inputs: Tensor, *additional_args: Any) -> Tensor:
-        embeddings = as_embeddings(self.embedder(inputs, *additional_args), "the embedder's output")
+        embeddings = as_float_tensor(
+            self.embedder(inputs, *additional_args), "the embedder's output"
+        )
         if embeddings.dim() == 1 and inputs.shape[0] == 1:
             embeddings = embeddings[None]  # one embedding for a single input
         embeddings = embeddings.reshape(embeddings.shape[0], -1)
