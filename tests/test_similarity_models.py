@@ -2,8 +2,6 @@
 face descriptor and a sentence encoder is a test here; the real models (dlib's descriptor,
 all-MiniLM-L6-v2) are skipped cleanly when their packages are absent."""
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,7 @@ from scipy.stats import spearmanr
 from captum_rise import RISE, DetectionScore, HSICAttribution, SimilarityScore
 from captum_rise.masks import ALWAYS_KEPT
 from captum_rise.metrics import Deletion, deletion, insertion
+from captum_rise.testing import exact_banzhaf
 
 SIZE = 16
 
@@ -248,20 +247,6 @@ def minilm():
     return tokenizer, SentenceEncoder(model, tokenizer.pad_token_id)
 
 
-def _exact_banzhaf(score, ids, groups, baseline):
-    """E[s | word kept] - E[s | word dropped] over all subsets of the words."""
-    n_words = int(groups.max()) + 1
-    subsets = torch.tensor(list(itertools.product([0, 1], repeat=n_words)))
-    keep = torch.cat([subsets, torch.ones(len(subsets), 1, dtype=torch.long)], dim=1)
-    position_keep = keep[:, torch.where(groups[0] == ALWAYS_KEPT, n_words, groups[0])]
-    perturbed = torch.where(position_keep.bool(), ids, baseline)
-    with torch.no_grad():
-        scores = score(perturbed)[:, 0].double()
-    kept = (scores[:, None] * subsets).sum(0) / subsets.sum(0)
-    dropped = (scores[:, None] * (1 - subsets)).sum(0) / (1 - subsets).sum(0)
-    return kept - dropped
-
-
 PAIRS = [
     ("A man is playing a guitar on stage.", "Someone performs music with an instrument."),
     ("The cat sleeps on the warm sofa.", "A kitten is napping on a couch."),
@@ -279,7 +264,7 @@ def _sentence_case(minilm, sentence, reference):
         reference_ids = tokenizer([reference], return_tensors="pt")["input_ids"]
         score = SimilarityScore(encoder, encoder(reference_ids))
     ids = encoding["input_ids"]
-    exact = _exact_banzhaf(score, ids, words.feature_mask, encoder.deletion_baseline)
+    exact = exact_banzhaf(score, ids, words.feature_mask, encoder.deletion_baseline)
     kwargs = dict(feature_mask=words.feature_mask, baselines=encoder.deletion_baseline,
                   normalization="difference")  # fmt: skip
     return words, score, ids, exact, kwargs
