@@ -14,13 +14,13 @@ their distance is below 0.6) works on an aligned 150 x 150 face chip:
     saliency = RISE(score).attribute(chip_tensor(chip), n_masks=1000)
 
 RISE masks the chip, so the map lives in the aligned face's coordinates.
-The descriptor costs about 71 ms per chip on one CPU core and gains nothing
+The descriptor costs about 75 ms per chip on one CPU core and gains nothing
 from batching; RISE's automatic chunk settles at one chip per call.
 
 dlib is an optional dependency (``pip install 'captum_rise[faces]'``:
 ``dlib-bin`` and ``face-recognition-models``, whose files hold the models);
-it is imported only when :func:`load_dlib_models` or :func:`align_face` is
-called, never by ``import captum_rise``.
+it is imported only when :func:`load_dlib_models`, :func:`align_face` or
+:func:`facial_features_mask` is called, never by ``import captum_rise``.
 """
 
 import importlib
