@@ -12,26 +12,41 @@ the model. Two costs decide how to split them into forward calls:
   per new size for MobileNetV2 on an H200 with cuDNN 9, against 3 to 25 ms
   for a steady call of up to 512 images); on a CPU it is small.
 
-So the number of distinct batch sizes matters as much as the number of calls.
-:func:`run_in_chunks` chooses the chunk while the items are used, with the
-work itself as the measurement (every forward counts), and keeps the sizes
-the model meets few:
+So the number of distinct batch sizes matters as much as the number of calls,
+and neither the device's name nor where the inputs sit tells the costs: CPU
+inputs may go to a GPU inside the forward, to a server, or to a compiled
+session. :func:`run_in_chunks` chooses the chunk while the items are used, from
+a cost model of the calls the work itself makes (every forward counts). The
+rule is the same on every device; the device sets only the first size and the
+memory bound (:func:`chunk_bounds`):
 
 1. start at one item per call on the CPU; on an accelerator at the largest
    chunk within :data:`ACCELERATOR_START_BYTES` of perturbed inputs and the
-   memory bound (:func:`chunk_bounds`), where a GPU is near its best time per
-   item: no climb through small sizes, each of which would be a new shape;
-2. time :data:`TIMED_CALLS_PER_SIZE` calls at that size: the fastest gives the
-   time per item; a first call's excess over it, at a size the model had not
-   met, is the one-off cost of a new size (:attr:`ChunkSizer.new_size_seconds`);
-3. double the size while the time per item improves by more than
-   :data:`MIN_GAIN`, within the memory bound, and only while a new size's
-   one-off cost is at most :data:`MAX_PROBE_SHARE` of the time the items
-   still to do would take (on a GPU this ends the probe at the start size);
-4. then keep the best size. A tail shorter than a chunk, and work that fits
-   in one chunk, run as one call at a size the model has already met, padded
-   with copies of the last item whose outputs are dropped, unless a new size
-   is cheaper by the measured costs (on the CPU, where new sizes cost little).
+   memory bound, where a GPU is near its best time per item;
+2. time :data:`TIMED_CALLS_PER_SIZE` calls at that size: the fastest is its
+   steady time; a first call's excess over it is the one-off cost of a new
+   size (:attr:`ChunkSizer.new_size_seconds`);
+3. with one size measured, measure twice that size only if a new size's
+   one-off cost is at most :data:`MAX_PROBE_SHARE` of the remaining work's
+   time (on a GPU this keeps the start size). With two or more, a call of
+   ``b`` items is predicted to cost a latency plus a time per item
+   (:meth:`ChunkSizer.call_seconds`: the line through the largest two sizes
+   measured, interpolated between measured ones). For the powers of two of
+   the current size up to the memory bound, the remaining work's time is
+   predicted, one-off cost included (:meth:`ChunkSizer.remaining_seconds`);
+   the target is the smallest size within :data:`MIN_GAIN` of the best
+   prediction (a larger one would save less than that, and a curve may turn
+   up beyond what was measured). The probe goes straight to the target,
+   unless climbing to it by doubling costs at most :data:`MAX_PROBE_SHARE`
+   of the prediction (then every size on the way is measured: cheap
+   insurance on a CPU, whose curves turn up);
+4. a size measured is kept as the best only if it lowers the time per item
+   by more than :data:`MIN_GAIN`; the probe ends at the best size when the
+   size just measured is not better, or when the target is the current size.
+   A tail shorter than a chunk, and work that fits in one chunk, run as one
+   call at a size the model has already met, padded with copies of the last
+   item whose outputs are dropped, unless a new size is cheaper by the
+   measured costs (on the CPU, where new sizes cost little).
 
 On an out-of-memory error the chunk is halved and redone: no item is lost or
 counted twice. Every call at a size met for the first time, and every call
@@ -64,14 +79,17 @@ OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryErro
 """Raised by torch when an allocation fails (``torch.cuda.OutOfMemoryError``)."""
 
 MIN_GAIN = 0.05
-"""A larger chunk is kept only if it lowers the time per item by more than this share."""
+"""Sizes whose predicted time differs by less than this share count as equally fast: the
+smaller is kept (less memory, and a cost curve can turn up beyond what was measured)."""
 
-TIMED_CALLS_PER_SIZE = 3
-"""Calls timed at each size while probing; the fastest counts."""
+TIMED_CALLS_PER_SIZE = 2
+"""Calls timed at each size while probing; the fastest counts (the first call at a size
+the model has not met carries its one-off cost)."""
 
 MAX_PROBE_SHARE = 0.1
-"""A new, larger size is tried only while its one-off cost is at most this share of
-the time the items still to do would take at the best size so far."""
+"""The probe spends at most this share of the predicted time of the remaining work on
+insurance: a second size when only one is measured, and a climb by doubling (rather
+than a jump straight to the predicted best) that only measurement can justify."""
 
 CPU_BUDGET_BYTES = 64 * 2**20
 """Off CUDA: the most bytes of perturbed inputs one forward call may hold."""
@@ -148,7 +166,7 @@ class ChunkSizer:
         self.seen: set[int] = set()
         self._best_seconds_per_item = math.inf
         self._timings: list[float] = []  # calls at ``size`` while probing
-        self._steady_seconds: dict[int, float] = {}  # fastest timed call per size
+        self._steady_seconds: dict[int, float] = {}  # fastest timed call per measured size
         self._first_seconds: dict[int, float] = {}  # the first call per size
 
     def next_chunk(self, remaining: int) -> tuple[int, int]:
@@ -175,34 +193,85 @@ class ChunkSizer:
         if len(self._timings) < TIMED_CALLS_PER_SIZE:
             return
         self._steady_seconds[batch] = min(self._timings)
-        seconds_per_item = self._steady_seconds[batch] / batch
         self._timings = []
+        seconds_per_item = self._steady_seconds[batch] / batch
         if seconds_per_item < self._best_seconds_per_item * (1.0 - MIN_GAIN):
             self.best_size, self._best_seconds_per_item = batch, seconds_per_item
-            remaining_seconds = remaining * seconds_per_item
-            if batch < self.limit and self.new_size_seconds <= MAX_PROBE_SHARE * remaining_seconds:
-                self.size = min(2 * batch, self.limit)
+            following = self._following_size(remaining)
+            if following is not None:
+                self.size = following
                 return
         self.size = self.best_size
         self.probing = False
 
+    def _following_size(self, remaining: int) -> int | None:
+        """The size to measure after :attr:`size` (just measured, the best so far),
+        or None to keep it (rule 3 of the module's docstring)."""
+        current = self.size
+        if current >= self.limit or remaining <= 0:
+            return None
+        doubled = min(2 * current, self.limit)
+        if len(self._steady_seconds) == 1:  # one point: no slope yet; explore if cheap
+            affordable = self.new_size_seconds <= MAX_PROBE_SHARE * self.remaining_seconds(
+                current, remaining
+            )
+            return doubled if affordable else None
+        candidates = [current]
+        while candidates[-1] < self.limit:
+            candidates.append(min(2 * candidates[-1], self.limit))
+        predicted = {size: self.remaining_seconds(size, remaining) for size in candidates}
+        fastest = min(predicted.values())
+        target = min(s for s in candidates if predicted[s] <= (1.0 + MIN_GAIN) * fastest)
+        if target in (current, doubled):
+            return None if target == current else target
+        target_seconds_per_item = self.call_seconds(target) / target
+        climb = 0.0  # what doubling costs over jumping: one-offs, and slower timed calls
+        size = doubled
+        while size < target:
+            climb += 0.0 if size in self.seen else self.new_size_seconds
+            climb += TIMED_CALLS_PER_SIZE * (
+                self.call_seconds(size) - size * target_seconds_per_item
+            )
+            size *= 2
+        return doubled if climb <= MAX_PROBE_SHARE * predicted[target] else target
+
+    def remaining_seconds(self, size: int, remaining: int) -> float:
+        """Predicted time of ``remaining`` items in calls of ``size`` (the last one
+        padded), plus the one-off cost if the model has not met ``size``."""
+        one_off = 0.0 if size in self.seen else self.new_size_seconds
+        return math.ceil(remaining / size) * self.call_seconds(size) + one_off
+
+    def call_seconds(self, batch: int) -> float:
+        """Predicted steady time of a call of ``batch`` items: measured; between
+        two measured sizes, on the line through them; above them, on the line (a
+        latency plus a time per item, neither negative) through the largest two;
+        below them, in proportion to the smallest (0 before any is measured)."""
+        measured = sorted(self._steady_seconds)
+        if batch in self._steady_seconds:
+            return self._steady_seconds[batch]
+        if not measured:
+            return 0.0
+        if len(measured) == 1 or batch < measured[0]:
+            return batch * self._steady_seconds[measured[0]] / measured[0]
+        above = [s for s in measured if s > batch]
+        if above:
+            low, high = measured[measured.index(above[0]) - 1], above[0]
+        else:
+            low, high = measured[-2:]
+        t_low, t_high = self._steady_seconds[low], self._steady_seconds[high]
+        per_item = (t_high - t_low) / (high - low)
+        if low < batch < high:
+            return t_low + per_item * (batch - low)
+        per_item = max(per_item, 0.0)
+        latency = max(t_high - per_item * high, 0.0)
+        return latency + per_item * batch
+
     @property
     def new_size_seconds(self) -> float:
         """The one-off cost of a size the model has not met: the largest excess of
-        a first call over the steady time at its size (0 before any is measured)."""
-        excesses = [
-            first - self._steady_estimate(size) for size, first in self._first_seconds.items()
-        ]
+        a first call over the steady time at a measured size (0 before any)."""
+        excesses = [self._first_seconds[s] - t for s, t in self._steady_seconds.items()]
         return max([0.0, *excesses])
-
-    def _steady_estimate(self, batch: int) -> float:
-        """The steady time of a call of ``batch`` items: measured, or estimated
-        from the best time per item."""
-        if batch in self._steady_seconds:
-            return self._steady_seconds[batch]
-        if math.isinf(self._best_seconds_per_item):
-            return 0.0
-        return batch * self._best_seconds_per_item
 
     def _tail_batch(self, items: int) -> int:
         """The batch for a last call of ``items`` (fewer than :attr:`size`): the
@@ -212,10 +281,10 @@ class ChunkSizer:
         padded = min((s for s in self.seen if items < s <= self.limit), default=None)
         if padded is None:
             return items
-        if math.isinf(self._best_seconds_per_item):  # nothing measured: a met size is the safe bet
+        if not self._steady_seconds:  # nothing measured: a met size is the safe bet
             return padded
-        new_size_cost = self.new_size_seconds + items * self._best_seconds_per_item
-        return padded if self._steady_estimate(padded) <= new_size_cost else items
+        new_size_cost = self.new_size_seconds + self.call_seconds(items)
+        return padded if self.call_seconds(padded) <= new_size_cost else items
 
     def out_of_memory(self, batch: int) -> None:
         """A call of ``batch`` items did not fit: go on with half of it, and never try

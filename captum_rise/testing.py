@@ -16,13 +16,17 @@ whatever the machine's load::
 """
 
 import itertools
+import math
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from captum_rise._forward import Blender
+from captum_rise.batching import OutOfMemoryError
 from captum_rise.masks import GroupIndex
 
 EXACT_MAX_GROUPS = 16
@@ -83,13 +87,25 @@ def simulate_accelerator(
     return clock
 
 
-class GPUShapedClassifier(nn.Module):
-    """``(N, C, H, W)`` images to ``(N, n_classes)`` probabilities, taking simulated time.
+class SleepingClock:
+    """The real clock, for :class:`CostShapedClassifier` in real time: :meth:`advance`
+    sleeps (a model with a given cost shape, timed by wall time)."""
 
-    A call of ``N`` images advances ``clock`` by ``max(call_seconds, N *
-    image_seconds)``, plus ``new_size_seconds`` when ``N`` is a batch size it
-    has not met before (defaults: the H200 measurements above). The scores
-    are a softmax of a fixed linear map of the images' 4x4 average-pooled
+    def __call__(self) -> float:
+        return time.perf_counter()
+
+    def advance(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class CostShapedClassifier(nn.Module):
+    """``(N, C, H, W)`` images to ``(N, n_classes)`` probabilities, taking the time of a
+    given cost shape on ``clock`` (a :class:`FakeClock` or a :class:`SleepingClock`).
+
+    A call of ``N`` images advances ``clock`` by ``call_seconds(N)``, plus
+    ``new_size_seconds`` when ``N`` is a batch size it has not met before; above
+    ``max_batch`` images it raises ``torch.OutOfMemoryError`` (in no time). The
+    scores are a softmax of a fixed linear map of the images' 4x4 average-pooled
     values, so attributions are deterministic and depend on the image.
 
     Attributes:
@@ -99,18 +115,18 @@ class GPUShapedClassifier(nn.Module):
 
     def __init__(
         self,
-        clock: FakeClock,
+        clock: FakeClock | SleepingClock,
+        call_seconds: Callable[[int], float],
+        new_size_seconds: float = 0.0,
+        max_batch: int | None = None,
         channels: int = 3,
         n_classes: int = 10,
-        new_size_seconds: float = NEW_SIZE_SECONDS,
-        call_seconds: float = CALL_SECONDS,
-        image_seconds: float = IMAGE_SECONDS,
     ) -> None:
         super().__init__()
         self.clock = clock
-        self.new_size_seconds = new_size_seconds
         self.call_seconds = call_seconds
-        self.image_seconds = image_seconds
+        self.new_size_seconds = new_size_seconds
+        self.max_batch = max_batch
         self.calls: list[int] = []
         self.batch_sizes: set[int] = set()
         generator = torch.Generator().manual_seed(0)
@@ -120,7 +136,9 @@ class GPUShapedClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.shape[0]
-        seconds = max(self.call_seconds, rows * self.image_seconds)
+        if self.max_batch is not None and rows > self.max_batch:
+            raise OutOfMemoryError(f"{rows} images do not fit (at most {self.max_batch})")
+        seconds = self.call_seconds(rows)
         if rows not in self.batch_sizes:
             seconds += self.new_size_seconds
         self.batch_sizes.add(rows)
@@ -128,6 +146,92 @@ class GPUShapedClassifier(nn.Module):
         self.clock.advance(seconds)
         pooled = nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
         return torch.softmax(pooled @ self.weight.to(x.dtype), dim=1)
+
+
+class GPUShapedClassifier(CostShapedClassifier):
+    """A :class:`CostShapedClassifier` with a GPU's costs: a call of ``N`` images takes
+    ``max(call_seconds, N * image_seconds)``, plus ``new_size_seconds`` for a new
+    batch size (defaults: the H200 measurements above)."""
+
+    def __init__(
+        self,
+        clock: FakeClock | SleepingClock,
+        channels: int = 3,
+        n_classes: int = 10,
+        new_size_seconds: float = NEW_SIZE_SECONDS,
+        call_seconds: float = CALL_SECONDS,
+        image_seconds: float = IMAGE_SECONDS,
+    ) -> None:
+        super().__init__(
+            clock,
+            lambda rows: max(call_seconds, rows * image_seconds),
+            new_size_seconds,
+            channels=channels,
+            n_classes=n_classes,
+        )
+
+
+@dataclass(frozen=True)
+class CostShape:
+    """How a model's calls cost time: what :class:`CostShapedClassifier` takes.
+
+    Attributes:
+        call_seconds: the steady time of a call of ``N`` items.
+        new_size_seconds: the one-off cost of a batch size met for the first time.
+        max_batch: the largest call that fits in memory (None: no bound).
+        image_size: the side of the square RGB images it is shown.
+    """
+
+    call_seconds: Callable[[int], float]
+    new_size_seconds: float = 0.0
+    max_batch: int | None = None
+    image_size: int = 32
+
+    def model(self, clock: FakeClock | SleepingClock, n_classes: int = 10) -> CostShapedClassifier:
+        """A fresh model with these costs (one that has met no batch size)."""
+        return CostShapedClassifier(
+            clock, self.call_seconds, self.new_size_seconds, self.max_batch, n_classes=n_classes
+        )
+
+
+MOBILENET_V2_CPU_SECONDS_PER_ITEM = {
+    1: 14.7e-3, 2: 13.7e-3, 4: 14.8e-3, 8: 24.8e-3,
+    16: 25.2e-3, 32: 29.7e-3, 64: 50.1e-3, 111: 56.4e-3,
+}  # fmt: skip
+"""Measured: MobileNetV2 (torchvision, float32, contiguous) on 224x224 images, 2 CPU
+threads, steady time per image at each batch size (this project's 2-core machine)."""
+
+
+def _mobilenet_v2_cpu_call_seconds(rows: int) -> float:
+    """MobileNetV2's measured CPU curve, per item interpolated in log batch size."""
+    sizes = sorted(MOBILENET_V2_CPU_SECONDS_PER_ITEM)
+    low = max([s for s in sizes if s <= rows], default=sizes[0])
+    high = min([s for s in sizes if s >= rows], default=sizes[-1])
+    per_low, per_high = (
+        MOBILENET_V2_CPU_SECONDS_PER_ITEM[low],
+        MOBILENET_V2_CPU_SECONDS_PER_ITEM[high],
+    )
+    share = 0.0 if high == low else math.log(rows / low) / math.log(high / low)
+    return rows * (per_low + share * (per_high - per_low))
+
+
+COST_SHAPES: dict[str, CostShape] = {
+    "cpu-convex": CostShape(_mobilenet_v2_cpu_call_seconds, 0.03, image_size=224),
+    "gpu-shaped": CostShape(lambda rows: 3.5e-3 + 0.05e-3 * rows, 0.5),
+    "latency": CostShape(lambda rows: 20e-3 + 0.01e-3 * rows, image_size=64),
+    "flat": CostShape(lambda rows: 71e-3 * rows, image_size=150),
+    "memory-bound": CostShape(lambda rows: 3.5e-3 + 0.05e-3 * rows, 0.5, max_batch=700),
+}
+"""Cost shapes the automatic chunk must handle, all with inputs on the CPU:
+
+* ``cpu-convex``: MobileNetV2 on this CPU (measured; fastest per image at 2, 3.8
+  times slower at 111, the memory bound of 224x224 images), 30 ms per new size;
+* ``gpu-shaped``: a forward that sends CPU inputs to a GPU (3.5 ms per call +
+  0.05 ms per item, 0.5 s for each new batch size);
+* ``latency``: a model behind a server (20 ms per call + 0.01 ms per item);
+* ``flat``: no gain from batching (dlib's face descriptor: 71 ms per 150x150 chip);
+* ``memory-bound``: ``gpu-shaped``, out of memory above 700 items.
+"""
 
 
 NAMES = ("anna", "bob", "carla", "dan")
