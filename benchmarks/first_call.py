@@ -18,14 +18,24 @@ It also counts the distinct batch sizes the model met. Variants: the default
 (``perturbations_per_eval=None``) and fixed sizes (``--sizes``); the ratios
 compare the default with the best fixed size of each column.
 
-``--stand-in`` runs the same table without a GPU, in this process, on
-:class:`captum_rise.testing.GPUShapedClassifier` (a model with a GPU's costs,
-scaled from the H200 measurements, on a fake clock; 32x32 inputs whose first
-chunk holds 512 of them, as 512 ImageNet images on a GPU). The CPU (and any
-machine without CUDA) gets the stand-in by default.
+Where the inputs sit (``--inputs``):
 
-Usage: ``python benchmarks/first_call.py [--device cuda] [--model mobilenet_v2] [--n-masks 8000]
-[--sizes 250,500,512,1000] [--stand-in]``
+* ``device`` (default): the model and the inputs on ``--device``. Without a GPU
+  (or with ``--stand-in``) the table is made in this process on
+  :class:`captum_rise.testing.GPUShapedClassifier` (the H200's costs, fake
+  clock; 32x32 inputs whose first chunk holds 512 of them, as 512 ImageNet
+  images on a GPU).
+* ``cpu``: the inputs stay on the CPU and the forward moves them to the GPU
+  model, ``lambda x: model(x.to("cuda")).cpu()`` (Quantus and many data
+  pipelines keep data on the CPU). The automatic chunk starts at one item, as
+  for any CPU inputs, and must find large chunks from the calls' costs.
+  Without a GPU: the ``gpu-shaped`` costs of
+  :data:`captum_rise.testing.COST_SHAPES` (3.5 ms per call + 0.05 ms per item,
+  0.5 s per new size) on a fake clock, or with ``--sleep`` slept in real time
+  (each row a fresh process, RISE's own work included).
+
+Usage: ``python benchmarks/first_call.py [--device cuda] [--inputs device|cpu] [--sleep]
+[--model mobilenet_v2] [--n-masks 8000] [--sizes 250,500,512,1000] [--stand-in]``
 """
 
 import argparse
@@ -38,21 +48,34 @@ import torchvision
 from _common import run_child, synchronize
 
 from captum_rise import RISE, HSICAttribution, deletion, insertion
-from captum_rise.testing import GPUShapedClassifier, simulate_accelerator
+from captum_rise.testing import (
+    COST_SHAPES,
+    FakeClock,
+    GPUShapedClassifier,
+    SleepingClock,
+    simulate_accelerator,
+)
 
 COLUMNS = ("first", "second", "new function", "curves", "HSIC first")
 
 
-def time_calls(model, x: torch.Tensor, n_masks: int, size: int | None, clock) -> dict:
-    """Seconds of the calls of :data:`COLUMNS` on ``clock``, and the batch sizes met."""
+def time_calls(
+    model: torch.nn.Module, x: torch.Tensor, n_masks: int, size: int | None, clock
+) -> dict:
+    """Seconds of the calls of :data:`COLUMNS` on ``clock``, and the batch sizes met.
+    ``x`` may sit on another device than ``model``: the forward moves it there."""
     sizes: set[int] = set()
     model.register_forward_pre_hook(lambda module, args: sizes.add(args[0].shape[0]))
+    model_device = next(model.parameters()).device
+
+    def logits(inputs: torch.Tensor) -> torch.Tensor:
+        return model(inputs.to(model_device)).to(inputs.device)
 
     def probabilities(inputs: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(model(inputs), dim=1)
+        return torch.softmax(logits(inputs), dim=1)
 
     with torch.no_grad():
-        target = int(model(x).argmax())
+        target = int(logits(x).argmax())
     kwargs = dict(target=target, n_masks=n_masks, perturbations_per_eval=size)
 
     def timed(work) -> float:
@@ -76,8 +99,8 @@ def time_calls(model, x: torch.Tensor, n_masks: int, size: int | None, clock) ->
     )
     seconds["curves"] = timed(
         lambda: (
-            deletion(model, x, saliency, target, batch_size=size),
-            insertion(model, x, saliency, target, batch_size=size),
+            deletion(logits, x, saliency, target, batch_size=size),
+            insertion(logits, x, saliency, target, batch_size=size),
         )
     )
     seconds["HSIC first"] = timed(
@@ -88,19 +111,35 @@ def time_calls(model, x: torch.Tensor, n_masks: int, size: int | None, clock) ->
     return {"seconds": seconds, "batch sizes": len(sizes)}
 
 
-def cuda_child(args: argparse.Namespace, size: int | None) -> dict:
+def child(args: argparse.Namespace, size: int | None) -> dict:
+    """One row in a fresh process: a real model on ``--device``, or with ``--sleep``
+    the ``gpu-shaped`` costs slept in real time (CPU inputs)."""
+    if args.sleep:
+        shape = COST_SHAPES["gpu-shaped"]
+        x = torch.rand(1, 3, shape.image_size, shape.image_size)
+        return time_calls(
+            shape.model(SleepingClock(), 1000), x, args.n_masks, size, time.perf_counter
+        )
     device = torch.device(args.device)
     model = torchvision.models.get_model(args.model, weights=None).eval().to(device)
-    x = torch.rand(1, 3, 224, 224, device=device)
+    x = torch.rand(1, 3, 224, 224, device=device if args.inputs == "device" else "cpu")
     return time_calls(model, x, args.n_masks, size, time.perf_counter)
 
 
-def stand_in_run(n_masks: int, size: int | None) -> dict:
-    """One 'fresh process' on the GPU-shaped stand-in: a new model and fake clock."""
-    x = torch.rand(1, 3, 32, 32)
-    clock = simulate_accelerator(x)
-    model = GPUShapedClassifier(clock, n_classes=1000)
-    return time_calls(model, x, n_masks, size, clock)
+def stand_in_run(inputs: str, n_masks: int, size: int | None) -> dict:
+    """One 'fresh process' on a stand-in with a GPU's costs: a new model and fake clock;
+    ``inputs="device"`` sizes chunks as on an accelerator, ``"cpu"`` as for CPU inputs."""
+    if inputs == "device":
+        x = torch.rand(1, 3, 32, 32)
+        clock = simulate_accelerator(x)
+        return time_calls(GPUShapedClassifier(clock, n_classes=1000), x, n_masks, size, clock)
+    from captum_rise import batching
+
+    shape = COST_SHAPES["gpu-shaped"]
+    x = torch.rand(1, 3, shape.image_size, shape.image_size)
+    clock = FakeClock()
+    batching.clock = clock
+    return time_calls(shape.model(clock, 1000), x, n_masks, size, clock)
 
 
 def print_table(results: dict[str, dict], title: str) -> None:
@@ -127,34 +166,44 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--model", default="mobilenet_v2", help="a torchvision model name")
     parser.add_argument("--n-masks", type=int, default=8000)
-    parser.add_argument("--sizes", default="250,500,512,1000", help="fixed sizes compared")
-    parser.add_argument("--stand-in", action="store_true", help="the GPU-shaped stand-in")
+    parser.add_argument("--inputs", choices=("device", "cpu"), default="device")
+    parser.add_argument("--sizes", default=None, help="fixed sizes compared (default: by variant)")
+    parser.add_argument("--stand-in", action="store_true", help="a stand-in with a GPU's costs")
+    parser.add_argument("--sleep", action="store_true", help="CPU inputs, GPU costs slept")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         size = None if args.child == "auto" else int(args.child)
-        print(json.dumps(cuda_child(args, size)))
+        print(json.dumps(child(args, size)))
         return
-    labels = ["auto", *args.sizes.split(",")]
-    stand_in = args.stand_in or not args.device.startswith("cuda")
+    if args.sleep:
+        args.inputs = "cpu"
+    cpu_inputs = args.inputs == "cpu"
+    default_sizes = ",".join(str(2**k) for k in range(4, 13)) if cpu_inputs else "250,500,512,1000"
+    labels = ["auto", *(args.sizes or default_sizes).split(",")]
+    stand_in = not args.sleep and (args.stand_in or not args.device.startswith("cuda"))
     results: dict[str, dict] = {}
     for label in labels:
         size = None if label == "auto" else int(label)
         if stand_in:
-            results[label] = stand_in_run(args.n_masks, size)
+            results[label] = stand_in_run(args.inputs, args.n_masks, size)
         else:
-            common = ["--device", args.device, "--model", args.model]
+            common = ["--device", args.device, "--model", args.model, "--inputs", args.inputs]
             common += ["--n-masks", str(args.n_masks), "--child", label]
+            common += ["--sleep"] if args.sleep else []
             results[label] = run_child(__file__, common)
         print(f"{label}: {results[label]}", file=sys.stderr, flush=True)
-    if stand_in:
+    where = "CPU inputs" if cpu_inputs else "inputs on the device"
+    if stand_in or args.sleep:
+        clock = "slept in real time, each row a fresh process" if args.sleep else "fake clock"
+        costs = "3.5 ms/call + 0.05 ms/item, 0.5 s/new size" if cpu_inputs else "the H200's"
         title = (
-            f"GPU-shaped stand-in (fake clock), N={args.n_masks}, one 32x32 image, "
-            "each row a fresh model"
+            f"GPU-shaped stand-in ({costs}; {clock}), {where}, N={args.n_masks}, "
+            "one 32x32 image, each row a fresh model"
         )
     else:
         title = (
-            f"{args.model}, N={args.n_masks}, one 224x224 image, "
+            f"{args.model}, {where}, N={args.n_masks}, one 224x224 image, "
             f"{torch.cuda.get_device_name()}, torch {torch.__version__}, each row a fresh process"
         )
     print_table(results, title)

@@ -79,10 +79,15 @@ OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryErro
 """Raised by torch when an allocation fails (``torch.cuda.OutOfMemoryError``)."""
 
 MIN_GAIN = 0.05
-"""Sizes whose predicted time differs by less than this share count as equally fast: the
-smaller is kept (less memory, and a cost curve can turn up beyond what was measured)."""
+"""A size measured is kept as the best only if it lowers the time per item by more than
+this share (else the smaller is kept: less memory, and fewer sizes met)."""
 
-TIMED_CALLS_PER_SIZE = 2
+KNEE_SHARE = 0.02
+"""The probe's target: the smallest size whose predicted time per item is within this
+share of the best predicted within the memory bound (where the call's latency has
+stopped mattering; a cost curve may turn up beyond what was measured)."""
+
+TIMED_CALLS_PER_SIZE = 3
 """Calls timed at each size while probing; the fastest counts (the first call at a size
 the model has not met carries its one-off cost)."""
 
@@ -168,13 +173,14 @@ class ChunkSizer:
         self._timings: list[float] = []  # calls at ``size`` while probing
         self._steady_seconds: dict[int, float] = {}  # fastest timed call per measured size
         self._first_seconds: dict[int, float] = {}  # the first call per size
+        self._spread_seconds: dict[int, float] = {}  # timing noise: 2nd fastest - fastest
 
     def next_chunk(self, remaining: int) -> tuple[int, int]:
         """``(items, batch)`` of the next call: ``items`` of the ``remaining`` ones,
         run as one call of ``batch >= items`` items (the rest padding)."""
         if remaining >= self.size:
             return self.size, self.size
-        return remaining, self._tail_batch(remaining)
+        return self._tail_chunk(remaining)
 
     def wants_timing(self, batch: int) -> bool:
         """Whether a call of ``batch`` items is timed: a size met for the first
@@ -192,7 +198,9 @@ class ChunkSizer:
         self._timings.append(seconds)
         if len(self._timings) < TIMED_CALLS_PER_SIZE:
             return
-        self._steady_seconds[batch] = min(self._timings)
+        fastest, second_fastest = sorted(self._timings)[:2]
+        self._steady_seconds[batch] = fastest
+        self._spread_seconds[batch] = second_fastest - fastest
         self._timings = []
         seconds_per_item = self._steady_seconds[batch] / batch
         if seconds_per_item < self._best_seconds_per_item * (1.0 - MIN_GAIN):
@@ -212,18 +220,21 @@ class ChunkSizer:
             return None
         doubled = min(2 * current, self.limit)
         if len(self._steady_seconds) == 1:  # one point: no slope yet; explore if cheap
-            affordable = self.new_size_seconds <= MAX_PROBE_SHARE * self.remaining_seconds(
+            affordable = self.new_size_seconds <= MAX_PROBE_SHARE * self.work_seconds(
                 current, remaining
             )
             return doubled if affordable else None
         candidates = [current]
         while candidates[-1] < self.limit:
             candidates.append(min(2 * candidates[-1], self.limit))
-        predicted = {size: self.remaining_seconds(size, remaining) for size in candidates}
-        fastest = min(predicted.values())
-        target = min(s for s in candidates if predicted[s] <= (1.0 + MIN_GAIN) * fastest)
-        if target in (current, doubled):
-            return None if target == current else target
+        work = {size: self.work_seconds(size, remaining) for size in candidates}
+        fastest = min(work.values())
+        target = min(s for s in candidates if work[s] <= (1.0 + KNEE_SHARE) * fastest)
+        predicted = self.remaining_seconds(target, remaining)
+        if target == current or predicted >= self.remaining_seconds(current, remaining):
+            return None  # no larger size, or its one-off cost is not paid back by this work
+        if target == doubled:
+            return target
         target_seconds_per_item = self.call_seconds(target) / target
         climb = 0.0  # what doubling costs over jumping: one-offs, and slower timed calls
         size = doubled
@@ -233,19 +244,24 @@ class ChunkSizer:
                 self.call_seconds(size) - size * target_seconds_per_item
             )
             size *= 2
-        return doubled if climb <= MAX_PROBE_SHARE * predicted[target] else target
+        return doubled if climb <= MAX_PROBE_SHARE * predicted else target
+
+    def work_seconds(self, size: int, remaining: int) -> float:
+        """Predicted time of ``remaining`` items in calls of ``size`` (the last one padded)."""
+        return math.ceil(remaining / size) * self.call_seconds(size)
 
     def remaining_seconds(self, size: int, remaining: int) -> float:
-        """Predicted time of ``remaining`` items in calls of ``size`` (the last one
-        padded), plus the one-off cost if the model has not met ``size``."""
+        """:meth:`work_seconds`, plus the one-off cost if the model has not met ``size``."""
         one_off = 0.0 if size in self.seen else self.new_size_seconds
-        return math.ceil(remaining / size) * self.call_seconds(size) + one_off
+        return self.work_seconds(size, remaining) + one_off
 
     def call_seconds(self, batch: int) -> float:
         """Predicted steady time of a call of ``batch`` items: measured; between
         two measured sizes, on the line through them; above them, on the line (a
-        latency plus a time per item, neither negative) through the largest two;
-        below them, in proportion to the smallest (0 before any is measured)."""
+        latency plus a time per item, neither negative) through the largest two,
+        where a rise within the timing noise (the spread of the calls timed at
+        each) counts as none; below them, in proportion to the smallest (0 before
+        any is measured)."""
         measured = sorted(self._steady_seconds)
         if batch in self._steady_seconds:
             return self._steady_seconds[batch]
@@ -262,7 +278,8 @@ class ChunkSizer:
         per_item = (t_high - t_low) / (high - low)
         if low < batch < high:
             return t_low + per_item * (batch - low)
-        per_item = max(per_item, 0.0)
+        noise = self._spread_seconds[low] + self._spread_seconds[high]
+        per_item = max((t_high - t_low - noise) / (high - low), 0.0)
         latency = max(t_high - per_item * high, 0.0)
         return latency + per_item * batch
 
@@ -273,18 +290,22 @@ class ChunkSizer:
         excesses = [self._first_seconds[s] - t for s, t in self._steady_seconds.items()]
         return max([0.0, *excesses])
 
-    def _tail_batch(self, items: int) -> int:
-        """The batch for a last call of ``items`` (fewer than :attr:`size`): the
-        smallest size met that holds them, unless a new size is cheaper."""
+    def _tail_chunk(self, items: int) -> tuple[int, int]:
+        """``(items, batch)`` of the next call when fewer than :attr:`size` items are
+        left: the cheapest by the measured costs of one call at the smallest size
+        met that holds them (padded), one at a new size, or calls at a smaller size
+        met. With nothing measured yet, a met size that holds them if there is one."""
         if items in self.seen:
-            return items
+            return items, items
         padded = min((s for s in self.seen if items < s <= self.limit), default=None)
-        if padded is None:
-            return items
-        if not self._steady_seconds:  # nothing measured: a met size is the safe bet
-            return padded
-        new_size_cost = self.new_size_seconds + self.call_seconds(items)
-        return padded if self.call_seconds(padded) <= new_size_cost else items
+        if not self._steady_seconds:
+            return items, items if padded is None else padded
+        options = {(items, items): self.new_size_seconds + self.call_seconds(items)}
+        if padded is not None:
+            options[items, padded] = self.call_seconds(padded)
+        for smaller in (s for s in self.seen if s < items):
+            options[smaller, smaller] = self.work_seconds(smaller, items)
+        return min(options, key=options.__getitem__)
 
     def out_of_memory(self, batch: int) -> None:
         """A call of ``batch`` items did not fit: go on with half of it, and never try
