@@ -93,6 +93,7 @@ gpu: $(DEV_STAMP)
 gpu-checks:
 	$(PYTHON) -m pytest -m gpu tests -o addopts="-ra --strict-markers"
 	$(PYTHON) -u benchmarks/first_call.py --device cuda
+	$(PYTHON) -u benchmarks/first_call.py --device cuda --inputs cpu --sizes 64,256,1024,4096
 	$(PYTHON) -u benchmarks/speed_peers.py --device cuda --rounds 2
 	$(PYTHON) -u benchmarks/overhead.py --device cuda
 

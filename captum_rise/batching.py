@@ -31,22 +31,24 @@ memory bound (:func:`chunk_bounds`):
    time (on a GPU this keeps the start size). With two or more, a call of
    ``b`` items is predicted to cost a latency plus a time per item
    (:meth:`ChunkSizer.call_seconds`: the line through the largest two sizes
-   measured, interpolated between measured ones). For the powers of two of
-   the current size up to the memory bound, the remaining work's time is
-   predicted, one-off cost included (:meth:`ChunkSizer.remaining_seconds`);
-   the target is the smallest size within :data:`MIN_GAIN` of the best
-   prediction (a larger one would save less than that, and a curve may turn
-   up beyond what was measured). The probe goes straight to the target,
-   unless climbing to it by doubling costs at most :data:`MAX_PROBE_SHARE`
-   of the prediction (then every size on the way is measured: cheap
-   insurance on a CPU, whose curves turn up);
+   measured, where a rise within the spread of their timed calls counts as
+   none; interpolated between measured sizes). For the powers of two of the
+   current size up to the memory bound, the remaining work's time is
+   predicted, the padded last call included (:meth:`ChunkSizer.work_seconds`);
+   the target is the smallest size within :data:`KNEE_SHARE` of the best
+   prediction (a larger one would save less, and a curve may turn up beyond
+   what was measured). The probe moves only if the target's prediction plus
+   its one-off cost beats staying (:meth:`ChunkSizer.remaining_seconds`), and
+   goes straight there, unless climbing by doubling costs at most
+   :data:`MAX_PROBE_SHARE` of it (then every size on the way is measured:
+   cheap insurance on a CPU, whose curves turn up);
 4. a size measured is kept as the best only if it lowers the time per item
    by more than :data:`MIN_GAIN`; the probe ends at the best size when the
-   size just measured is not better, or when the target is the current size.
-   A tail shorter than a chunk, and work that fits in one chunk, run as one
-   call at a size the model has already met, padded with copies of the last
-   item whose outputs are dropped, unless a new size is cheaper by the
-   measured costs (on the CPU, where new sizes cost little).
+   size just measured is not better, or when no larger size pays. Fewer
+   items than a chunk (a tail, or work that fits in one chunk) run the
+   cheapest way by the measured costs: one call at a size the model has met,
+   padded with copies of the last item whose outputs are dropped; one call
+   at a new size; or calls at a smaller size met.
 
 On an out-of-memory error the chunk is halved and redone: no item is lost or
 counted twice. Every call at a size met for the first time, and every call
