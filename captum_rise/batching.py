@@ -370,8 +370,10 @@ def run_in_chunks(
     sizer: Callable[[], ChunkSizer],
     device: torch.device,
     progress: Progress,
+    start: int = 0,
 ) -> None:
-    """Runs ``evaluate`` over items ``0 .. n_items - 1`` in order, a chunk at a time.
+    """Runs ``evaluate`` over items ``start .. start + n_items - 1`` in order, a chunk
+    at a time (``lo`` and ``hi`` below count from 0, plus ``start``).
 
     Args:
         n_items: how many items (masks, designs, perturbed images).
@@ -396,20 +398,21 @@ def run_in_chunks(
         torch.OutOfMemoryError: with a fixed ``chunk_size``, or when a single
             item does not fit.
     """
+    end = start + n_items
     if chunk_size is not None:
-        for lo in range(0, n_items, chunk_size):
-            hi = min(lo + chunk_size, n_items)
+        for lo in range(start, end, chunk_size):
+            hi = min(lo + chunk_size, end)
             consume(lo, hi, evaluate(lo, hi, hi - lo))
             progress.update(hi - lo)
         return
     state = sizer()
-    lo = 0
-    while lo < n_items:
-        items, batch = state.next_chunk(n_items - lo)
+    lo = start
+    while lo < end:
+        items, batch = state.next_chunk(end - lo)
         timed = state.wants_timing(batch)
         if timed:
             synchronize(device)
-            start = clock()
+            began = clock()
         try:
             result = evaluate(lo, lo + items, batch)
             out_of_memory = False
@@ -424,7 +427,7 @@ def run_in_chunks(
         lo += items
         if timed:
             synchronize(device)
-            state.record(batch, clock() - start, remaining=n_items - lo)
+            state.record(batch, clock() - began, remaining=end - lo)
         progress.update(items)
 
 

@@ -21,7 +21,8 @@ from torch import Tensor
 
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import DEFAULT_GRID_SIZE, choose_coverage
-from captum_rise._forward import Blender, ModelScorer, check_finite_scores
+from captum_rise._forward import ModelScorer
+from captum_rise._pipeline import Perturbations, design_sampler
 from captum_rise._validation import (
     attribution_dtype,
     check_inputs,
@@ -29,22 +30,15 @@ from captum_rise._validation import (
     check_probability,
     check_seed,
     check_target,
-    format_baselines,
 )
-from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
+from captum_rise.batching import check_chunk_size
 from captum_rise.distributed import (
     ProcessGroup,
     agree_on_seed,
-    all_reduce,
-    group_rank_and_size,
-    share,
 )
 from captum_rise.masks import (
     CellMaskSampler,
-    DesignMaskSampler,
     GridSize,
-    GroupIndex,
-    GroupMaskSampler,
 )
 
 INPUT_KERNELS = ("binary", "rbf")
@@ -377,60 +371,31 @@ class HSICAttribution(MaskAttribution):
         if input_kernel not in INPUT_KERNELS:
             raise ValueError(f"input_kernel must be one of {INPUT_KERNELS}, got {input_kernel!r}")
         seed = agree_on_seed(check_seed(seed), process_group)
-        rank, world_size = group_rank_and_size(process_group)
-        formatted_baselines = format_baselines(baselines, formatted_inputs)
-        device = formatted_inputs[0].device
-
-        dtype = attribution_dtype(formatted_inputs[0])
+        device, dtype = formatted_inputs[0].device, attribution_dtype(formatted_inputs[0])
         coverage = choose_coverage(formatted_inputs, feature_mask, grid_size, DEFAULT_GRID_SIZE)
-        if coverage.feature_mask is None:
-            mask_sampler: DesignMaskSampler = CellMaskSampler(
-                [inp.shape for inp in formatted_inputs],
-                coverage.grid_size,
-                p_keep,
-                device,
-                dtype,
-                coverage.fit_grid,
-            )
-        else:
-            groups = GroupIndex(coverage.feature_mask, formatted_inputs)
-            mask_sampler = GroupMaskSampler(groups, p_keep, device, dtype)
+        mask_sampler = design_sampler(formatted_inputs, coverage, p_keep, device, dtype)
         points = sample_designs(n_designs, mask_sampler.n_params, sampler, seed)
         params = torch.as_tensor(points, dtype=torch.float32, device=device)
 
-        scorer = ModelScorer(
+        pipeline = Perturbations(
             self.forward_func,
-            batch_size,
-            _format_additional_forward_args(additional_forward_args),
-            target=target,
+            formatted_inputs,
+            baselines,
+            ModelScorer(
+                self.forward_func,
+                batch_size,
+                _format_additional_forward_args(additional_forward_args),
+                target=target,
+            ),
+            lambda lo, hi: mask_sampler.render(params[lo:hi]),
+            perturbations_per_eval,
+            process_group,
+            show_progress,
+            self.get_name(),
+            unit="design",
         )
-        blender = Blender(formatted_inputs, formatted_baselines)
-        # Zeros outside this rank's share: the sum over ranks gathers all scores.
-        scores = torch.zeros(n_designs, batch_size, device=device, dtype=torch.float32)
-        first, last = share(n_designs, rank, world_size)
-
-        def evaluate(lo: int, hi: int, batch: int) -> Tensor:
-            masks = mask_sampler.render(params[first + lo : first + hi])
-            return scorer(blender(masks, batch), hi - lo, batch)[..., 0]
-
-        def consume(lo: int, hi: int, chunk_scores: Tensor) -> None:
-            scores[first + lo : first + hi] = chunk_scores
-
-        bar = self._progress(show_progress and rank == 0, last - first, unit="design")
+        scores = pipeline.scores(n_designs)
         with torch.no_grad():
-            run_in_chunks(
-                last - first,
-                evaluate,
-                consume,
-                perturbations_per_eval,
-                lambda: sizer_for(self.forward_func, formatted_inputs),
-                device,
-                bar,
-            )
-            bar.close()
-            if process_group is not None:
-                scores = all_reduce(scores, process_group)
-            check_finite_scores(scores)
             designs = mask_sampler.keep(params)
             importance = torch.stack(
                 [

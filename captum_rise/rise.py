@@ -1,6 +1,6 @@
 """RISE: Randomized Input Sampling for Explanation (Petsiuk et al., BMVC 2018)."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal, overload
 
 import torch
@@ -16,7 +16,8 @@ from torch import Tensor
 
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import DEFAULT_GRID_SIZE, Coverage, choose_coverage
-from captum_rise._forward import Blender, ClassScorer, ModelScorer
+from captum_rise._forward import ClassScorer, ModelScorer
+from captum_rise._pipeline import Perturbations, design_sampler
 from captum_rise._validation import (
     attribution_dtype,
     check_inputs,
@@ -24,23 +25,19 @@ from captum_rise._validation import (
     check_positive,
     check_probability,
     check_target,
-    format_baselines,
     is_integer_input,
 )
 from captum_rise.accumulator import SaliencyAccumulator, check_normalization
-from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
+from captum_rise.batching import check_chunk_size
 from captum_rise.distributed import (
     ProcessGroup,
     agree_on_seed,
     all_reduce,
-    group_rank_and_size,
-    share,
 )
 from captum_rise.masks import (
     DEFAULT_MASK_SAMPLING,
     GridMaskSampler,
     GridSize,
-    GroupIndex,
     GroupMaskSampler,
     MaskSampler,
     ParamStream,
@@ -377,20 +374,11 @@ class RISE(MaskAttribution):
         is_inputs_tuple = _is_tuple(inputs)
         formatted_inputs = _format_tensor_into_tuples(inputs)
         check_inputs(formatted_inputs)
-        class_index = None
-        if classes is not None:
-            class_index = torch.as_tensor(classes, device=formatted_inputs[0].device).reshape(-1)
-            if (
-                class_index.numel() == 0
-                or class_index.is_floating_point()
-                or bool(class_index.min() < 0)
-            ):
-                raise ValueError(f"classes must be non-negative class indices, got {classes!r}")
         scorer = ClassScorer(
             self.forward_func,
             formatted_inputs[0].shape[0],
             _format_additional_forward_args(additional_forward_args),
-            classes=class_index,
+            classes=_class_index(classes, formatted_inputs[0].device),
         )
         maps, _ = self._estimate(
             formatted_inputs,
@@ -449,16 +437,7 @@ class RISE(MaskAttribution):
         if tolerance is not None:
             tolerance = check_positive("tolerance", tolerance)
         track_error = track_error or tolerance is not None
-        # an unknown mask_sampling is refused by ParamStream, below
-        replicates = ERROR_REPLICATES.get(mask_sampling, 1)
-        min_masks = replicates * replicate_unit(mask_sampling)
-        if track_error and n_masks < min_masks:
-            raise ValueError(
-                f"tolerance and return_convergence_delta need n_masks >= {min_masks} with "
-                f"mask_sampling={mask_sampling!r} (the error comes from {replicates} "
-                f"replicates of the masks), got {n_masks}"
-            )
-        blender = Blender(inputs, format_baselines(baselines, inputs))
+        replicates, min_masks = _error_replicates(mask_sampling, n_masks, track_error)
         device, dtype = inputs[0].device, attribution_dtype(inputs[0])
         coverage = choose_coverage(
             inputs,
@@ -470,93 +449,41 @@ class RISE(MaskAttribution):
         always_kept = None
         if isinstance(sampler, GroupMaskSampler) and sampler.groups.has_always_kept:
             always_kept = sampler.groups.always_kept()
-        rank, world_size = group_rank_and_size(process_group)
         stream = ParamStream(
             sampler,
             make_generator(agree_on_seed(seed, process_group)),
             mask_sampling,
             replicates=replicates if track_error else 1,
         )
-        accumulator: SaliencyAccumulator | None = None
-
-        def make_accumulator(n_outputs: int) -> SaliencyAccumulator:
-            return SaliencyAccumulator(
-                inputs[0].shape[0],
-                n_outputs,
-                sampler.mask_shapes,
-                device,
-                torch.promote_types(dtype, torch.float32),
-                replicates=replicates if track_error else 0,
-            )
-
-        def evaluate(lo: int, hi: int, batch: int) -> tuple[Tensor, tuple[Tensor, ...]]:
-            masks = sampler.render(stream.params(lo, hi))
-            return scorer(blender(masks, batch), hi - lo, batch), masks
-
-        def evaluate_from(
-            start: int,
-        ) -> Callable[[int, int, int], tuple[Tensor, tuple[Tensor, ...]]]:
-            return lambda lo, hi, batch: evaluate(start + lo, start + hi, batch)
-
-        def consume_from(
-            start: int,
-        ) -> Callable[[int, int, tuple[Tensor, tuple[Tensor, ...]]], None]:
-            def consume(lo: int, hi: int, result: tuple[Tensor, tuple[Tensor, ...]]) -> None:
-                nonlocal accumulator
-                scores, masks = result
-                if accumulator is None:
-                    accumulator = make_accumulator(scores.shape[2])
-                replicates = stream.replicate_of(start + lo, start + hi) if track_error else None
-                accumulator.add(scores, masks, replicates)
-
-            return consume
-
+        pipeline = Perturbations(
+            self.forward_func,
+            inputs,
+            baselines,
+            scorer,
+            lambda lo, hi: sampler.render(stream.params(lo, hi)),
+            perturbations_per_eval,
+            process_group,
+            show_progress,
+            self.get_name(),
+            unit="mask",
+        )
+        sums = MaskSums(inputs[0].shape[0], sampler.mask_shapes, device, dtype, stream, track_error)
         # Rounds of the global masks 0 .. N - 1 (one round without a tolerance); every rank
         # runs its contiguous share of each round, so any group gives the one-process masks.
         rounds = [(0, n_masks)] if tolerance is None else _rounds(0, n_masks)
-        shares = [
-            (start + lo, start + hi)
-            for start, stop in rounds
-            for lo, hi in [share(stop - start, rank, world_size)]
-        ]
-
-        def gathered() -> SaliencyAccumulator:
-            """The sums of all masks run so far, on every rank (a copy under a group)."""
-            if process_group is None:
-                assert accumulator is not None  # n_masks >= 1
-                return accumulator
-            # A rank with no masks (fewer masks than ranks) learns the number of outputs.
-            local_outputs = torch.tensor([accumulator.n_outputs if accumulator else 0])
-            n_outputs = int(all_reduce(local_outputs, process_group, dist.ReduceOp.MAX).item())
-            summed = make_accumulator(n_outputs)
-            if accumulator is not None:
-                summed.merge(accumulator)
-            return summed.all_reduce(process_group)
-
-        bar = self._progress(
-            show_progress and rank == 0, sum(hi - lo for lo, hi in shares), unit="mask"
-        )
+        shares = [pipeline.share(lo, hi) for lo, hi in rounds]
+        bar = pipeline.progress(sum(hi - lo for lo, hi in shares))
         summed: SaliencyAccumulator | None = None
-        with torch.no_grad():
-            for (_, stop), (lo, hi) in zip(rounds, shares):
-                if hi > lo:
-                    run_in_chunks(
-                        hi - lo,
-                        evaluate_from(lo),
-                        consume_from(lo),
-                        perturbations_per_eval,
-                        lambda: sizer_for(self.forward_func, inputs),
-                        device,
-                        bar,
-                    )
-                summed = None
-                if tolerance is not None and stop >= min_masks:
-                    summed = gathered()  # every rank sees the same error: they stop together
-                    error = summed.relative_standard_error(p_keep, normalization, always_kept)
-                    if float(error.max()) <= tolerance:
-                        break
+        for (_, stop), (lo, hi) in zip(rounds, shares):
+            pipeline.run(lo, hi, sums, bar)
+            summed = None
+            if tolerance is not None and stop >= min_masks:
+                summed = sums.gathered(process_group)  # every rank sees the same error
+                error = summed.relative_standard_error(p_keep, normalization, always_kept)
+                if float(error.max()) <= tolerance:
+                    break
         bar.close()
-        accumulator = summed or gathered()
+        accumulator = summed or sums.gathered(process_group)
         self.n_masks_used = accumulator.n_masks
         errors = (
             accumulator.relative_standard_error(p_keep, normalization, always_kept)
@@ -568,6 +495,84 @@ class RISE(MaskAttribution):
             maps = [m.masked_fill(kept[:, None], 0) for m, kept in zip(maps, always_kept)]
         maps = [m.to(attribution_dtype(inp)) for m, inp in zip(maps, inputs)]
         return maps, errors
+
+
+class MaskSums:
+    """RISE's sink (:data:`captum_rise._pipeline.Sink`): every chunk's score-weighted
+    masks are added to a :class:`SaliencyAccumulator`, made at the first chunk (when
+    the number of scores per example is known), with each mask's replicate when the
+    error is tracked."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        mask_shapes: Sequence[tuple[int, ...]],
+        device: torch.device,
+        dtype: torch.dtype,
+        stream: ParamStream,
+        track_error: bool,
+    ) -> None:
+        self.batch_size, self.mask_shapes = batch_size, mask_shapes
+        self.device, self.dtype = device, torch.promote_types(dtype, torch.float32)
+        self.stream, self.replicates = stream, stream.replicates if track_error else 0
+        self.accumulator: SaliencyAccumulator | None = None
+
+    def __call__(self, lo: int, hi: int, chunk: tuple[Tensor, tuple[Tensor, ...]]) -> None:
+        scores, masks = chunk
+        if self.accumulator is None:
+            self.accumulator = self.empty(scores.shape[2])
+        replicates = self.stream.replicate_of(lo, hi) if self.replicates else None
+        self.accumulator.add(scores, masks, replicates)
+
+    def empty(self, n_outputs: int) -> SaliencyAccumulator:
+        """An accumulator with no masks yet, for ``n_outputs`` scores per example."""
+        return SaliencyAccumulator(
+            self.batch_size,
+            n_outputs,
+            self.mask_shapes,
+            self.device,
+            self.dtype,
+            replicates=self.replicates,
+        )
+
+    def gathered(self, process_group: ProcessGroup) -> SaliencyAccumulator:
+        """The sums of all masks run so far, on every rank (a copy under a group)."""
+        if process_group is None:
+            assert self.accumulator is not None  # n_masks >= 1
+            return self.accumulator
+        # A rank with no masks (fewer masks than ranks) learns the number of outputs.
+        local_outputs = torch.tensor([self.accumulator.n_outputs if self.accumulator else 0])
+        n_outputs = int(all_reduce(local_outputs, process_group, dist.ReduceOp.MAX).item())
+        summed = self.empty(n_outputs)
+        if self.accumulator is not None:
+            summed.merge(self.accumulator)
+        return summed.all_reduce(process_group)
+
+
+def _error_replicates(mask_sampling: str, n_masks: int, track_error: bool) -> tuple[int, int]:
+    """``(replicates, min_masks)``: the replicates of the masks that the error estimate
+    of ``mask_sampling`` uses, and the fewest masks that hold them all (refused when
+    the error is tracked with fewer). An unknown ``mask_sampling`` is refused later,
+    by :class:`captum_rise.masks.ParamStream`."""
+    replicates = ERROR_REPLICATES.get(mask_sampling, 1)
+    min_masks = replicates * replicate_unit(mask_sampling)
+    if track_error and n_masks < min_masks:
+        raise ValueError(
+            f"tolerance and return_convergence_delta need n_masks >= {min_masks} with "
+            f"mask_sampling={mask_sampling!r} (the error comes from {replicates} "
+            f"replicates of the masks), got {n_masks}"
+        )
+    return replicates, min_masks
+
+
+def _class_index(classes: Sequence[int] | Tensor | None, device: torch.device) -> Tensor | None:
+    """``classes`` as a ``(K,)`` tensor of class indices on ``device`` (None: all classes)."""
+    if classes is None:
+        return None
+    class_index = torch.as_tensor(classes, device=device).reshape(-1)
+    if class_index.numel() == 0 or class_index.is_floating_point() or bool(class_index.min() < 0):
+        raise ValueError(f"classes must be non-negative class indices, got {classes!r}")
+    return class_index
 
 
 def _rounds(first: int, last: int) -> list[tuple[int, int]]:
@@ -591,4 +596,4 @@ def _make_sampler(
             )
         shapes = [inp.shape for inp in inputs]
         return GridMaskSampler(shapes, coverage.grid_size, p_keep, device, dtype, coverage.fit_grid)
-    return GroupMaskSampler(GroupIndex(coverage.feature_mask, inputs), p_keep, device, dtype)
+    return design_sampler(inputs, coverage, p_keep, device, dtype)
