@@ -29,6 +29,7 @@ from captum_rise.plotting import overlay_saliency, plot_causal_curves
 from captum_rise.quantus_explain import explain, make_explain_func
 from captum_rise.rise import RISE
 from captum_rise.scores import DetectionScore, SimilarityScore
+from captum_rise.sobol import SobolAttribution
 
 register_with_quantus()
 
@@ -50,6 +51,7 @@ __all__ = [
     "MeaningfulPerturbation",
     "SaliencyAccumulator",
     "SimilarityScore",
+    "SobolAttribution",
     "deletion",
     "explain",
     "insertion",

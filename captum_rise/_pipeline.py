@@ -157,3 +157,12 @@ def design_sampler(
         return GroupMaskSampler(groups, p_keep, device, dtype)
     shapes = [inp.shape for inp in inputs]
     return CellMaskSampler(shapes, coverage.grid_size, p_keep, device, dtype, coverage.fit_grid)
+
+
+def own_map(maps: Tensor) -> Tensor:
+    """``(B, Bm, ...)`` -> ``(B, ...)``: example ``b`` gets the map drawn on its own
+    feature mask (``Bm = B``) or on the shared one (``Bm = 1``)."""
+    if maps.shape[1] == 1:
+        return maps[:, 0]
+    index = torch.arange(maps.shape[0], device=maps.device)
+    return maps[index, index]

@@ -22,7 +22,7 @@ from torch import Tensor
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import DEFAULT_GRID_SIZE, choose_coverage
 from captum_rise._forward import ModelScorer
-from captum_rise._pipeline import Perturbations, design_sampler
+from captum_rise._pipeline import Perturbations, design_sampler, own_map
 from captum_rise._validation import (
     attribution_dtype,
     check_inputs,
@@ -416,16 +416,7 @@ class HSICAttribution(MaskAttribution):
                     ]
                 ).to(torch.promote_types(dtype, torch.float32))
         attributions = tuple(
-            _own_map(m).to(attribution_dtype(inp)).expand_as(inp).contiguous()
+            own_map(m).to(attribution_dtype(inp)).expand_as(inp).contiguous()
             for m, inp in zip(maps, formatted_inputs)
         )
         return _format_output(is_inputs_tuple, attributions), interactions
-
-
-def _own_map(maps: Tensor) -> Tensor:
-    """``(B, Bm, ...)`` -> ``(B, ...)``: example ``b`` gets the map drawn on its own
-    feature mask (``Bm = B``) or on the shared one (``Bm = 1``)."""
-    if maps.shape[1] == 1:
-        return maps[:, 0]
-    index = torch.arange(maps.shape[0], device=maps.device)
-    return maps[index, index]

@@ -40,10 +40,12 @@ from captum_rise._forward import needs_softmax
 from captum_rise.hsic import HSICAttribution
 from captum_rise.meaningful_perturbation import MeaningfulPerturbation
 from captum_rise.rise import RISE
+from captum_rise.sobol import SobolAttribution
 
 METHODS: dict[str, type[Attribution]] = {
     "RISE": RISE,
     "HSIC": HSICAttribution,
+    "Sobol": SobolAttribution,
     "MeaningfulPerturbation": MeaningfulPerturbation,
 }
 """captum_rise methods known to :func:`explain`, by name."""

@@ -95,5 +95,22 @@ def test_quantus_evaluate_runs_every_pair(small_model, batch, capsys):
             )
 
 
+def test_sobol_attribution_runs_in_a_quantus_suite(tiny_convnet, capsys):
+    # (the untrained MobileNetV3 above scores every input 0.1: no variance for Sobol' to split)
+    x = np.random.default_rng(2).random((2, 3, 16, 16), dtype=np.float32)
+    y = np.array([1, 3])
+    results = quantus.evaluate(
+        metrics={"Deletion": Deletion(n_steps=8, disable_warnings=True)},
+        xai_methods={"Sobol": make_explain_func("Sobol", n_designs=8, grid_size=4, seed=0)},
+        model=tiny_convnet,
+        x_batch=x,
+        y_batch=y,
+        explain_func_kwargs={},
+        agg_func=np.mean,
+    )
+    assert "Error" not in capsys.readouterr().out
+    assert 0.0 <= results["Sobol"]["Deletion"] <= 1.0
+
+
 def test_package_import_registers_metrics():
     assert captum_rise.Deletion in quantus.AVAILABLE_METRICS["Faithfulness"].values()

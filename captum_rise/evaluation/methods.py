@@ -9,6 +9,9 @@ saliency map ``(1, 1, H, W)`` (higher = more important for the class):
                                Sobol' masks
 ``hsic``                       :class:`captum_rise.HSICAttribution` on the softmax
                                probability, ``n_designs`` (default 1536), 7x7 grid, LHS
+``sobol``                      :class:`captum_rise.SobolAttribution` on the softmax
+                               probability, 32 designs, 8x8 grid (2,112 forwards),
+                               inpainting towards 0
 ``meaningful_perturbation``    :class:`captum_rise.MeaningfulPerturbation`, deletion game,
                                its defaults (300 Adam iterations, blur sigma 10)
 ``gradcam``                    Captum ``LayerGradCam`` on the last convolutional layer,
@@ -23,7 +26,7 @@ saliency map ``(1, 1, H, W)`` (higher = more important for the class):
                                500 samples, zero baseline
 =============================  ==============================================================
 
-The seed reaches the methods that draw random numbers (RISE, HSIC, meaningful
+The seed reaches the methods that draw random numbers (RISE, HSIC, Sobol', meaningful
 perturbation's jitter, KernelShap's coalitions).
 """
 
@@ -39,12 +42,14 @@ from captum_rise.hsic import HSICAttribution
 from captum_rise.masks import DEFAULT_MASK_SAMPLING
 from captum_rise.meaningful_perturbation import MeaningfulPerturbation
 from captum_rise.quantus_explain import probabilities
+from captum_rise.sobol import SobolAttribution
 
 Explain = Callable[[Tensor, int, int], Tensor]
 
 METHOD_NAMES = (
     "rise",
     "hsic",
+    "sobol",
     "meaningful_perturbation",
     "gradcam",
     "ig",
@@ -107,6 +112,9 @@ def make_methods(
             :, :1
         ]
 
+    def sobol(x: Tensor, target: int, seed: int) -> Tensor:
+        return SobolAttribution(probs).attribute(x, target=target, seed=seed)[:, :1]
+
     def meaningful(x: Tensor, target: int, seed: int) -> Tensor:
         return MeaningfulPerturbation(model).attribute(x, target=target, seed=seed)[:, :1]
 
@@ -145,6 +153,7 @@ def make_methods(
     explainers: dict[str, Explain] = {
         "rise": rise,
         "hsic": hsic,
+        "sobol": sobol,
         "meaningful_perturbation": meaningful,
         "gradcam": gradcam,
         "ig": integrated_gradients,
@@ -160,6 +169,12 @@ def make_methods(
             "score": "softmax",
         },
         "hsic": {"n_designs": n_designs, "grid_size": 7, "sampler": "lhs", "score": "softmax"},
+        "sobol": {
+            "n_designs": 32,
+            "grid_size": 8,
+            "perturbation": "inpainting",
+            "score": "softmax",
+        },
         "meaningful_perturbation": {"variant": "delete", "n_iter": 300, "class_term": "log"},
         "gradcam": {
             "layer": "last conv" if gradcam_layer is None else type(gradcam_layer).__name__

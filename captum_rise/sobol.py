@@ -1,0 +1,267 @@
+r"""Sobol' attribution (Fel, Cadène, Chalvidal, Cord, Vigouroux & Serre, NeurIPS 2021).
+
+The model's score is seen as a function of ``d`` random mask variables
+``M_i`` in ``[0, 1]``, one per grid cell or ``feature_mask`` group; the
+importance of region ``i`` is its **total-order Sobol' index**, the share of
+the score's variance that involves ``M_i`` alone or with other regions:
+
+.. math::
+    S_{T_i} = \frac{\mathbb{E}_{M_{\sim i}}\left[\operatorname{Var}_{M_i}(f \mid M_{\sim i})\right]}
+                   {\operatorname{Var}(f)}
+
+It is estimated on a Saltelli design (:class:`SaltelliDesign`): two ``N x d``
+matrices ``A`` and ``B`` of a scrambled Sobol' sequence in ``[0, 1]^{2d}``,
+and for every region the matrix ``C_i``, ``A`` with its column ``i`` taken
+from ``B``; the model runs on ``A``, ``B`` and every ``C_i``, ``N (d + 2)``
+forwards, and Jansen's estimator gives (:func:`jansen_total_indices`)
+
+.. math::
+    \hat S_{T_i} = \frac{1}{2 \widehat{\operatorname{Var}}(f)}
+                   \frac{1}{N} \sum_k \left(f(A_k) - f(C_{i,k})\right)^2
+"""
+
+import torch
+from captum._utils.common import (
+    _format_additional_forward_args,
+    _format_output,
+    _format_tensor_into_tuples,
+    _is_tuple,
+)
+from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
+from scipy.stats import qmc
+from torch import Tensor
+
+from captum_rise._base import MaskAttribution, log_usage
+from captum_rise._coverage import choose_coverage
+from captum_rise._forward import ModelScorer
+from captum_rise._pipeline import Perturbations, design_sampler, own_map
+from captum_rise._validation import (
+    attribution_dtype,
+    check_inputs,
+    check_int,
+    check_positive,
+    check_seed,
+    check_target,
+    is_integer_input,
+)
+from captum_rise.batching import check_chunk_size
+from captum_rise.distributed import ProcessGroup, agree_on_seed
+from captum_rise.masks import CellMaskSampler, DesignMaskSampler, GridSize
+from captum_rise.meaningful_perturbation import gaussian_blur
+
+DEFAULT_GRID_SIZE = 8
+"""Cells per side of the grid when neither ``grid_size`` nor ``feature_mask`` is given
+(Xplique's default, the paper's choice for ImageNet models)."""
+
+PERTURBATIONS = ("inpainting", "blur", "amplitude")
+"""How a mask value ``m`` in ``[0, 1]`` perturbs a feature ``x``: towards the baseline
+(``x m + b (1 - m)``), towards the blurred input, or towards the input's mean."""
+
+DEFAULT_BLUR_SIGMA = 10.0
+"""Standard deviation in pixels of the blur that ``perturbation="blur"`` moves towards."""
+
+
+class SaltelliDesign:
+    """The mask values of a Saltelli design: ``N (d + 2)`` rows of ``d`` numbers in ``[0, 1]``.
+
+    Row ``k`` of block ``j`` (``k = 0 .. N - 1``) is ``A_k`` for ``j = 0``, ``B_k``
+    for ``j = 1`` and ``C_{j - 2, k}`` after; ``A`` and ``B`` are the halves of
+    ``N`` points of a scrambled Sobol' sequence in ``[0, 1]^{2d}`` (``N`` is a
+    power of two, where Sobol' points are balanced). Rows are made on demand.
+
+    Args:
+        n_designs: ``N``, a power of two.
+        n_variables: ``d``, the regions.
+        seed: seeds the scrambling.
+        device: where the rows are made.
+    """
+
+    def __init__(
+        self, n_designs: int, n_variables: int, seed: int | None, device: torch.device
+    ) -> None:
+        self.n_designs, self.n_variables = n_designs, n_variables
+        points = qmc.Sobol(d=2 * n_variables, scramble=True, rng=seed).random(n_designs)
+        points = torch.as_tensor(points, dtype=torch.float32, device=device)
+        self.a, self.b = points[:, :n_variables], points[:, n_variables:]
+
+    @property
+    def n_rows(self) -> int:
+        """``N (d + 2)``: the forwards per example."""
+        return self.n_designs * (self.n_variables + 2)
+
+    def rows(self, lo: int, hi: int) -> Tensor:
+        """``(hi - lo, d)``: rows ``lo .. hi - 1`` of the design."""
+        index = torch.arange(lo, hi, device=self.a.device)
+        block, k = index // self.n_designs, index % self.n_designs
+        rows = torch.where((block == 1)[:, None], self.b[k], self.a[k])
+        swapped = block >= 2  # C_i: column i from B
+        column = (block - 2).clamp(min=0)
+        rows[swapped, column[swapped]] = self.b[k[swapped], column[swapped]]
+        return rows
+
+
+def jansen_total_indices(scores: Tensor, n_designs: int) -> Tensor:
+    """Jansen's estimator of the total-order Sobol' indices.
+
+    Args:
+        scores: ``(N (d + 2), B)`` scores of the rows of a :class:`SaltelliDesign`.
+        n_designs: ``N``.
+
+    Returns:
+        ``(B, d)`` float64 total indices; 0 for an example whose score does not vary.
+    """
+    scores = scores.to(torch.float64)
+    f_a, f_b = scores[:n_designs], scores[n_designs : 2 * n_designs]
+    f_c = scores[2 * n_designs :].reshape(-1, n_designs, scores.shape[1])  # (d, N, B)
+    variance = torch.cat([f_a, f_b]).var(dim=0, correction=0)  # (B,)
+    squared = ((f_a[None] - f_c) ** 2).mean(dim=1)  # (d, B)
+    total = squared / (2 * variance)
+    return torch.where(variance > 0, total, torch.zeros_like(total)).T
+
+
+class SobolAttribution(MaskAttribution):
+    r"""Sobol' attribution (Fel et al., NeurIPS 2021), black box: the total-order Sobol'
+    index of every grid cell (default 8x8) or ``feature_mask`` group.
+
+    Masks are real-valued, one number per region from a Saltelli design of a
+    scrambled Sobol' sequence (:class:`SaltelliDesign`), upsampled by nearest
+    neighbour and applied as ``input * M + reference * (1 - M)``: the reference is
+    ``baselines`` (``perturbation="inpainting"``, the default; 0 by default), the
+    input blurred by a Gaussian of ``blur_sigma`` pixels (``"blur"``), or the
+    input's mean over its features (``"amplitude"``). Integer inputs (token
+    ids, categories) are kept where the mask value is at least 0.5 and
+    replaced by the baseline elsewhere. The indices come from Jansen's
+    estimator (:func:`jansen_total_indices`), in ``[0, 1]`` up to estimation
+    noise; the per-cell map is upsampled bicubically (``smooth_map=False``
+    keeps constant cells).
+
+    Conventions are those of :class:`captum_rise.RISE`: targets, baselines,
+    ``additional_forward_args``, tuple inputs (sharing one grid),
+    ``feature_mask`` (with :data:`captum_rise.masks.ALWAYS_KEPT` features never
+    masked, attribution 0), ``perturbations_per_eval`` (automatic by default),
+    ``show_progress``, ``seed``, ``process_group`` (every rank runs its share
+    of the forwards and the scores are summed), float16/bfloat16 and
+    ``channels_last`` inputs. Results do not depend on ``perturbations_per_eval``.
+    """
+
+    method_name = "Sobol"
+
+    @log_usage
+    def attribute(
+        self,
+        inputs: TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType = None,
+        target: TargetType = None,
+        additional_forward_args: object | None = None,
+        feature_mask: Tensor | tuple[Tensor, ...] | None = None,
+        n_designs: int = 32,
+        grid_size: GridSize | None = None,
+        perturbation: str = "inpainting",
+        blur_sigma: float = DEFAULT_BLUR_SIGMA,
+        perturbations_per_eval: int | None = None,
+        smooth_map: bool = True,
+        show_progress: bool = False,
+        seed: int | None = None,
+        process_group: ProcessGroup = None,
+    ) -> TensorOrTupleOfTensorsGeneric:
+        r"""Total-order Sobol' index of every grid cell (or feature group) for ``target``.
+
+        Args:
+            inputs: as in :meth:`captum_rise.RISE.attribute`, and so are
+                ``baselines`` (with ``perturbation="inpainting"``), ``target``,
+                ``additional_forward_args``, ``feature_mask``,
+                ``perturbations_per_eval``, ``show_progress`` and
+                ``process_group``.
+            n_designs: ``N``, a power of two: the model runs ``N (d + 2)``
+                times per example for ``d`` regions (paper: 32, so 2,112
+                forwards on an 8x8 grid).
+            grid_size: int or per-axis tuple. None: one group per feature for
+                ``(B, F)`` tables, else 8 (the paper's), shrunk on an axis
+                shorter than that.
+            perturbation: ``"inpainting"``, ``"blur"`` or ``"amplitude"`` (see
+                the class docstring).
+            blur_sigma: the blur's standard deviation in pixels (``"blur"``).
+            smooth_map: upsample the per-cell indices bicubically (grids only).
+            seed: seeds the scrambling of the Sobol' sequence; None draws a fresh one.
+
+        Returns:
+            Attributions with the shape and tuple-ness of ``inputs``.
+        """
+        is_inputs_tuple = _is_tuple(inputs)
+        formatted_inputs = _format_tensor_into_tuples(inputs)
+        check_inputs(formatted_inputs)
+        batch_size = formatted_inputs[0].shape[0]
+        check_target(target, batch_size)
+        n_designs = check_int("n_designs", n_designs, minimum=2)
+        if n_designs & (n_designs - 1):
+            raise ValueError(f"n_designs must be a power of two (Sobol' points), got {n_designs}")
+        perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
+        references = _references(formatted_inputs, baselines, perturbation, blur_sigma)
+        seed = agree_on_seed(check_seed(seed), process_group)
+        device, dtype = formatted_inputs[0].device, attribution_dtype(formatted_inputs[0])
+        coverage = choose_coverage(formatted_inputs, feature_mask, grid_size, DEFAULT_GRID_SIZE)
+        sampler = design_sampler(formatted_inputs, coverage, 0.5, device, dtype)
+        design = SaltelliDesign(n_designs, sampler.n_params, seed, device)
+        binary = any(is_integer_input(inp) for inp in formatted_inputs)
+        pipeline = Perturbations(
+            self.forward_func,
+            formatted_inputs,
+            references,
+            ModelScorer(
+                self.forward_func,
+                batch_size,
+                _format_additional_forward_args(additional_forward_args),
+                target=target,
+            ),
+            lambda lo, hi: _masks(sampler, design.rows(lo, hi), binary),
+            perturbations_per_eval,
+            process_group,
+            show_progress,
+            self.get_name(),
+            unit="forward",
+        )
+        scores = pipeline.scores(design.n_rows)
+        indices = jansen_total_indices(scores, n_designs).to(
+            torch.promote_types(dtype, torch.float32)
+        )
+        if smooth_map and isinstance(sampler, CellMaskSampler):
+            maps = sampler.interpolate(indices)
+        else:
+            maps = sampler.expand(indices)  # ALWAYS_KEPT features: 0
+        attributions = tuple(
+            own_map(m).to(attribution_dtype(inp)).expand_as(inp).contiguous()
+            for m, inp in zip(maps, formatted_inputs)
+        )
+        return _format_output(is_inputs_tuple, attributions)
+
+
+def _masks(sampler: DesignMaskSampler, values: Tensor, binary: bool) -> tuple[Tensor, ...]:
+    """The masks of design rows ``values`` ``(n, d)``: the values themselves, upsampled
+    (kept where at least 0.5 for integer inputs); features of no region are kept."""
+    if binary:
+        values = (values >= 0.5).to(values.dtype)
+    return sampler.expand(values.to(sampler.dtype), fill=1.0)
+
+
+def _references(
+    inputs: tuple[Tensor, ...], baselines: BaselineType, perturbation: str, blur_sigma: float
+) -> BaselineType:
+    """What a mask value of 0 moves each input to, as baselines (Captum's forms)."""
+    if perturbation not in PERTURBATIONS:
+        raise ValueError(f"perturbation must be one of {PERTURBATIONS}, got {perturbation!r}")
+    if perturbation == "inpainting":
+        return baselines
+    if baselines is not None:
+        raise ValueError(f"baselines apply to perturbation='inpainting', not {perturbation!r}")
+    if any(is_integer_input(inp) for inp in inputs):
+        raise ValueError(
+            f"perturbation={perturbation!r} needs float inputs; token ids and "
+            "categories are replaced by baselines (perturbation='inpainting')"
+        )
+    if perturbation == "blur":
+        blur_sigma = check_positive("blur_sigma", blur_sigma)
+        if any(inp.dim() != 4 for inp in inputs):
+            raise ValueError("perturbation='blur' needs (B, C, H, W) images")
+        return tuple(gaussian_blur(inp, blur_sigma) for inp in inputs)
+    dims = [tuple(range(1, inp.dim())) for inp in inputs]
+    return tuple(inp.mean(dim=d, keepdim=True).expand_as(inp) for inp, d in zip(inputs, dims))
