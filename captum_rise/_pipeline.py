@@ -16,14 +16,15 @@ group.
 from collections.abc import Callable
 
 import torch
+from captum._utils.common import _format_additional_forward_args, _format_tensor_into_tuples
 from captum._utils.progress import NullProgress, Progress
-from captum._utils.typing import BaselineType
+from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from torch import Tensor
 
 from captum_rise._coverage import Coverage
 from captum_rise._forward import Blender, ModelScorer, check_finite_scores
 from captum_rise._progress import progress_bar
-from captum_rise._validation import format_baselines
+from captum_rise._validation import attribution_dtype, check_inputs, check_target, format_baselines
 from captum_rise.batching import ChunkSizer, run_in_chunks, sizer_for
 from captum_rise.distributed import ProcessGroup, all_reduce, group_rank_and_size, share
 from captum_rise.masks import CellMaskSampler, DesignMaskSampler, GroupIndex, GroupMaskSampler
@@ -166,3 +167,36 @@ def own_map(maps: Tensor) -> Tensor:
         return maps[:, 0]
     index = torch.arange(maps.shape[0], device=maps.device)
     return maps[index, index]
+
+
+def format_inputs(inputs: TensorOrTupleOfTensorsGeneric, target: TargetType) -> tuple[Tensor, ...]:
+    """``inputs`` as a tuple, after checking them and the targets (Captum's formats;
+    a ``ValueError``/``TypeError`` naming what is wrong)."""
+    formatted = _format_tensor_into_tuples(inputs)
+    check_inputs(formatted)
+    check_target(target, formatted[0].shape[0])
+    return formatted
+
+
+def target_scorer(
+    forward_func: Callable[..., Tensor],
+    inputs: tuple[Tensor, ...],
+    additional_forward_args: object | None,
+    target: TargetType,
+) -> ModelScorer:
+    """The model's score for ``target`` of each perturbed copy of the batch ``inputs``."""
+    return ModelScorer(
+        forward_func,
+        inputs[0].shape[0],
+        _format_additional_forward_args(additional_forward_args),
+        target=target,
+    )
+
+
+def design_attributions(maps: tuple[Tensor, ...], inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Per-example maps ``(B, Bm, ...)`` of design methods (:func:`own_map`) as
+    attributions with the inputs' shapes and floating dtypes."""
+    return tuple(
+        own_map(m).to(attribution_dtype(inp)).expand_as(inp).contiguous()
+        for m, inp in zip(maps, inputs)
+    )

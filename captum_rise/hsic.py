@@ -9,27 +9,25 @@ import math
 
 import numpy as np
 import torch
-from captum._utils.common import (
-    _format_additional_forward_args,
-    _format_output,
-    _format_tensor_into_tuples,
-    _is_tuple,
-)
+from captum._utils.common import _format_output, _is_tuple
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from scipy.stats import qmc
 from torch import Tensor
 
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import DEFAULT_GRID_SIZE, choose_coverage
-from captum_rise._forward import ModelScorer
-from captum_rise._pipeline import Perturbations, design_sampler, own_map
+from captum_rise._pipeline import (
+    Perturbations,
+    design_attributions,
+    design_sampler,
+    format_inputs,
+    target_scorer,
+)
 from captum_rise._validation import (
     attribution_dtype,
-    check_inputs,
     check_int,
     check_probability,
     check_seed,
-    check_target,
 )
 from captum_rise.batching import check_chunk_size
 from captum_rise.distributed import (
@@ -359,10 +357,8 @@ class HSICAttribution(MaskAttribution):
     ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor | None]:
 
         is_inputs_tuple = _is_tuple(inputs)
-        formatted_inputs = _format_tensor_into_tuples(inputs)
-        check_inputs(formatted_inputs)
+        formatted_inputs = format_inputs(inputs, target)
         batch_size = formatted_inputs[0].shape[0]
-        check_target(target, batch_size)
         n_designs = check_int("n_designs", n_designs, minimum=2)
         perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
         estimator_batch_size = check_int("estimator_batch_size", estimator_batch_size)
@@ -381,12 +377,7 @@ class HSICAttribution(MaskAttribution):
             self.forward_func,
             formatted_inputs,
             baselines,
-            ModelScorer(
-                self.forward_func,
-                batch_size,
-                _format_additional_forward_args(additional_forward_args),
-                target=target,
-            ),
+            target_scorer(self.forward_func, formatted_inputs, additional_forward_args, target),
             lambda lo, hi: mask_sampler.render(params[lo:hi]),
             perturbations_per_eval,
             process_group,
@@ -415,8 +406,6 @@ class HSICAttribution(MaskAttribution):
                         for b in range(batch_size)
                     ]
                 ).to(torch.promote_types(dtype, torch.float32))
-        attributions = tuple(
-            own_map(m).to(attribution_dtype(inp)).expand_as(inp).contiguous()
-            for m, inp in zip(maps, formatted_inputs)
-        )
-        return _format_output(is_inputs_tuple, attributions), interactions
+        return _format_output(
+            is_inputs_tuple, design_attributions(maps, formatted_inputs)
+        ), interactions

@@ -5,26 +5,19 @@ from typing import Literal, overload
 
 import torch
 import torch.distributed as dist
-from captum._utils.common import (
-    _format_additional_forward_args,
-    _format_output,
-    _format_tensor_into_tuples,
-    _is_tuple,
-)
+from captum._utils.common import _format_additional_forward_args, _format_output, _is_tuple
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from torch import Tensor
 
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import DEFAULT_GRID_SIZE, Coverage, choose_coverage
 from captum_rise._forward import ClassScorer, ModelScorer
-from captum_rise._pipeline import Perturbations, design_sampler
+from captum_rise._pipeline import Perturbations, design_sampler, format_inputs
 from captum_rise._validation import (
     attribution_dtype,
-    check_inputs,
     check_int,
     check_positive,
     check_probability,
-    check_target,
     is_integer_input,
 )
 from captum_rise.accumulator import SaliencyAccumulator, check_normalization
@@ -294,9 +287,7 @@ class RISE(MaskAttribution):
             ``delta`` the ``(B,)`` (or ``(B, K)``) relative standard errors.
         """
         is_inputs_tuple = _is_tuple(inputs)
-        formatted_inputs = _format_tensor_into_tuples(inputs)
-        check_inputs(formatted_inputs)
-        check_target(target, formatted_inputs[0].shape[0])
+        formatted_inputs = format_inputs(inputs, target)
         scorer = ModelScorer(
             self.forward_func,
             formatted_inputs[0].shape[0],
@@ -372,8 +363,7 @@ class RISE(MaskAttribution):
             a copy).
         """
         is_inputs_tuple = _is_tuple(inputs)
-        formatted_inputs = _format_tensor_into_tuples(inputs)
-        check_inputs(formatted_inputs)
+        formatted_inputs = format_inputs(inputs, None)
         scorer = ClassScorer(
             self.forward_func,
             formatted_inputs[0].shape[0],

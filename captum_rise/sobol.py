@@ -21,27 +21,25 @@ forwards, and Jansen's estimator gives (:func:`jansen_total_indices`)
 """
 
 import torch
-from captum._utils.common import (
-    _format_additional_forward_args,
-    _format_output,
-    _format_tensor_into_tuples,
-    _is_tuple,
-)
+from captum._utils.common import _format_output, _is_tuple
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from scipy.stats import qmc
 from torch import Tensor
 
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import choose_coverage
-from captum_rise._forward import ModelScorer
-from captum_rise._pipeline import Perturbations, design_sampler, own_map
+from captum_rise._pipeline import (
+    Perturbations,
+    design_attributions,
+    design_sampler,
+    format_inputs,
+    target_scorer,
+)
 from captum_rise._validation import (
     attribution_dtype,
-    check_inputs,
     check_int,
     check_positive,
     check_seed,
-    check_target,
     is_integer_input,
 )
 from captum_rise.batching import check_chunk_size
@@ -188,10 +186,7 @@ class SobolAttribution(MaskAttribution):
             Attributions with the shape and tuple-ness of ``inputs``.
         """
         is_inputs_tuple = _is_tuple(inputs)
-        formatted_inputs = _format_tensor_into_tuples(inputs)
-        check_inputs(formatted_inputs)
-        batch_size = formatted_inputs[0].shape[0]
-        check_target(target, batch_size)
+        formatted_inputs = format_inputs(inputs, target)
         n_designs = check_int("n_designs", n_designs, minimum=2)
         if n_designs & (n_designs - 1):
             raise ValueError(f"n_designs must be a power of two (Sobol' points), got {n_designs}")
@@ -207,12 +202,7 @@ class SobolAttribution(MaskAttribution):
             self.forward_func,
             formatted_inputs,
             references,
-            ModelScorer(
-                self.forward_func,
-                batch_size,
-                _format_additional_forward_args(additional_forward_args),
-                target=target,
-            ),
+            target_scorer(self.forward_func, formatted_inputs, additional_forward_args, target),
             lambda lo, hi: _masks(sampler, design.rows(lo, hi), binary),
             perturbations_per_eval,
             process_group,
@@ -228,11 +218,7 @@ class SobolAttribution(MaskAttribution):
             maps = sampler.interpolate(indices)
         else:
             maps = sampler.expand(indices)  # ALWAYS_KEPT features: 0
-        attributions = tuple(
-            own_map(m).to(attribution_dtype(inp)).expand_as(inp).contiguous()
-            for m, inp in zip(maps, formatted_inputs)
-        )
-        return _format_output(is_inputs_tuple, attributions)
+        return _format_output(is_inputs_tuple, design_attributions(maps, formatted_inputs))
 
 
 def _masks(sampler: DesignMaskSampler, values: Tensor, binary: bool) -> tuple[Tensor, ...]:
