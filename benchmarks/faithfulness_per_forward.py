@@ -23,7 +23,9 @@ resumes from it. The table gives the mean AUC over photos per method and budget;
 ``--figure`` draws AUC against forwards (log scale).
 
 Usage: ``python benchmarks/faithfulness_per_forward.py [--photos chelsea,coffee]
-[--seed 0] [--out benchmarks/results/faithfulness_per_forward.json] [--figure PATH]``
+[--seed 0] [--threads 1] [--out benchmarks/results/faithfulness_per_forward.json]
+[--figure PATH] [--table-only FILE,FILE]`` (photos can run in parallel processes, one
+result file each, read together by ``--table-only``).
 """
 
 import argparse
@@ -91,12 +93,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/faithfulness_per_forward.json")
     parser.add_argument("--figure", default=None, help="write the figure (PNG) here")
-    parser.add_argument("--table-only", action="store_true", help="print the saved results")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--table-only", default=None, help="comma-separated result files: print (and draw) them"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = json.loads(out.read_text()) if out.exists() else {}
+    for path in (args.table_only or "").split(","):
+        results |= json.loads(Path(path).read_text()) if path else {}
     methods = args.methods.split(",")
     if not args.table_only:
         classifier = load_classifier("mobilenet_v2", "IMAGENET1K_V1", "cpu")
