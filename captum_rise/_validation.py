@@ -73,6 +73,14 @@ def check_inputs(inputs: tuple[Tensor, ...]) -> None:
         raise ValueError(f"all inputs must have the same batch size, got {sorted(batch_sizes)}")
 
 
+def check_one_per_input(name: str, values: tuple[object, ...], inputs: tuple[Tensor, ...]) -> None:
+    """A ``ValueError`` unless ``values`` (an argument named ``name``) has one entry per input."""
+    if len(values) != len(inputs):
+        raise ValueError(
+            f"{name} must have one entry per input: got {len(values)} for {len(inputs)} inputs"
+        )
+
+
 def format_baselines(
     baselines: BaselineType, inputs: tuple[Tensor, ...]
 ) -> tuple[Tensor | float, ...]:
@@ -86,11 +94,7 @@ def format_baselines(
         return tuple(0 if is_integer_input(inp) else 0.0 for inp in inputs)
     if not isinstance(baselines, tuple):
         baselines = (baselines,)
-    if len(baselines) != len(inputs):
-        raise ValueError(
-            f"baselines must have one entry per input: got {len(baselines)} "
-            f"for {len(inputs)} inputs"
-        )
+    check_one_per_input("baselines", baselines, inputs)
     formatted = []
     for i, (baseline, inp) in enumerate(zip(baselines, inputs)):
         integer = is_integer_input(inp)

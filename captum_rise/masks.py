@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_rise._validation import check_seed
+from captum_rise._validation import check_one_per_input, check_seed
 
 DRAW_BLOCK = 1024
 """Number of masks whose random parameters are drawn from the generator at once."""
@@ -440,11 +440,7 @@ class GroupIndex:
     """
 
     def __init__(self, feature_mask: tuple[Tensor, ...], inputs: tuple[Tensor, ...]) -> None:
-        if len(feature_mask) != len(inputs):
-            raise ValueError(
-                f"feature_mask must have one tensor per input: got {len(feature_mask)} "
-                f"for {len(inputs)} inputs"
-            )
+        check_one_per_input("feature_mask", feature_mask, inputs)
         padded = []
         for i, (mask, inp) in enumerate(zip(feature_mask, inputs)):
             if not isinstance(mask, Tensor) or mask.is_floating_point() or mask.is_complex():
