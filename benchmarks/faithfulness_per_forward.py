@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/faithfulness_per_forward.json")
     parser.add_argument("--figure", default=None, help="write the figure (PNG) here")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
     parser.add_argument(
         "--table-only", default=None, help="comma-separated result files: print (and draw) them"
     )
@@ -168,7 +168,9 @@ def print_table(table: dict[tuple[str, int], dict]) -> None:
     print("\n| method | forwards | deletion ↓ | insertion ↑ | photos | s per map |")
     print("|---|---|---|---|---|---|")
     for (name, budget), row in table.items():
-        forwards = "1 + backward" if name == "Grad-CAM" else "50 + backward" if budget == 0 else budget
+        forwards = {"Grad-CAM": "1 + backward", "Integrated Gradients": "50 + backward"}.get(
+            name, budget
+        )
         print(f"| {name} | {forwards} | {row['deletion']:.4f} | {row['insertion']:.4f} | "
               f"{row['photos']} | {row['seconds']:.1f} |")  # fmt: skip
 
