@@ -16,6 +16,8 @@ with Sobol' masks; every black-box method runs at each budget:
 * ``RISE sobol centred``: the same with ``normalization="centred"`` (the mean
   score as a control variate);
 * ``HSIC``: that many designs (7x7 grid, LHS, binary kernel), plus the paper's 1,536;
+  ``HSIC signed``: the same designs with ``signed=True`` (each cell given the sign of
+  ``E[f | kept] - E[f | dropped]``);
 * ``Sobol'``: ``N`` designs on the 8x8 grid, inpainting towards 0.
 
 Results are saved after every (method, budget, photo) to a JSON file, and a run
@@ -48,7 +50,7 @@ DESIGNS = (4, 16, 64)
 BUDGETS = tuple(n * (SOBOL_GRID**2 + 2) for n in DESIGNS)  # 264 .. 4224
 EXTRA_BUDGETS = {"RISE sobol": (8448,), "HSIC": (1536,)}
 CURVE_STEPS = 56
-BLACK_BOX = ("RISE random", "RISE sobol", "RISE sobol centred", "HSIC", "Sobol'")
+BLACK_BOX = ("RISE random", "RISE sobol", "RISE sobol centred", "HSIC", "HSIC signed", "Sobol'")
 REFERENCES = ("Grad-CAM", "Integrated Gradients")
 
 
@@ -62,10 +64,10 @@ def black_box(name: str, probs: Callable, x: torch.Tensor, target: int, budget: 
             x, target=target, n_masks=budget, seed=seed, mask_sampling=sampling,
             normalization=normalization,
         )[:, :1]  # fmt: skip
-    if name == "HSIC":
-        return HSICAttribution(probs).attribute(x, target=target, n_designs=budget, seed=seed)[
-            :, :1
-        ]
+    if name.startswith("HSIC"):
+        return HSICAttribution(probs).attribute(
+            x, target=target, n_designs=budget, seed=seed, signed=name.endswith("signed")
+        )[:, :1]
     n_designs = budget // (SOBOL_GRID**2 + 2)
     return SobolAttribution(probs).attribute(
         x, target=target, n_designs=n_designs, grid_size=SOBOL_GRID, seed=seed

@@ -131,3 +131,20 @@ def test_identity_and_errors():
         hsic.attribute(x, n_designs=8, grid_size=15)
     rbf = hsic.attribute(x, n_designs=64, input_kernel="rbf", seed=0)
     assert torch.isfinite(rbf).all()
+
+
+def test_signed_hsic_gives_a_lowering_region_a_negative_value():
+    # the left half raises the score, the right half lowers it: HSIC ranks both high;
+    # signed, the right half is negative and the left positive
+    def score(x):
+        return x[:, :, :, :8].mean(dim=(1, 2, 3)) - x[:, :, :, 8:].mean(dim=(1, 2, 3))
+
+    x = torch.ones(1, 3, 16, 16)
+    hsic = HSICAttribution(score)
+    unsigned = hsic.attribute(x, n_designs=256, grid_size=(1, 2), seed=0, smooth_map=False)
+    signed = hsic.attribute(
+        x, n_designs=256, grid_size=(1, 2), seed=0, smooth_map=False, signed=True
+    )
+    assert float(unsigned[0, 0, 0, 0]) > 0 and float(unsigned[0, 0, 0, -1]) > 0
+    torch.testing.assert_close(signed[..., :8], unsigned[..., :8])
+    torch.testing.assert_close(signed[..., 8:], -unsigned[..., 8:])
