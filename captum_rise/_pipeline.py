@@ -193,9 +193,19 @@ def target_scorer(
     )
 
 
-def design_attributions(maps: tuple[Tensor, ...], inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """Per-example maps ``(B, Bm, ...)`` of design methods (:func:`own_map`) as
-    attributions with the inputs' shapes and floating dtypes."""
+def design_attributions(
+    values: Tensor, sampler: DesignMaskSampler, inputs: tuple[Tensor, ...], smooth_map: bool
+) -> tuple[Tensor, ...]:
+    """Attributions of design methods from their ``(B, n_params)`` values per variable:
+    upsampled to each input (bicubically for grid cells when ``smooth_map``, else
+    constant per cell or group, :data:`captum_rise.masks.ALWAYS_KEPT` features 0),
+    each example's map drawn on its own feature mask (:func:`own_map`), with the
+    inputs' shapes and floating dtypes."""
+    values = values.to(torch.promote_types(attribution_dtype(inputs[0]), torch.float32))
+    if smooth_map and isinstance(sampler, CellMaskSampler):
+        maps = sampler.interpolate(values)
+    else:
+        maps = sampler.expand(values)
     return tuple(
         own_map(m).to(attribution_dtype(inp)).expand_as(inp).contiguous()
         for m, inp in zip(maps, inputs)

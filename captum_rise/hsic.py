@@ -35,7 +35,6 @@ from captum_rise.distributed import (
     agree_on_seed,
 )
 from captum_rise.masks import (
-    CellMaskSampler,
     GridSize,
 )
 
@@ -416,10 +415,6 @@ class HSICAttribution(MaskAttribution):
                     [kept_minus_dropped(designs, scores[:, b]) for b in range(batch_size)]
                 )
                 importance = importance * torch.sign(signs).to(importance.dtype)
-            if smooth_map and isinstance(mask_sampler, CellMaskSampler):
-                maps = mask_sampler.interpolate(importance)
-            else:
-                maps = mask_sampler.expand(importance)  # ALWAYS_KEPT features: 0
             interactions = None
             if with_interactions:
                 interactions = torch.stack(
@@ -428,6 +423,5 @@ class HSICAttribution(MaskAttribution):
                         for b in range(batch_size)
                     ]
                 ).to(torch.promote_types(dtype, torch.float32))
-        return _format_output(
-            is_inputs_tuple, design_attributions(maps, formatted_inputs)
-        ), interactions
+        attributions = design_attributions(importance, mask_sampler, formatted_inputs, smooth_map)
+        return _format_output(is_inputs_tuple, attributions), interactions

@@ -44,7 +44,7 @@ from captum_rise._validation import (
 )
 from captum_rise.batching import check_chunk_size
 from captum_rise.distributed import ProcessGroup, agree_on_seed
-from captum_rise.masks import CellMaskSampler, DesignMaskSampler, GridSize
+from captum_rise.masks import DesignMaskSampler, GridSize
 from captum_rise.meaningful_perturbation import gaussian_blur
 
 DEFAULT_GRID_SIZE = 8
@@ -210,15 +210,9 @@ class SobolAttribution(MaskAttribution):
             self.get_name(),
             unit="forward",
         )
-        scores = pipeline.scores(design.n_rows)
-        indices = jansen_total_indices(scores, n_designs).to(
-            torch.promote_types(dtype, torch.float32)
-        )
-        if smooth_map and isinstance(sampler, CellMaskSampler):
-            maps = sampler.interpolate(indices)
-        else:
-            maps = sampler.expand(indices)  # ALWAYS_KEPT features: 0
-        return _format_output(is_inputs_tuple, design_attributions(maps, formatted_inputs))
+        indices = jansen_total_indices(pipeline.scores(design.n_rows), n_designs)
+        attributions = design_attributions(indices, sampler, formatted_inputs, smooth_map)
+        return _format_output(is_inputs_tuple, attributions)
 
 
 def _masks(sampler: DesignMaskSampler, values: Tensor, binary: bool) -> tuple[Tensor, ...]:

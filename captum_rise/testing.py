@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from captum_rise._forward import Blender
 from captum_rise.batching import OutOfMemoryError
+from captum_rise.hsic import kept_minus_dropped
 from captum_rise.masks import GroupIndex
 
 EXACT_MAX_GROUPS = 16
@@ -352,7 +353,4 @@ def exact_banzhaf(
         scores = forward_func(perturbed).reshape(len(subsets), -1)
     if scores.shape[1] != 1:
         raise ValueError(f"forward_func must return one score per input, got {scores.shape[1]}")
-    scores, subsets = scores[:, 0].double(), subsets.double()
-    kept = (scores[:, None] * subsets).sum(0) / subsets.sum(0)
-    dropped = (scores[:, None] * (1 - subsets)).sum(0) / (1 - subsets).sum(0)
-    return kept - dropped
+    return kept_minus_dropped(subsets, scores[:, 0])
