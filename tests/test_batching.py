@@ -451,23 +451,21 @@ def simulated_calls(monkeypatch, shape, chunk_size, n_items=8000, runs=3):
     item_bytes = 3 * shape.image_size**2 * 4  # one float32 RGB image
     start, limit = batching.chunk_bounds(item_bytes, torch.device("cpu"))
     sizer = ChunkSizer(limit, start)  # one per model, as sizer_for remembers it
-    met: set[int] = set()
+    model = shape.model(clock)
+    items = torch.zeros(max(limit, n_items), 3, 1, 1)  # the costs do not depend on the pixels
 
     def evaluate(lo, hi, batch):
-        if shape.max_batch is not None and batch > shape.max_batch:
-            raise OutOfMemoryError("out of memory (simulated)")
-        clock.advance(shape.call_seconds(batch) + (0 if batch in met else shape.new_size_seconds))
-        met.add(batch)
+        model(items[:batch])
 
     seconds, sizes = [], []
     for _ in range(runs):
-        before, met_before = clock(), len(met)
+        before, met_before = clock(), len(model.batch_sizes)
         run_in_chunks(
             n_items, evaluate, lambda *_: None, chunk_size, lambda: sizer, torch.device("cpu"),
             NullProgress(),
         )  # fmt: skip
         seconds.append(clock() - before)
-        sizes.append(len(met) - met_before)
+        sizes.append(len(model.batch_sizes) - met_before)
     return seconds, sizes, limit
 
 
