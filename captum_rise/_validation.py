@@ -42,6 +42,13 @@ def check_seed(seed: object) -> int | None:
     return None if seed is None else int(seed)
 
 
+def seed_from_torch() -> int:
+    """One seed drawn from torch's global CPU generator, as Captum's sampling methods
+    draw theirs: after ``torch.manual_seed(s)`` a ``seed=None`` run is reproducible,
+    and two global seeds give two draws."""
+    return int(torch.randint(2**62, (1,)).item())
+
+
 def is_integer_input(x: Tensor) -> bool:
     """Token ids, category codes, bools: features that a mask keeps or replaces, never blends."""
     return not x.is_floating_point() and not x.is_complex()

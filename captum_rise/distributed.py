@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from captum_rise._validation import check_seed, seed_from_torch
+
 ProcessGroup = dist.ProcessGroup | None
 
 
@@ -55,13 +57,20 @@ def all_reduce(
     return on_backend.to(tensor.device)
 
 
-def agree_on_seed(seed: int | None, group: ProcessGroup) -> int | None:
-    """``seed``, or with a group and ``seed=None`` one fresh seed drawn on the
-    group's rank 0 and sent to all, so that every rank draws the same masks."""
-    if group is None or seed is not None:
+def agree_on_seed(seed: int | None, group: ProcessGroup) -> int:
+    """``seed``, or for ``seed=None`` one draw from torch's global generator
+    (:func:`captum_rise._validation.seed_from_torch`, Captum's convention).
+
+    Under a group every rank draws, so that global generators seeded alike stay
+    in step, and rank 0's draw is sent to all: every rank draws the same masks.
+    """
+    seed = check_seed(seed)
+    group_rank_and_size(group)  # a clear error for a group that is not set up
+    if seed is not None:
         return seed
-    fresh = torch.Generator().seed() % 2**62 if dist.get_rank(group) == 0 else 0
-    drawn = torch.tensor([fresh], dtype=torch.int64)
+    drawn = torch.tensor([seed_from_torch()], dtype=torch.int64)
+    if group is None:
+        return int(drawn.item())
     source = dist.get_global_rank(group, 0)
     on_backend = drawn.to(_collective_device(group, drawn.device))
     dist.broadcast(on_backend, src=source, group=group)

@@ -27,7 +27,6 @@ from captum_rise._validation import (
     attribution_dtype,
     check_int,
     check_probability,
-    check_seed,
 )
 from captum_rise.batching import check_chunk_size
 from captum_rise.distributed import (
@@ -260,7 +259,8 @@ class HSICAttribution(MaskAttribution):
                 measures dependence, so a cell whose presence lowers the score
                 ranks as high as one that raises it; signed, it ranks below the
                 cells that do not matter (measured in the README, "Figures").
-            seed: seeds the design sampler; None draws fresh designs.
+            seed: seeds the design sampler; None takes one draw from torch's global
+                generator (Captum's convention: ``torch.manual_seed`` reproduces it).
             process_group: a ``torch.distributed`` group whose ranks share the
                 designs (see :meth:`RISE.attribute`): every rank draws the same
                 designs, runs its contiguous share of them, and the scores are
@@ -382,7 +382,7 @@ class HSICAttribution(MaskAttribution):
         p_keep = check_probability("p_keep", p_keep, include_one=False)
         if input_kernel not in INPUT_KERNELS:
             raise ValueError(f"input_kernel must be one of {INPUT_KERNELS}, got {input_kernel!r}")
-        seed = agree_on_seed(check_seed(seed), process_group)
+        seed = agree_on_seed(seed, process_group)
         device, dtype = formatted_inputs[0].device, attribution_dtype(formatted_inputs[0])
         coverage = choose_coverage(formatted_inputs, feature_mask, grid_size, DEFAULT_GRID_SIZE)
         mask_sampler = design_sampler(formatted_inputs, coverage, p_keep, device, dtype)

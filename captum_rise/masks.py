@@ -11,7 +11,8 @@ number of masks. The random parameters (a few numbers per mask) are drawn
 from a private CPU :class:`torch.Generator` in fixed blocks of
 :data:`DRAW_BLOCK` masks and sent to the device a block at a time
 (:class:`ParamStream`), so mask ``k`` is the same whatever the chunk size and
-whatever the device, and the global RNG is never touched.
+whatever the device. The global RNG is touched only for ``seed=None``, which
+takes one draw from it (:func:`make_generator`).
 """
 
 import math
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_rise._validation import check_one_per_input, check_seed
+from captum_rise._validation import check_one_per_input, check_seed, seed_from_torch
 
 DRAW_BLOCK = 1024
 """Number of masks whose random parameters are drawn from the generator at once."""
@@ -531,15 +532,13 @@ def to_device(params: Tensor, device: torch.device) -> Tensor:
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
-    """A private generator on ``device``: seeded with ``seed``, or freshly when None.
+    """A private generator on ``device``, seeded with ``seed``; None takes the seed
+    from one draw of torch's global generator (:func:`seed_from_torch`), so
+    ``torch.manual_seed`` makes the run reproducible.
 
     The samplers draw from a CPU generator (the default), so that a seed gives
-    the same masks on every device. The global RNG state is left untouched.
+    the same masks on every device. With an int ``seed`` the global RNG state is
+    left untouched.
     """
-    generator = torch.Generator(device=device)
     seed = check_seed(seed)
-    if seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(seed)
-    return generator
+    return torch.Generator(device=device).manual_seed(seed_from_torch() if seed is None else seed)

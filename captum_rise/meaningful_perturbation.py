@@ -162,7 +162,7 @@ class MeaningfulPerturbation(MaskAttribution):
             apply_softmax: softmax over ``(B, C)`` outputs; None decides from
                 the first output (see :func:`captum_rise.metrics.deletion`).
             show_progress: progress bar over iterations.
-            seed: seeds the jitter.
+            seed: seeds the jitter; None takes one draw from torch's global generator.
 
         Returns:
             ``(B, C, H, W)`` in the inputs' dtype, higher = more important:

@@ -211,7 +211,9 @@ class RISE(MaskAttribution):
                 is remembered for the model inside ``forward_func`` and this
                 input shape. An int is used as given.
             show_progress: show a progress bar over the masks.
-            seed: seeds the private mask generator; None draws a fresh seed.
+            seed: seeds the private mask generator; None takes one draw from
+                torch's global generator (Captum's convention:
+                ``torch.manual_seed`` reproduces it).
             normalization: how the score-weighted masks become a map
                 (:meth:`captum_rise.SaliencyAccumulator.saliency`).
                 ``"expectation"`` divides by ``N * p_keep`` (the paper):

@@ -39,7 +39,6 @@ from captum_rise._validation import (
     attribution_dtype,
     check_int,
     check_positive,
-    check_seed,
     is_integer_input,
 )
 from captum_rise.batching import check_chunk_size
@@ -180,7 +179,8 @@ class SobolAttribution(MaskAttribution):
                 the class docstring).
             blur_sigma: the blur's standard deviation in pixels (``"blur"``).
             smooth_map: upsample the per-cell indices bicubically (grids only).
-            seed: seeds the scrambling of the Sobol' sequence; None draws a fresh one.
+            seed: seeds the scrambling of the Sobol' sequence; None takes one draw
+                from torch's global generator (``torch.manual_seed`` reproduces it).
 
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``.
@@ -192,7 +192,7 @@ class SobolAttribution(MaskAttribution):
             raise ValueError(f"n_designs must be a power of two (Sobol' points), got {n_designs}")
         perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
         references = _references(formatted_inputs, baselines, perturbation, blur_sigma)
-        seed = agree_on_seed(check_seed(seed), process_group)
+        seed = agree_on_seed(seed, process_group)
         device, dtype = formatted_inputs[0].device, attribution_dtype(formatted_inputs[0])
         coverage = choose_coverage(formatted_inputs, feature_mask, grid_size, DEFAULT_GRID_SIZE)
         sampler = design_sampler(formatted_inputs, coverage, 0.5, device, dtype)

@@ -74,11 +74,16 @@ def test_masks_do_not_depend_on_chunk_size():
         torch.testing.assert_close(_all_masks(sampler, n, chunk)[0], reference, rtol=0, atol=0)
 
 
-def test_generator_leaves_global_rng_untouched():
-    state = torch.get_rng_state()
+def test_int_seed_leaves_global_rng_untouched_and_none_draws_from_it():
     sampler = GridMaskSampler([torch.Size([1, 3, 12, 12])], 3, 0.5, torch.device("cpu"))
-    _all_masks(sampler, 100, 10, seed=None)
+    state = torch.get_rng_state()
+    _all_masks(sampler, 100, 10, seed=4)
     assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(5)
+    first = _all_masks(sampler, 100, 10, seed=None)[0]
+    assert not torch.equal(torch.get_rng_state(), state)  # one draw from the global generator
+    torch.manual_seed(5)
+    assert torch.equal(_all_masks(sampler, 100, 10, seed=None)[0], first)
 
 
 def test_group_masks_keep_whole_groups_shared_across_inputs():
