@@ -1,4 +1,14 @@
-"""Masks split across the ranks of a gloo group give the single-process maps."""
+"""Masks split across the ranks of a gloo group give the single-process maps.
+
+The ranks add their own masks' score-weighted sums and then each other's; one
+process adds them in one order. The sums agree to rounding, not to the bit, and
+the error estimate (a spread of 16 replicate maps about their mean) magnifies
+rounding by mean/spread, about 1/0.03. In float32 that reached 5e-5 relative on
+a loaded machine (the chunks, chosen by timing, change the order). So the model
+and inputs are float64: sums of at most 6000 terms in any order agree to
+6000 * 2**-53 < 1e-12 relative, 4e-11 after that magnification, and
+``RTOL = 1e-9`` leaves a margin of 25 over it.
+"""
 
 from pathlib import Path
 
@@ -12,22 +22,27 @@ from captum_rise.distributed import agree_on_seed, share
 from captum_rise.masks import GridMaskSampler, ParamStream, make_generator
 
 WORLD_SIZE = 2
+RTOL = 1e-9  # float64 summation in two orders, see the module docstring
 
 
 def _model(seed: int = 3) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(16, 3),
-        torch.nn.Softmax(dim=1),
-    ).eval()
+    return (
+        torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Flatten(),
+            torch.nn.Linear(16, 3),
+            torch.nn.Softmax(dim=1),
+        )
+        .double()
+        .eval()
+    )
 
 
 def _inputs() -> torch.Tensor:
-    return torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    return torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
 
 
 def _explain(process_group):
@@ -105,7 +120,7 @@ def test_split_masks_equal_one_process(rank_maps, case):
     """Every rank returns the single-process map of the same seed."""
     expected = _explain(None)[case]
     for maps in rank_maps:
-        torch.testing.assert_close(maps[case], expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(maps[case], expected, rtol=RTOL, atol=0)
 
 
 def test_fresh_seed_is_shared_by_the_ranks(rank_maps):
