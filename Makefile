@@ -6,7 +6,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 DEV_STAMP := $(VENV)/.installed-dev
 WHEEL_VENV := build/wheel-venv
 
-.PHONY: demo test lint typecheck docs package floors check benchmarks gpu gpu-checks gpu-prepare clean
+.PHONY: demo test test-slow lint typecheck docs package floors check benchmarks gpu gpu-checks gpu-prepare clean
 
 $(DEMO_STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,8 +28,13 @@ $(DEV_STAMP): $(DEMO_STAMP)
 demo: $(DEMO_STAMP)
 	$(PYTHON) -m captum_rise demo
 
+# The suite without the tests marked slow (the tutorials, real processes, real models), then
+# those; CI runs both. `.venv/bin/python -m pytest` runs everything at once.
 test: $(DEV_STAMP)
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -m "not slow"
+
+test-slow: $(DEV_STAMP)
+	$(PYTHON) -m pytest -m slow
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
@@ -55,8 +60,8 @@ package: $(DEV_STAMP)
 	rm -rf $(WHEEL_VENV)
 
 # The lowest declared versions of the direct dependencies (tools/floors.py), installed together in
-# a fresh venv, then the test suite without the tutorials (the llm extra is not installed: its
-# tests skip).
+# a fresh venv, then the test suite without the tutorials and the slow tests (the llm extra is
+# not installed: its tests skip).
 FLOORS_VENV := build/floors-venv
 floors:
 	rm -rf $(FLOORS_VENV)
@@ -70,11 +75,11 @@ floors:
 		facenet-pytorch==2.6.0
 	$(FLOORS_VENV)/bin/python tools/place_offline_weights.py
 	$(FLOORS_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(torch|torchvision|captum|quantus|matplotlib|numpy|scipy|tqdm)=='
-	$(FLOORS_VENV)/bin/python -m pytest tests -o addopts="-ra --strict-markers"
+	$(FLOORS_VENV)/bin/python -m pytest tests -o addopts="-ra --strict-markers" -m "not slow"
 	rm -rf $(FLOORS_VENV)
 
 # Everything CI runs: lint, types, docs, packaging, the dependency floors, then the tests.
-check: lint typecheck docs package floors test
+check: lint typecheck docs package floors test test-slow
 
 benchmarks: $(DEV_STAMP)
 	$(PYTHON) benchmarks/overhead.py

@@ -275,6 +275,7 @@ def _rank_worker(rank: int, store: str, data: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # CI runs it (make test-slow)
 def test_two_ranks_write_the_one_rank_results(images, tmp_path):
     _write_images(images / "more", n=3)  # 7 images: one rank gets one image more
     one = evaluate_dataset(
@@ -292,6 +293,7 @@ def test_two_ranks_write_the_one_rank_results(images, tmp_path):
     assert "ranks: 2" in (tmp_path / "two" / "summary.md").read_text()
 
 
+@pytest.mark.slow  # CI runs it (make test-slow)
 def test_the_command_under_torchrun_on_a_real_classifier(tmp_path):
     """torchrun, 2 CPU processes, MobileNetV2 on two photos: folder classes, boxes, ranks."""
     skimage_data = pytest.importorskip("skimage.data")

@@ -135,6 +135,7 @@ def read_results(out: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow  # CI runs it (make test-slow)
 def test_a_run_killed_with_sigkill_resumes_without_duplicate_missing_or_changed_rows(
     data_and_clean_run, tmp_path
 ):
@@ -158,6 +159,7 @@ def test_a_run_killed_with_sigkill_resumes_without_duplicate_missing_or_changed_
     _assert_same_results(rows, clean)
 
 
+@pytest.mark.slow  # CI runs it (make test-slow)
 def test_a_second_run_on_the_same_folder_is_refused(data_and_clean_run, tmp_path):
     data, clean = data_and_clean_run
     out = tmp_path / "busy"
@@ -170,6 +172,7 @@ def test_a_second_run_on_the_same_folder_is_refused(data_and_clean_run, tmp_path
     _assert_same_results(read_results(out), clean)  # nothing interleaved
 
 
+@pytest.mark.slow  # CI runs it (make test-slow)
 def test_a_full_disk_is_a_clear_error_and_nothing_half_written_is_trusted(
     data_and_clean_run, tmp_path
 ):
@@ -242,6 +245,7 @@ def test_a_row_cut_inside_its_last_column_is_not_read_back(data_and_clean_run, t
     assert list(read_rows(tmp_path)) == [(clean[0]["image"], clean[0]["method"])]
 
 
+@pytest.mark.slow  # CI runs it (make test-slow)
 def test_a_rank_killed_under_torchrun_resumes_to_the_clean_results(data_and_clean_run, tmp_path):
     data, clean = data_and_clean_run
     out = tmp_path / "torchrun"

@@ -10,7 +10,7 @@ from conftest import BoxEnergy
 AREA = 64 * 64 / 224**2
 
 
-@pytest.mark.parametrize("variant", ["preserve", "delete"])
+@pytest.mark.parametrize("variant", [pytest.param("preserve", marks=pytest.mark.slow), "delete"])
 def test_fixed_area_mask_finds_the_box(variant):
     torch.manual_seed(0)
     x = torch.rand(1, 3, 224, 224)

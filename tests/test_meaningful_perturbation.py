@@ -47,7 +47,7 @@ def test_mask_concentrates_on_the_region(variant):
         assert _iou_of_top_pixels(attr[b]) >= 0.5
 
 
-@pytest.mark.parametrize("size", [56, 224, 448])
+@pytest.mark.parametrize("size", [56, 224, pytest.param(448, marks=pytest.mark.slow)])
 def test_default_call_finds_the_box_of_a_confident_model_at_any_size(size):
     # The paper's objective deleted nothing here at 224 and 448 (IoU 0.03): the
     # probability saturates at 0.997 and its L1 term grew with the pixel count.

@@ -197,6 +197,7 @@ def _photo(name: str, size: int) -> torch.Tensor:
     return torch.tensor(np.array(photo), dtype=torch.float32).permute(2, 0, 1)[None] / 255
 
 
+@pytest.mark.slow  # CI runs it (make test-slow)
 def test_real_face_detector_mtcnn_points_at_the_face():
     """MTCNN (weights inside the facenet-pytorch wheel) on the astronaut photo: the D-RISE
     map of its face detection peaks inside the face box."""
@@ -217,6 +218,7 @@ def test_real_face_detector_mtcnn_points_at_the_face():
     assert face[0] <= x_peak <= face[2] and face[1] <= y <= face[3]
 
 
+@pytest.mark.slow  # CI runs it (make test-slow)
 def test_real_embedder_finds_where_each_crop_comes_from():
     """MobileNetV2's pooled features: why does the whole photo match each of its
     quarters? Each quarter's map is higher on that quarter than elsewhere, and
