@@ -27,18 +27,15 @@ RTOL = 1e-9  # float64 summation in two orders, see the module docstring
 
 def _model(seed: int = 3) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return (
-        torch.nn.Sequential(
-            torch.nn.Conv2d(3, 4, 3, padding=1),
-            torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(2),
-            torch.nn.Flatten(),
-            torch.nn.Linear(16, 3),
-            torch.nn.Softmax(dim=1),
-        )
-        .double()
-        .eval()
-    )
+    layers = [
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 3),
+        torch.nn.Softmax(dim=1),
+    ]
+    return torch.nn.Sequential(*layers).double().eval()
 
 
 def _inputs() -> torch.Tensor:
