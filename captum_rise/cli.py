@@ -37,7 +37,7 @@ from captum_rise.plotting import overlay_saliency, plot_causal_curves
 DEMO_N_MASKS = 2000
 ONE_PHOTO_NOTE = (
     "These AUCs are one photo's, not a benchmark: a single image's deletion and insertion "
-    "AUCs vary a lot with the map's details (README, 'Figures': the methods over a set of "
+    "AUCs vary a lot with the map's details (docs/figures.md: the methods over a set of "
     "photos, python benchmarks/faithfulness.py)."
 )
 

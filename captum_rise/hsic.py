@@ -258,7 +258,7 @@ class HSICAttribution(MaskAttribution):
                 from the same designs (:func:`kept_minus_dropped`): HSIC
                 measures dependence, so a cell whose presence lowers the score
                 ranks as high as one that raises it; signed, it ranks below the
-                cells that do not matter (measured in the README, "Figures").
+                cells that do not matter (measured in docs/figures.md).
             seed: seeds the design sampler; None takes one draw from torch's global
                 generator (Captum's convention: ``torch.manual_seed`` reproduces it).
             process_group: a ``torch.distributed`` group whose ranks share the

@@ -276,8 +276,8 @@ class RISE(MaskAttribution):
                 the paper's. Measured on MobileNetV2 and real photos
                 (``benchmarks/mask_sampling.py``), Sobol' masks reach the map
                 error of 1000 random masks with about 250, and fewer still at
-                larger N (README, "Variance-reduced masks"). All are seeded by ``seed``,
-                independent of the chunk size, and work with
+                larger N (docs/guide/usage.md, "Variance-reduced masks"). All
+                are seeded by ``seed``, independent of the chunk size, and work with
                 ``feature_mask`` groups; Sobol' points exist for up to 21201
                 numbers per mask (cells or groups plus shifts).
 
