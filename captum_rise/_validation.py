@@ -35,18 +35,15 @@ def check_positive(name: str, value: object) -> float:
     return float(value)
 
 
-def check_seed(seed: object) -> int | None:
-    """``seed`` as an int, or None."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+def resolve_seed(seed: object) -> int:
+    """``seed`` as an int; None: one seed drawn from torch's global CPU generator, as
+    Captum's sampling methods draw theirs, so that after ``torch.manual_seed(s)`` a
+    ``seed=None`` run is reproducible and two global seeds give two draws."""
+    if seed is None:
+        return int(torch.randint(2**62, (1,)).item())
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-    return None if seed is None else int(seed)
-
-
-def seed_from_torch() -> int:
-    """One seed drawn from torch's global CPU generator, as Captum's sampling methods
-    draw theirs: after ``torch.manual_seed(s)`` a ``seed=None`` run is reproducible,
-    and two global seeds give two draws."""
-    return int(torch.randint(2**62, (1,)).item())
+    return int(seed)
 
 
 def is_integer_input(x: Tensor) -> bool:

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from captum_rise._validation import check_seed, seed_from_torch
+from captum_rise._validation import resolve_seed
 
 ProcessGroup = dist.ProcessGroup | None
 
@@ -59,18 +59,15 @@ def all_reduce(
 
 def agree_on_seed(seed: int | None, group: ProcessGroup) -> int:
     """``seed``, or for ``seed=None`` one draw from torch's global generator
-    (:func:`captum_rise._validation.seed_from_torch`, Captum's convention).
+    (:func:`captum_rise._validation.resolve_seed`, Captum's convention).
 
     Under a group every rank draws, so that global generators seeded alike stay
     in step, and rank 0's draw is sent to all: every rank draws the same masks.
     """
-    seed = check_seed(seed)
     group_rank_and_size(group)  # a clear error for a group that is not set up
-    if seed is not None:
-        return seed
-    drawn = torch.tensor([seed_from_torch()], dtype=torch.int64)
-    if group is None:
-        return int(drawn.item())
+    if group is None or seed is not None:
+        return resolve_seed(seed)
+    drawn = torch.tensor([resolve_seed(None)], dtype=torch.int64)
     source = dist.get_global_rank(group, 0)
     on_backend = drawn.to(_collective_device(group, drawn.device))
     dist.broadcast(on_backend, src=source, group=group)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from captum_rise._validation import check_one_per_input, check_seed, seed_from_torch
+from captum_rise._validation import check_one_per_input, resolve_seed
 
 DRAW_BLOCK = 1024
 """Number of masks whose random parameters are drawn from the generator at once."""
@@ -533,12 +533,11 @@ def to_device(params: Tensor, device: torch.device) -> Tensor:
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
     """A private generator on ``device``, seeded with ``seed``; None takes the seed
-    from one draw of torch's global generator (:func:`seed_from_torch`), so
+    from one draw of torch's global generator (:func:`resolve_seed`), so
     ``torch.manual_seed`` makes the run reproducible.
 
     The samplers draw from a CPU generator (the default), so that a seed gives
     the same masks on every device. With an int ``seed`` the global RNG state is
     left untouched.
     """
-    seed = check_seed(seed)
-    return torch.Generator(device=device).manual_seed(seed_from_torch() if seed is None else seed)
+    return torch.Generator(device=device).manual_seed(resolve_seed(seed))

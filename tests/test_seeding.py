@@ -52,3 +52,9 @@ def test_int_seed_ignores_and_keeps_the_global_generator(tiny_convnet, method):
     assert torch.equal(torch.get_rng_state(), state)
     torch.manual_seed(1)
     assert torch.equal(explain(tiny_convnet, x, seed=3), first)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_seed_that_is_not_an_int_is_a_clear_error(tiny_convnet, method):
+    with pytest.raises(TypeError, match="seed must be an int or None"):
+        METHODS[method](tiny_convnet, torch.rand(1, 3, 16, 16), seed=1.5)
