@@ -165,12 +165,7 @@ def check_batched_equals_one_by_one(method: str, case: dict[str, Any]) -> None:
     target = args.get("target")
     per_example = isinstance(target, (list, torch.Tensor)) and len(target) == n_examples
     for i in range(n_examples):
-        single = {
-            key: _example(value, i, n_examples)
-            for key, value in args.items()
-            if key not in ("target", "feature_mask")
-        }
-        single["feature_mask"] = args.get("feature_mask")
+        single = {k: _example(v, i, n_examples) for k, v in args.items() if k != "target"}
         expected = tuple(b[i : i + 1] for b in batched)
         targets = [target[i], target[i : i + 1]] if per_example else [target]
         for single_target in targets:
