@@ -4,10 +4,9 @@ The ranks add their own masks' score-weighted sums and then each other's; one
 process adds them in one order. The sums agree to rounding, not to the bit, and
 the error estimate (a spread of 16 replicate maps about their mean) magnifies
 rounding by mean/spread, about 1/0.03. In float32 that reached 5e-5 relative on
-a loaded machine (issue 27). So the model
-and inputs are float64: sums of at most 6000 terms in any order agree to
-6000 * 2**-53 < 1e-12 relative, 4e-11 after that magnification, and
-``RTOL = 1e-9`` leaves a margin of 25 over it.
+a loaded machine (issue 27). So the model and inputs are float64: sums of at most
+6000 terms in any order agree to 6000 * 2**-53 < 1e-12 relative, 4e-11 after that
+magnification, and ``RTOL = 1e-9`` leaves a margin of 25 over it.
 """
 
 from pathlib import Path

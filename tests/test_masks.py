@@ -80,8 +80,9 @@ def test_int_seed_leaves_global_rng_untouched_and_none_draws_from_it():
     _all_masks(sampler, 100, 10, seed=4)
     assert torch.equal(torch.get_rng_state(), state)
     torch.manual_seed(5)
+    seeded = torch.get_rng_state()
     first = _all_masks(sampler, 100, 10, seed=None)[0]
-    assert not torch.equal(torch.get_rng_state(), state)  # one draw from the global generator
+    assert not torch.equal(torch.get_rng_state(), seeded)  # one draw from the global generator
     torch.manual_seed(5)
     assert torch.equal(_all_masks(sampler, 100, 10, seed=None)[0], first)
 
