@@ -29,10 +29,15 @@ class SaliencyAccumulator:
     The sums are kept at the masks' resolution, so a mask broadcast over
     channels costs no channel memory.
 
-    Chunks are buffered up to ``buffer_bytes`` of masks and added with one
-    matmul per flush: with many outputs (``K`` = 1000 classes) and small
-    chunks, updating the ``(B, K, ...)`` sums once per chunk would be bound by
-    memory traffic. Memory stays bounded by the buffer, whatever ``N`` is.
+    Chunks are added with one matmul per input, which gives the mask sums too
+    (a column of ones beside the scores). A flush reads the masks and
+    rewrites the ``(B, K, ...)`` sums, so chunks are buffered until they hold
+    at least as many masks as the sums have rows (``B * K``, times ``R + 1``
+    with replicates), or ``buffer_bytes`` of masks: with one score per
+    example every chunk is added at once, while its masks are still in the
+    cache; with many outputs (``K`` = 1000 classes) and small chunks, memory
+    traffic is bounded by the masks'. Memory stays bounded by the buffer,
+    whatever ``N`` is.
     Scores are checked to be finite when the sums are read (:meth:`saliency`,
     :meth:`relative_standard_error`): the accumulator never waits for the
     device while chunks are added.
@@ -103,6 +108,8 @@ class SaliencyAccumulator:
         self._pending_masks: list[tuple[Tensor, ...]] = []
         self._pending_replicates: list[Tensor] = []
         self._pending_bytes = 0
+        self._pending_count = 0
+        self._rows = batch_size * n_outputs * (1 + replicates)
 
     def add(
         self, scores: Tensor, masks: tuple[Tensor, ...], replicates: Tensor | None = None
@@ -116,8 +123,9 @@ class SaliencyAccumulator:
         self._pending_scores.append(scores)
         self._pending_masks.append(masks)
         self._pending_bytes += sum(m.numel() * m.element_size() for m in masks)
+        self._pending_count += scores.shape[0]
         self.n_masks += scores.shape[0]
-        if self._pending_bytes >= self.buffer_bytes:
+        if self._pending_bytes >= self.buffer_bytes or self._pending_count >= self._rows:
             self._flush()
 
     def _flush(self) -> None:
@@ -129,7 +137,8 @@ class SaliencyAccumulator:
         masks = tuple(
             parts[0] if len(parts) == 1 else torch.cat(parts) for parts in zip(*self._pending_masks)
         )
-        self._pending_scores, self._pending_masks, self._pending_bytes = [], [], 0
+        self._pending_scores, self._pending_masks = [], []
+        self._pending_bytes = self._pending_count = 0
         self._scores_finite &= torch.isfinite(scores).all()
         self.score_sums += scores.sum(dim=0)
         if self.replicates:
@@ -142,9 +151,9 @@ class SaliencyAccumulator:
             by_replicate = (scores[:, :, :, None] * one_hot[:, None, None, :]).flatten(2)
         for i, (mask_sum, mask) in enumerate(zip(self.mask_sums, masks)):
             mask = mask.to(scores.dtype)
-            self.weighted_sums[i] += _weighted_sum(scores, mask).reshape(
-                self.weighted_sums[i].shape
-            )
+            weighted, summed = _weighted_and_plain_sums(scores, mask)
+            self.weighted_sums[i] += weighted.reshape(self.weighted_sums[i].shape)
+            mask_sum += summed.reshape(mask_sum.shape)
             if self.replicates:
                 sums = _weighted_sum(by_replicate, mask)  # (B, K * R, P) or (B * K * R, P)
                 shape = self.weighted_sums[i].shape
@@ -154,7 +163,6 @@ class SaliencyAccumulator:
                 self.replicate_mask_sums[i] += (one_hot.T @ flat).reshape(
                     self.replicate_mask_sums[i].shape
                 )
-            mask_sum += mask.sum(dim=0)
 
     def merge(self, other: "SaliencyAccumulator") -> "SaliencyAccumulator":
         """Add the sums of ``other`` (same shapes) into this accumulator; returns self."""
@@ -326,6 +334,19 @@ def _map_from_sums(
     if normalization == "centred":
         return centred + mean_score
     return centred / (1 - p_keep)
+
+
+def _weighted_and_plain_sums(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``sum_n scores[n, b, k] * mask[n, b or 0, p]`` (as :func:`_weighted_sum`) and
+    ``sum_n mask[n, :, p]`` ``(Bm, P)``; for masks shared by the batch, one matmul
+    gives both (a column of ones beside the scores)."""
+    n = scores.shape[0]
+    flat = mask.reshape(n, mask.shape[1], -1)
+    if flat.shape[1] == 1:
+        weights = torch.cat([scores.reshape(n, -1), scores.new_ones(n, 1)], dim=1)
+        both = weights.T @ flat[:, 0]  # (B*K + 1, P)
+        return both[:-1], both[-1:]
+    return torch.einsum("nbk,nbp->bkp", scores, flat), flat.sum(dim=0)
 
 
 def _weighted_sum(scores: Tensor, mask: Tensor) -> Tensor:

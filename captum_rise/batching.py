@@ -98,8 +98,13 @@ MAX_PROBE_SHARE = 0.1
 insurance: a second size when only one is measured, and a climb by doubling (rather
 than a jump straight to the predicted best) that only measurement can justify."""
 
-CPU_BUDGET_BYTES = 64 * 2**20
-"""Off CUDA: the most bytes of perturbed inputs one forward call may hold."""
+CPU_BUDGET_BYTES = 16 * 2**20
+"""Off CUDA: the most bytes of perturbed inputs one forward call may hold (27 ImageNet
+images). Beyond the caches the pipeline's own work per item (blending, accumulating)
+grows: with a forward that costs nothing, RISE at 224x224 on 2 cores spent 0.09 ms
+per mask at 16 and 32 masks per call and 0.20 to 0.26 ms at 64 and 111
+(``benchmarks/overhead.py``); no CPU model measured here was faster per item above it
+(MobileNetV2 in torch is fastest at about 4, OpenVINO's is flat)."""
 
 ACCELERATOR_START_BYTES = 512 * 3 * 224 * 224 * 4
 """Off the CPU: the first chunk holds up to this many bytes of perturbed inputs:

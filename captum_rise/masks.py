@@ -260,6 +260,8 @@ class GridMaskSampler(MaskSampler):
     3. cropped to ``S`` at a uniformly random integer shift in ``[0, cell)``
        per axis.
 
+    Steps 2 and 3 are done together, one matmul per axis (:meth:`render`).
+
     Masks have shape ``(n, 1, 1, ..., *S)``: shared by the batch and broadcast
     over the channel (and any other non-spatial) dims.
 
@@ -289,6 +291,13 @@ class GridMaskSampler(MaskSampler):
             for layout in self.layouts
         ]
         self._cell_sizes = [torch.tensor(cell, device=self.device) for cell in self.cells]
+        self._matrices = [
+            [
+                interpolation_matrix(g, (g + 1) * c, dtype, self.device)
+                for g, c in zip(layout.grid, cell)
+            ]
+            for layout, cell in zip(self.layouts, self.cells)
+        ]
         self.mask_shapes = [layout.mask_shape for layout in self.layouts]
         self.n_params = sum(math.prod(layout.grid) + len(layout.grid) for layout in self.layouts)
 
@@ -321,36 +330,44 @@ class GridMaskSampler(MaskSampler):
         return reflected
 
     def render(self, params: Tensor) -> tuple[Tensor, ...]:
+        """Masks ``(n, 1, ..., *S)`` per input: the binary grids upsampled and cropped.
+
+        The (bi/tri)linear upsampling is separable, so each axis is one batched
+        matmul with the rows of that axis's interpolation matrix that the crop
+        keeps (:func:`interpolation_matrix`): the same values as upsampling the
+        whole ``(s + 1) * cell`` volume and cropping it, without making it.
+        """
         masks = []
-        for (binary, shifts), layout, cell in zip(
-            self.split_params(params), self.layouts, self.cells
+        n = params.shape[0]
+        for (binary, shifts), layout, matrices in zip(
+            self.split_params(params), self.layouts, self._matrices
         ):
-            upsampled_size = tuple((g + 1) * c for g, c in zip(layout.grid, cell))
-            upsampled = F.interpolate(
-                binary.unsqueeze(1),
-                size=upsampled_size,
-                mode=_INTERPOLATION_MODES[len(layout.grid)],
-                align_corners=False,
-            ).squeeze(1)
-            upsampled.clamp_(0.0, 1.0)  # interpolation round-off can exceed 1 by an ulp
-            cropped = _crop_at_shifts(upsampled, shifts, layout.spatial)
-            masks.append(cropped.reshape(params.shape[0], *layout.mask_shape))
+            mask = binary
+            for axis, (matrix, length) in enumerate(zip(matrices, layout.spatial)):
+                rows = matrix[shifts[:, axis, None] + torch.arange(length, device=self.device)]
+                mask = _contract_axis(mask, axis + 1, rows)
+            mask.clamp_max_(1.0)  # the weights' round-off can exceed 1 by an ulp
+            masks.append(mask.reshape(n, *layout.mask_shape))
         return tuple(masks)
 
 
-def _crop_at_shifts(volume: Tensor, shifts: Tensor, size: tuple[int, ...]) -> Tensor:
-    """Crop ``volume`` ``(n, *U)`` to ``(n, *size)``, mask ``k`` starting at ``shifts[k]``."""
-    n = volume.shape[0]
-    out = volume
-    for axis, length in enumerate(size):
-        dim = axis + 1
-        index = shifts[:, axis, None] + torch.arange(length, device=volume.device)
-        view_shape = [n] + [1] * (out.dim() - 1)
-        view_shape[dim] = length
-        target_shape = list(out.shape)
-        target_shape[dim] = length
-        out = torch.gather(out, dim, index.reshape(view_shape).expand(target_shape))
-    return out
+def interpolation_matrix(
+    grid: int, upsampled: int, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """``(upsampled, grid)``: row ``i`` holds the weights that linear upsampling
+    (``align_corners=False``, torch's) gives the ``grid`` values at output ``i``."""
+    identity = torch.eye(grid, dtype=torch.float32, device=device).unsqueeze(0)
+    weights = F.interpolate(identity, size=upsampled, mode="linear", align_corners=False)
+    return weights[0].T.to(dtype).contiguous()
+
+
+def _contract_axis(values: Tensor, dim: int, rows: Tensor) -> Tensor:
+    """``values`` ``(n, ..., g, ...)`` with dim ``dim`` (of size ``g``) replaced by
+    ``rows`` ``(n, S, g)`` applied per mask: ``(n, ..., S, ...)``."""
+    moved = values.movedim(dim, -1)
+    flat = moved.reshape(moved.shape[0], -1, moved.shape[-1])
+    out = torch.bmm(flat, rows.transpose(1, 2))
+    return out.reshape(*moved.shape[:-1], rows.shape[1]).movedim(-1, dim)
 
 
 class DesignMaskSampler(MaskSampler):

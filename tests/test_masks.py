@@ -51,6 +51,42 @@ def test_grid_masks_are_the_crop_of_the_upsampled_grid():
     assert peak.float().mean(0).tolist() == pytest.approx([1.5, 1.5], abs=1.0)
 
 
+def _upsample_then_crop(binary, shifts, spatial, cells):
+    """The paper's recipe, step by step: upsample the whole ``(s + 1) * cell`` grid, crop it."""
+    modes = {1: "linear", 2: "bilinear", 3: "trilinear"}
+    size = tuple((g + 1) * c for g, c in zip(binary.shape[1:], cells))
+    volume = torch.nn.functional.interpolate(
+        binary.unsqueeze(1), size=size, mode=modes[len(size)], align_corners=False
+    ).squeeze(1)
+    crops = []
+    for k in range(binary.shape[0]):
+        window = tuple(slice(int(s), int(s) + length) for s, length in zip(shifts[k], spatial))
+        crops.append(volume[k][window])
+    return torch.stack(crops)
+
+
+@pytest.mark.parametrize(
+    "shape, grid",
+    [((1, 50), 5), ((1, 3, 40, 37), (4, 7)), ((1, 224, 224), 7), ((1, 2, 9, 10, 11), 3)],
+)
+def test_grid_masks_equal_the_upsampled_and_cropped_grid(shape, grid):
+    """The separable render equals upsampling the whole grid and cropping it, mask by mask.
+
+    Each output is a sum of at most 2^d products of interpolation weights in [0, 1] and
+    0/1 cells, in another order than torch's upsampling: float32 round-off of a few ulps
+    of 1 (atol 1e-6)."""
+    sampler = GridMaskSampler([torch.Size(shape)], grid, 0.5, torch.device("cpu"))
+    params = sampler.draw(64, make_generator(3, torch.device("cpu")))
+    ((binary, shifts),) = sampler.split_params(params)
+    layout = sampler.layouts[0]
+    expected = _upsample_then_crop(binary, shifts, layout.spatial, sampler.cells[0])
+    (masks,) = sampler.render(params)
+    assert set(shifts.flatten().tolist()) != {0}  # the crops really move
+    torch.testing.assert_close(
+        masks.reshape(expected.shape), expected.clamp(0, 1), rtol=0, atol=1e-6
+    )
+
+
 @pytest.mark.parametrize(
     "shape, grid, expected_mask_shape",
     [
