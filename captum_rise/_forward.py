@@ -18,6 +18,7 @@ from captum._utils.typing import TargetType
 from torch import Tensor
 
 from captum_rise._validation import check_target_in_range, is_integer_input
+from captum_rise.runtimes import RuntimeForward, as_output_tensor
 
 MODEL_SEARCH_DEPTH = 3
 """How many references deep :func:`model_of` looks for the model in a forward function."""
@@ -29,7 +30,8 @@ _WARNED_IN_TRAINING: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
 
 
 def model_of(forward_func: object) -> object:
-    """The :class:`torch.nn.Module` that ``forward_func`` runs, else ``forward_func``.
+    """The :class:`torch.nn.Module` (or :class:`captum_rise.runtimes.RuntimeForward`)
+    that ``forward_func`` runs, else ``forward_func``.
 
     Looked for breadth first, up to :data:`MODEL_SEARCH_DEPTH` references deep:
     a bound method's object, a ``functools.partial``'s function and arguments,
@@ -45,8 +47,9 @@ def model_of(forward_func: object) -> object:
     for _ in range(MODEL_SEARCH_DEPTH + 1):
         deeper = []
         for candidate in frontier:
-            if isinstance(candidate, torch.nn.Module) and not getattr(
-                candidate, "is_score_adapter", False
+            if isinstance(candidate, RuntimeForward) or (
+                isinstance(candidate, torch.nn.Module)
+                and not getattr(candidate, "is_score_adapter", False)
             ):
                 return candidate
             if id(candidate) not in visited:
@@ -222,6 +225,13 @@ def blend(
     return Blender(inputs, baselines)(masks)
 
 
+def forward_output(output: object, device: torch.device) -> Tensor:
+    """A forward's output (a tensor, a numpy array or an array-like:
+    :func:`captum_rise.runtimes.as_output_tensor`) as a tensor on ``device``."""
+    tensor = as_output_tensor(output)
+    return tensor if tensor.device == device else tensor.to(device)
+
+
 def check_finite_scores(scores: Tensor) -> None:
     """Raises a ValueError when the model's scores hold NaN or infinite values
     (given a bool tensor of flags instead: when one of them is False).
@@ -295,8 +305,7 @@ class ModelScorer:
             None,
             _expand_additional_forward_args(self.additional_forward_args, batch or n),
         )
-        if not isinstance(output, Tensor):
-            raise TypeError(f"forward_func must return a torch.Tensor, got {type(output).__name__}")
+        output = forward_output(output, perturbed[0].device)
         if output.dim() == 0 and padded_rows == 1:  # a scalar for a single perturbed input
             output = output.reshape(1)
         if output.dim() == 0 or output.shape[0] != padded_rows:

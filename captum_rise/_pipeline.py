@@ -24,7 +24,13 @@ from torch import Tensor
 from captum_rise._coverage import Coverage
 from captum_rise._forward import Blender, ModelScorer, check_finite_scores
 from captum_rise._progress import progress_bar
-from captum_rise._validation import attribution_dtype, check_inputs, check_target, format_baselines
+from captum_rise._validation import (
+    attribution_dtype,
+    check_inputs,
+    check_int,
+    check_target,
+    format_baselines,
+)
 from captum_rise.batching import ChunkSizer, run_in_chunks, sizer_for
 from captum_rise.distributed import ProcessGroup, all_reduce, group_rank_and_size, share
 from captum_rise.masks import CellMaskSampler, DesignMaskSampler, GroupIndex, GroupMaskSampler
@@ -55,6 +61,8 @@ class Perturbations:
         process_group: ranks that share the items (None: one process).
         show_progress: show a progress bar (on rank 0) labelled ``label``
             and counted in ``unit``.
+        concurrent_calls: forward calls kept in flight at once
+            (:func:`captum_rise.batching.run_in_chunks`).
     """
 
     def __init__(
@@ -69,6 +77,7 @@ class Perturbations:
         show_progress: bool = False,
         label: str = "",
         unit: str = "it",
+        concurrent_calls: int = 1,
     ) -> None:
         self.forward_func = forward_func
         self.inputs = inputs
@@ -81,12 +90,14 @@ class Perturbations:
         self.device = inputs[0].device
         self.show_progress = show_progress
         self.label, self.unit = label, unit
+        self.concurrent_calls = check_int("concurrent_calls", concurrent_calls)
 
-    def evaluate(self, lo: int, hi: int, batch: int) -> Chunk:
+    def begin(self, lo: int, hi: int, batch: int) -> Callable[[], Chunk]:
         """Items ``lo .. hi - 1`` as one call of ``batch >= hi - lo`` perturbations
-        (the rest padding): their scores and masks."""
+        (the rest padding): their masks now, and the call that blends and scores
+        them (their scores and masks)."""
         masks = self.masks_of(lo, hi)
-        return self.scorer(self.blender(masks, batch), hi - lo, batch), masks
+        return lambda: (self.scorer(self.blender(masks, batch), hi - lo, batch), masks)
 
     def share(self, lo: int, hi: int) -> tuple[int, int]:
         """This rank's contiguous share of items ``lo .. hi - 1``."""
@@ -105,13 +116,14 @@ class Perturbations:
             with torch.no_grad():
                 run_in_chunks(
                     hi - lo,
-                    self.evaluate,
+                    self.begin,
                     sink,
                     self.perturbations_per_eval,
                     self._sizer,
                     self.device,
                     progress,
                     start=lo,
+                    concurrent_calls=self.concurrent_calls,
                 )
 
     def scores(self, n_items: int) -> Tensor:

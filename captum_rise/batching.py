@@ -66,7 +66,9 @@ share their sizes.
 import math
 import time
 import weakref
-from collections.abc import Callable, Hashable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import torch
@@ -74,6 +76,7 @@ from captum._utils.progress import Progress
 
 from captum_rise._forward import model_of
 from captum_rise._validation import check_int
+from captum_rise.runtimes import RuntimeForward
 
 ChunkResult = TypeVar("ChunkResult")
 
@@ -339,15 +342,22 @@ def sizer_for(forward_func: object, item: Sequence[torch.Tensor]) -> ChunkSizer:
         item: the tensors that one item sends to the model (e.g. the inputs
             ``(B, ...)`` that one mask perturbs, or one ``(1, C, H, W)`` image).
             Their shapes, dtypes, layouts and device key the memory; their
-            bytes and device set the bounds.
+            bytes and device set the bounds. A runtime that takes at most
+            ``max_batch_size`` rows per call
+            (:class:`captum_rise.runtimes.RuntimeForward`) bounds the chunk to
+            that many rows.
     """
+    model = model_of(forward_func)
 
     def fresh() -> ChunkSizer:
         start, limit = chunk_bounds(sum(t.numel() * t.element_size() for t in item), item[0].device)
+        cap = model.max_batch_size if isinstance(model, RuntimeForward) else None
+        if cap is not None:
+            limit = min(limit, max(1, cap // max(item[0].shape[0], 1)))
         return ChunkSizer(limit, start)
 
     try:
-        per_model = _SIZERS.setdefault(model_of(forward_func), {})
+        per_model = _SIZERS.setdefault(model, {})
     except TypeError:
         return fresh()
     signature = item_signature(*item)
@@ -369,35 +379,43 @@ def synchronize(device: torch.device) -> None:
 
 def run_in_chunks(
     n_items: int,
-    evaluate: Callable[[int, int, int], ChunkResult],
+    begin: Callable[[int, int, int], Callable[[], ChunkResult]],
     consume: Callable[[int, int, ChunkResult], None],
     chunk_size: int | None,
     sizer: Callable[[], ChunkSizer],
     device: torch.device,
     progress: Progress,
     start: int = 0,
+    concurrent_calls: int = 1,
 ) -> None:
-    """Runs ``evaluate`` over items ``start .. start + n_items - 1`` in order, a chunk
-    at a time (``lo`` and ``hi`` below count from 0, plus ``start``).
+    """Runs items ``start .. start + n_items - 1`` in order, a chunk at a time (``lo``
+    and ``hi`` below count from 0, plus ``start``).
 
     Args:
         n_items: how many items (masks, designs, perturbed images).
-        evaluate: ``evaluate(lo, hi, batch)`` runs items ``lo .. hi - 1``
-            through the model as one call of ``batch >= hi - lo`` items (the
-            others copies of item ``hi - 1``, e.g. with
-            :func:`captum_rise._forward.pad_batch`,
-            whose outputs it drops) and returns what ``consume`` needs for
-            items ``lo .. hi - 1``. It must have no lasting effect: after an
-            out-of-memory error the same items are evaluated again in smaller
-            chunks.
+        begin: ``begin(lo, hi, batch)`` prepares items ``lo .. hi - 1`` (draws
+            their masks) on the calling thread, chunk after chunk in order, and
+            returns the call that finishes them: it runs them through the
+            model as one call of ``batch >= hi - lo`` items (the others copies
+            of item ``hi - 1``, e.g. with
+            :func:`captum_rise._forward.pad_batch`, whose outputs it drops)
+            and returns what ``consume`` needs. That call may run on another
+            thread (``concurrent_calls``) and must have no lasting effect:
+            after an out-of-memory error the same items begin again in
+            smaller chunks.
         consume: ``consume(lo, hi, result)`` keeps the result (adds it to sums,
-            writes it into an output); it runs exactly once per item.
+            writes it into an output); it runs exactly once per item, in the
+            items' order, on the calling thread.
         chunk_size: items per call, used as given (the last call holds what
             is left); None chooses it automatically (see the module's docstring).
         sizer: makes (or recalls) the :class:`ChunkSizer`; called only when
             ``chunk_size`` is None.
         device: where the model runs (for timing and memory).
         progress: advanced by the number of items of every chunk.
+        concurrent_calls: calls kept in flight at once, on worker threads, for
+            a forward that waits on something else (a model server); results
+            are consumed in order, so they do not depend on which call returns
+            first. The automatic chunk is measured one call at a time first.
 
     Raises:
         torch.OutOfMemoryError: with a fixed ``chunk_size``, or when a single
@@ -405,21 +423,20 @@ def run_in_chunks(
     """
     end = start + n_items
     if chunk_size is not None:
-        for lo in range(start, end, chunk_size):
-            hi = min(lo + chunk_size, end)
-            consume(lo, hi, evaluate(lo, hi, hi - lo))
-            progress.update(hi - lo)
+        bounds = ((lo, min(lo + chunk_size, end)) for lo in range(start, end, chunk_size))
+        calls = ((lo, hi, hi - lo) for lo, hi in bounds)
+        run_calls(calls, begin, consume, progress, concurrent_calls)
         return
     state = sizer()
     lo = start
-    while lo < end:
+    while lo < end and (state.probing or concurrent_calls == 1):
         items, batch = state.next_chunk(end - lo)
         timed = state.wants_timing(batch)
         if timed:
             synchronize(device)
             began = clock()
         try:
-            result = evaluate(lo, lo + items, batch)
+            result = begin(lo, lo + items, batch)()
             out_of_memory = False
         except OutOfMemoryError:
             if batch == 1:
@@ -434,6 +451,65 @@ def run_in_chunks(
             synchronize(device)
             state.record(batch, clock() - began, remaining=end - lo)
         progress.update(items)
+    if lo < end:  # measured: the rest in steady calls, several in flight
+        run_calls(_steady_calls(state, lo, end), begin, consume, progress, concurrent_calls)
+
+
+def _steady_calls(state: ChunkSizer, lo: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """``(lo, hi, batch)`` of the calls that run items ``lo .. end - 1`` at the sizes
+    ``state`` chooses, untimed."""
+    while lo < end:
+        items, batch = state.next_chunk(end - lo)
+        yield lo, lo + items, batch
+        lo += items
+
+
+def run_calls(
+    calls: Iterable[tuple[int, int, int]],
+    begin: Callable[[int, int, int], Callable[[], ChunkResult]],
+    consume: Callable[[int, int, ChunkResult], None],
+    progress: Progress,
+    concurrent_calls: int = 1,
+) -> None:
+    """Runs the calls ``(lo, hi, batch)`` (see :func:`run_in_chunks`), up to
+    ``concurrent_calls`` of them at once on worker threads, which keep the calling
+    thread's autograd mode; each is consumed in order as soon as it and those before
+    it are done."""
+    if concurrent_calls == 1:
+        for lo, hi, batch in calls:
+            consume(lo, hi, begin(lo, hi, batch)())
+            progress.update(hi - lo)
+        return
+    grad_enabled = torch.is_grad_enabled()
+
+    def finish(call: Callable[[], ChunkResult]) -> ChunkResult:
+        with torch.set_grad_enabled(grad_enabled):
+            return call()
+
+    in_flight: deque[tuple[int, int, Future[ChunkResult]]] = deque()
+    with ThreadPoolExecutor(concurrent_calls, thread_name_prefix="captum_rise-call") as pool:
+        try:
+            for lo, hi, batch in calls:
+                if len(in_flight) == concurrent_calls:
+                    _consume_first(in_flight, consume, progress)
+                in_flight.append((lo, hi, pool.submit(finish, begin(lo, hi, batch))))
+            while in_flight:
+                _consume_first(in_flight, consume, progress)
+        except BaseException:
+            for _, _, future in in_flight:
+                future.cancel()
+            raise
+
+
+def _consume_first(
+    in_flight: "deque[tuple[int, int, Future[ChunkResult]]]",
+    consume: Callable[[int, int, ChunkResult], None],
+    progress: Progress,
+) -> None:
+    """Waits for the oldest call in flight and consumes its result."""
+    lo, hi, future = in_flight.popleft()
+    consume(lo, hi, future.result())
+    progress.update(hi - lo)
 
 
 def check_chunk_size(name: str, value: int | None) -> int | None:

@@ -232,6 +232,7 @@ class HSICAttribution(MaskAttribution):
         show_progress: bool = False,
         seed: int | None = None,
         process_group: ProcessGroup = None,
+        concurrent_calls: int = 1,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""HSIC of every grid cell (or feature group) with the output for ``target``.
 
@@ -266,6 +267,8 @@ class HSICAttribution(MaskAttribution):
                 designs, runs its contiguous share of them, and the scores are
                 gathered, so every rank returns the full map, equal to a
                 single-process run with the same ``seed``.
+            concurrent_calls: forward calls kept in flight at once (see
+                :meth:`captum_rise.RISE.attribute`).
 
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``.
@@ -287,6 +290,7 @@ class HSICAttribution(MaskAttribution):
             show_progress,
             seed,
             process_group,
+            concurrent_calls,
             with_interactions=False,
             signed=signed,
         )
@@ -311,6 +315,7 @@ class HSICAttribution(MaskAttribution):
         show_progress: bool = False,
         seed: int | None = None,
         process_group: ProcessGroup = None,
+        concurrent_calls: int = 1,
     ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         r"""First-order HSIC maps and pairwise interactions, from one set of forwards.
 
@@ -345,6 +350,7 @@ class HSICAttribution(MaskAttribution):
             show_progress,
             seed,
             process_group,
+            concurrent_calls,
             with_interactions=True,
         )
         assert interactions is not None
@@ -368,6 +374,7 @@ class HSICAttribution(MaskAttribution):
         show_progress: bool,
         seed: int | None,
         process_group: ProcessGroup,
+        concurrent_calls: int,
         with_interactions: bool,
         signed: bool = False,
     ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor | None]:
@@ -400,6 +407,7 @@ class HSICAttribution(MaskAttribution):
             show_progress,
             self.get_name(),
             unit="design",
+            concurrent_calls=concurrent_calls,
         )
         scores = pipeline.scores(n_designs)
         with torch.no_grad():

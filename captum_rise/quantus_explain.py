@@ -36,7 +36,7 @@ import quantus
 import torch
 from captum.attr import Attribution
 
-from captum_rise._forward import needs_softmax
+from captum_rise._forward import forward_output, needs_softmax
 from captum_rise.hsic import HSICAttribution
 from captum_rise.meaningful_perturbation import MeaningfulPerturbation
 from captum_rise.rise import RISE
@@ -69,8 +69,8 @@ _QUANTUS_ONLY_KEYS = {
 
 
 def probabilities(
-    model: Callable[[torch.Tensor], torch.Tensor],
-) -> Callable[[torch.Tensor], torch.Tensor]:
+    model: Callable[..., Any],
+) -> Callable[..., torch.Tensor]:
     """Wraps ``model`` so that it returns softmax probabilities.
 
     Outputs that already are probabilities (rows summing to 1) or one score
@@ -82,7 +82,7 @@ def probabilities(
 
     def forward(*args: Any) -> torch.Tensor:
         nonlocal softmax
-        output = model(*args)
+        output = forward_output(model(*args), args[0].device)
         if softmax is None:
             softmax = needs_softmax(output)
         return torch.softmax(output, dim=1) if softmax else output
@@ -94,7 +94,7 @@ def explain(model: torch.nn.Module, inputs: Any, targets: Any, **kwargs: Any) ->
     """Attributions for Quantus, from captum_rise's methods or ``quantus.explain``.
 
     Args:
-        model: a torch model.
+        model: a torch model, or any forward (numpy outputs work too).
         inputs: ``(B, C, H, W)`` numpy array or tensor; or ``(B, T)`` integer
             token ids or category codes (captum_rise methods).
         targets: ``(B,)`` class indices.
@@ -111,7 +111,7 @@ def explain(model: torch.nn.Module, inputs: Any, targets: Any, **kwargs: Any) ->
     if method not in METHODS:
         return quantus.explain(model, inputs, targets, method=method, **kwargs)
     softmax = kwargs.get("softmax", True)
-    device = kwargs.get("device") or next(model.parameters(), torch.empty(0)).device
+    device = kwargs.get("device") or _device_of(model)
     attribute_kwargs = {k: v for k, v in kwargs.items() if k not in _QUANTUS_ONLY_KEYS}
     x = torch.as_tensor(np.asarray(inputs), device=device)
     if x.is_floating_point():
@@ -122,6 +122,12 @@ def explain(model: torch.nn.Module, inputs: Any, targets: Any, **kwargs: Any) ->
     if attributions.dim() > 2:  # images: one map, the mean over channels
         attributions = attributions.mean(dim=1, keepdim=True)
     return attributions.detach().cpu().numpy()
+
+
+def _device_of(model: object) -> torch.device:
+    """Where a torch model's parameters are; the CPU for any other forward."""
+    parameters = model.parameters() if isinstance(model, torch.nn.Module) else iter(())
+    return next(parameters, torch.empty(0)).device
 
 
 def make_explain_func(method: str = "RISE", **bound_kwargs: Any) -> Callable[..., np.ndarray]:

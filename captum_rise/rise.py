@@ -115,6 +115,7 @@ class RISE(MaskAttribution):
         mask_sampling: str = DEFAULT_MASK_SAMPLING,
         tolerance: float | None = None,
         return_convergence_delta: Literal[False] = False,
+        concurrent_calls: int = 1,
     ) -> TensorOrTupleOfTensorsGeneric: ...
 
     @overload
@@ -137,6 +138,7 @@ class RISE(MaskAttribution):
         tolerance: float | None = None,
         *,
         return_convergence_delta: Literal[True],
+        concurrent_calls: int = 1,
     ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]: ...
 
     @log_usage
@@ -158,6 +160,7 @@ class RISE(MaskAttribution):
         mask_sampling: str = DEFAULT_MASK_SAMPLING,
         tolerance: float | None = None,
         return_convergence_delta: bool = False,
+        concurrent_calls: int = 1,
     ) -> TensorOrTupleOfTensorsGeneric | tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         r"""Saliency of every input feature for ``target``.
 
@@ -280,6 +283,19 @@ class RISE(MaskAttribution):
                 are seeded by ``seed``, independent of the chunk size, and work with
                 ``feature_mask`` groups; Sobol' points exist for up to 21201
                 numbers per mask (cells or groups plus shifts).
+            concurrent_calls: forward calls kept in flight at once, on worker
+                threads (default 1). For a forward that waits on something
+                else (a model server, a remote API, a language model's
+                generation) set it to the number of requests the server takes
+                at once, with ``perturbations_per_eval`` (or a
+                :class:`captum_rise.runtimes.RuntimeForward`'s
+                ``max_batch_size``) at its largest batch. The map does not
+                depend on it: chunks are added in order, whichever call returns
+                first. The automatic chunk is measured one call at a time
+                first (:func:`captum_rise.batching.run_in_chunks`). The forward
+                must allow calls from several threads (ONNX Runtime sessions,
+                :class:`captum_rise.runtimes.OpenVINOForward` and HTTP clients
+                do).
 
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``: a tensor
@@ -313,6 +329,7 @@ class RISE(MaskAttribution):
             tolerance,
             return_convergence_delta,
             mask_sampling,
+            concurrent_calls,
         )
         n_outputs = maps[0].shape[1]
         attributions = tuple(
@@ -345,6 +362,7 @@ class RISE(MaskAttribution):
         process_group: ProcessGroup = None,
         mask_sampling: str = DEFAULT_MASK_SAMPLING,
         tolerance: float | None = None,
+        concurrent_calls: int = 1,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Saliency maps for several classes from one set of forward passes.
 
@@ -388,6 +406,7 @@ class RISE(MaskAttribution):
             tolerance,
             False,
             mask_sampling,
+            concurrent_calls,
         )
         attributions = tuple(
             saliency.expand(inp.shape[0], saliency.shape[1], *inp.shape[1:])
@@ -412,6 +431,7 @@ class RISE(MaskAttribution):
         tolerance: float | None,
         track_error: bool,
         mask_sampling: str,
+        concurrent_calls: int,
     ) -> tuple[list[Tensor], Tensor | None]:
         """Runs the masked forwards (in rounds of :data:`ROUND_MASKS` until the
         relative standard error is at most ``tolerance``, when given).
@@ -458,6 +478,7 @@ class RISE(MaskAttribution):
             show_progress,
             self.get_name(),
             unit="mask",
+            concurrent_calls=concurrent_calls,
         )
         sums = MaskSums(inputs[0].shape[0], sampler.mask_shapes, device, dtype, stream, track_error)
         # Rounds of the global masks 0 .. N - 1 (one round without a tolerance); every rank

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_rise.runtimes import as_output_tensor
+
 Detections = Sequence[Any]
 
 D_RISE_GRID_SIZE = 16
@@ -209,26 +211,16 @@ SimilarityMetric = str | Callable[[Tensor, Tensor], Tensor]
 
 
 def as_float_tensor(value: object, name: str) -> Tensor:
-    """``value`` as a floating tensor: a tensor as it is (integers become float32), a numpy
+    """``value`` as a floating tensor: a tensor as it is (integers become float32); a numpy
     array, anything numpy reads (lists, objects with ``__array__``), or a sequence of
-    those (dlib's ``vectors``: one ``vector`` per image), on the CPU.
+    those (dlib's ``vectors``: one ``vector`` per image) as float32 on the CPU
+    (:func:`captum_rise.runtimes.as_output_tensor`).
 
     Raises:
         TypeError: naming ``name``, when ``value`` holds no numbers.
     """
-    if isinstance(value, Tensor):
-        return value if value.is_floating_point() else value.float()
-    try:
-        array = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError):
-        try:  # a sequence of array-likes that numpy does not read in one go
-            array = np.stack([np.asarray(item, dtype=np.float32) for item in value])  # type: ignore[attr-defined]
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"{name} must be a tensor, a numpy array or an array-like of numbers, got "
-                f"{type(value).__name__}"
-            ) from None
-    return torch.from_numpy(array)
+    tensor = as_output_tensor(value, name)
+    return tensor if isinstance(value, Tensor) and tensor.is_floating_point() else tensor.float()
 
 
 class SimilarityScore(torch.nn.Module):

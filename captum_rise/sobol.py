@@ -160,6 +160,7 @@ class SobolAttribution(MaskAttribution):
         show_progress: bool = False,
         seed: int | None = None,
         process_group: ProcessGroup = None,
+        concurrent_calls: int = 1,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Total-order Sobol' index of every grid cell (or feature group) for ``target``.
 
@@ -167,8 +168,8 @@ class SobolAttribution(MaskAttribution):
             inputs: as in :meth:`captum_rise.RISE.attribute`, and so are
                 ``baselines`` (with ``perturbation="inpainting"``), ``target``,
                 ``additional_forward_args``, ``feature_mask``,
-                ``perturbations_per_eval``, ``show_progress`` and
-                ``process_group``.
+                ``perturbations_per_eval``, ``show_progress``,
+                ``process_group`` and ``concurrent_calls``.
             n_designs: ``N``, a power of two: the model runs ``N (d + 2)``
                 times per example for ``d`` regions (paper: 32, so 2,112
                 forwards on an 8x8 grid).
@@ -209,6 +210,7 @@ class SobolAttribution(MaskAttribution):
             show_progress,
             self.get_name(),
             unit="forward",
+            concurrent_calls=concurrent_calls,
         )
         indices = jansen_total_indices(pipeline.scores(design.n_rows), n_designs)
         attributions = design_attributions(indices, sampler, formatted_inputs, smooth_map)

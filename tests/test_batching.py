@@ -72,7 +72,7 @@ def collect(n_items, chunk_size, fail_above=None, sizer=None):
     state = sizer or ChunkSizer(10**6)
     run_in_chunks(
         n_items,
-        evaluate,
+        lambda lo, hi, batch: lambda: evaluate(lo, hi, batch),
         lambda lo, hi, r: consumed.extend(r),
         chunk_size,
         lambda: state,
@@ -343,7 +343,7 @@ def test_work_that_fits_in_one_chunk_runs_in_one_call_at_a_met_size():
     for n in (300, 200, 512, 100):
         run_in_chunks(
             n,
-            evaluate,
+            lambda lo, hi, batch: lambda: evaluate(lo, hi, batch),
             lambda lo, hi, r: None,
             None,
             lambda: sizer,
@@ -461,8 +461,8 @@ def simulated_calls(monkeypatch, shape, chunk_size, n_items=8000, runs=3):
     for _ in range(runs):
         before, met_before = clock(), len(model.batch_sizes)
         run_in_chunks(
-            n_items, evaluate, lambda *_: None, chunk_size, lambda: sizer, torch.device("cpu"),
-            NullProgress(),
+            n_items, lambda lo, hi, batch: lambda: evaluate(lo, hi, batch), lambda *_: None,
+            chunk_size, lambda: sizer, torch.device("cpu"), NullProgress(),
         )  # fmt: skip
         seconds.append(clock() - before)
         sizes.append(len(model.batch_sizes) - met_before)

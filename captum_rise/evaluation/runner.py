@@ -29,6 +29,7 @@ from captum._utils.progress import NullProgress
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from captum_rise._forward import forward_output
 from captum_rise._progress import progress_bar
 from captum_rise._validation import check_int
 from captum_rise.batching import synchronize
@@ -295,7 +296,7 @@ class _ImageRun:
         x = image.unsqueeze(0).to(self.device).contiguous(memory_format=self.memory_format)
         if target is None:
             with torch.no_grad():
-                target = int(self.model(x).argmax(dim=1)[0])
+                target = int(forward_output(self.model(x), x.device).argmax(dim=1)[0])
         return x, int(target)
 
     def _region(self, image_id: str, x: Tensor) -> Tensor | None:

@@ -33,7 +33,13 @@ import torchvision.transforms.functional as TF
 from captum._utils.progress import NullProgress
 from torch import Tensor
 
-from captum_rise._forward import fill_padding, memory_format_of, needs_softmax, warn_if_training
+from captum_rise._forward import (
+    fill_padding,
+    forward_output,
+    memory_format_of,
+    needs_softmax,
+    warn_if_training,
+)
 from captum_rise.batching import check_chunk_size, run_in_chunks, sizer_for
 from captum_rise.masks import ALWAYS_KEPT
 
@@ -229,11 +235,14 @@ def causal_curve(
     softmax_flag = apply_softmax
     checked = False
 
+    def begin(lo: int, hi: int, padded_size: int) -> Callable[[], Tensor]:
+        return lambda: evaluate(lo, hi, padded_size)
+
     def evaluate(lo: int, hi: int, padded_size: int) -> Tensor:
         nonlocal softmax_flag, checked
         sample = jobs_sample[lo:hi]
         from_end = rank[sample] < moved[sample, jobs_step[lo:hi], None]
-        output = model(blend(sample, from_end, padded_size))
+        output = forward_output(model(blend(sample, from_end, padded_size)), start.device)
         if padded_size > hi - lo:  # rows that only kept the batch size the model has met
             output = output[: hi - lo]
         if not checked:  # the first output settles the checks and the softmax
@@ -250,7 +259,7 @@ def causal_curve(
     with torch.no_grad():
         run_in_chunks(
             jobs_sample.numel(),
-            evaluate,
+            begin,
             consume,
             batch_size,
             lambda: sizer_for(model, (start[:1],)),
