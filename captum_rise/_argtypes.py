@@ -20,6 +20,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def float_list(text: str) -> list[float]:
+    """argparse type: numbers separated by commas (``0.485,0.456,0.406``)."""
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}"
+        ) from None
+
+
 def class_target(text: str) -> int | str:
     """argparse type: ``"top"`` or a class index >= 0 (its upper bound is the model's)."""
     if text == "top":

@@ -82,6 +82,12 @@ def _references(candidate: object) -> list[object]:
     return []
 
 
+def device_of(model: object) -> torch.device:
+    """Where a torch model's parameters are; the CPU for any other forward."""
+    parameters = model.parameters() if isinstance(model, torch.nn.Module) else iter(())
+    return next(parameters, torch.empty(0)).device
+
+
 def warn_if_training(forward_func: object) -> None:
     """Warns, once per model, when the model of ``forward_func`` (:func:`model_of`) is
     in training mode with dropout or batch norm: every perturbed forward would then

@@ -16,7 +16,9 @@ IG_MAX_BATCH = 25
 """Integrated Gradients' steps per call, at most (each holds activations for the backward pass)."""
 
 
-def rise_map(model: nn.Module, x: Tensor, target: TargetType, **rise_kwargs: Any) -> Tensor:
+def rise_map(
+    model: Callable[..., Any], x: Tensor, target: TargetType, **rise_kwargs: Any
+) -> Tensor:
     """RISE on the class probability (as in the paper): ``(B, 1, H, W)``."""
     attributions = RISE(probabilities(model)).attribute(x, target=target, **rise_kwargs)
     return attributions[:, :1]

@@ -67,7 +67,9 @@ class ImageClassifier:
         return convolutions[-1]
 
 
-class _Normalize(nn.Module):
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel of ``(B, C, H, W)`` inputs."""
+
     mean: torch.Tensor
     std: torch.Tensor
 
@@ -110,7 +112,7 @@ def load_classifier(
             f"place the file {Path(weights_enum.url).name} in {cache}"
         ) from None
     transforms = weights_enum.transforms()
-    model = nn.Sequential(_Normalize(transforms.mean, transforms.std), network)
+    model = nn.Sequential(Normalize(transforms.mean, transforms.std), network)
     return ImageClassifier(
         model=model.eval().to(device),
         network=network,

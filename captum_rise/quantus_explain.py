@@ -36,7 +36,7 @@ import quantus
 import torch
 from captum.attr import Attribution
 
-from captum_rise._forward import forward_output, needs_softmax
+from captum_rise._forward import device_of, forward_output, needs_softmax
 from captum_rise.hsic import HSICAttribution
 from captum_rise.meaningful_perturbation import MeaningfulPerturbation
 from captum_rise.rise import RISE
@@ -111,7 +111,7 @@ def explain(model: torch.nn.Module, inputs: Any, targets: Any, **kwargs: Any) ->
     if method not in METHODS:
         return quantus.explain(model, inputs, targets, method=method, **kwargs)
     softmax = kwargs.get("softmax", True)
-    device = kwargs.get("device") or _device_of(model)
+    device = kwargs.get("device") or device_of(model)
     attribute_kwargs = {k: v for k, v in kwargs.items() if k not in _QUANTUS_ONLY_KEYS}
     x = torch.as_tensor(np.asarray(inputs), device=device)
     if x.is_floating_point():
@@ -122,12 +122,6 @@ def explain(model: torch.nn.Module, inputs: Any, targets: Any, **kwargs: Any) ->
     if attributions.dim() > 2:  # images: one map, the mean over channels
         attributions = attributions.mean(dim=1, keepdim=True)
     return attributions.detach().cpu().numpy()
-
-
-def _device_of(model: object) -> torch.device:
-    """Where a torch model's parameters are; the CPU for any other forward."""
-    parameters = model.parameters() if isinstance(model, torch.nn.Module) else iter(())
-    return next(parameters, torch.empty(0)).device
 
 
 def make_explain_func(method: str = "RISE", **bound_kwargs: Any) -> Callable[..., np.ndarray]:

@@ -46,7 +46,7 @@ def test_bad_arguments_fail_before_any_work(monkeypatch, capsys, arguments, name
         raise AssertionError("the model was loaded before the arguments were checked")
 
     monkeypatch.setattr("captum_rise.cli.load_classifier", no_work)
-    monkeypatch.setattr("captum_rise.evaluation.command.load_classifier", no_work)
+    monkeypatch.setattr("captum_rise.evaluation.command.load_model", no_work)
     with pytest.raises(SystemExit) as exited:
         main(arguments)
     assert exited.value.code == 2

@@ -60,8 +60,10 @@ def test_model_output_of_wrong_shape():
         HSICAttribution(_model).attribute(X, n_designs=4)  # (B, C) scores need a target
     with pytest.raises(ValueError, match="target=None"):
         RISE(lambda inp: inp.sum((1, 2, 3))).attribute(X, target=0, n_masks=4)
-    with pytest.raises(TypeError, match=r"torch\.Tensor"):
+    with pytest.raises(ValueError, match="one row per example"):  # a number for many rows
         RISE(lambda inp: inp.sum().item()).attribute(X, n_masks=4)
+    with pytest.raises(TypeError, match="a tensor, a numpy array or an array-like"):
+        RISE(lambda inp: "positive").attribute(X, n_masks=4)
 
 
 def test_nan_and_inf_scores():

@@ -3,11 +3,14 @@
 :func:`evaluate_dataset` runs attribution methods over a dataset and writes
 deletion/insertion AUCs (and the pointing game, given boxes) per image and
 method to ``results.csv``, with a ``summary.md`` and ``summary.png``; the
-``captum-rise evaluate`` command runs it on a folder of images.
+``captum-rise evaluate`` command runs it on a folder of images, with a torchvision
+classifier, the user's own model (``package.module:factory``), an ONNX or a
+TorchScript file (:func:`load_model`).
 """
 
 from captum_rise.evaluation.data import ImageFiles, image_ids_of, read_boxes, read_class_map
 from captum_rise.evaluation.methods import METHOD_NAMES, make_methods
+from captum_rise.evaluation.models import ModelSpec, load_model
 from captum_rise.evaluation.results import COLUMNS, ResultsWriteError
 from captum_rise.evaluation.runner import (
     DEFAULT_METHODS,
@@ -22,12 +25,14 @@ __all__ = [
     "DEFAULT_METHODS",
     "METHOD_NAMES",
     "ImageFiles",
+    "ModelSpec",
     "ResultsWriteError",
     "RunInProgressError",
     "bootstrap_interval",
     "evaluate_dataset",
     "image_ids_of",
     "image_seed",
+    "load_model",
     "make_methods",
     "read_boxes",
     "read_class_map",

@@ -1,8 +1,12 @@
-"""``captum-rise evaluate``: the dataset runner on a folder of images, a torchvision classifier.
+"""``captum-rise evaluate``: the dataset runner on a folder of images and a classifier.
 
-    captum-rise evaluate DATA --out DIR [--model NAME] [--methods rise,hsic,...]
+    captum-rise evaluate DATA --out DIR [--model NAME|package.module:factory|FILE.onnx|FILE.pt]
+        [--methods rise,hsic,...] [--input-size N] [--resize-size N] [--mean M,M,M --std S,S,S]
         [--n-images K] [--n-masks N] [--n-designs N] [--seed S] [--class-map FILE]
         [--boxes FILE] [--curve-steps S] [--save-maps] [--device cpu|cuda]
+
+``--model`` is a torchvision name, a factory, an ONNX file or a TorchScript file
+(:mod:`captum_rise.evaluation.models`; pickles are refused).
 
 The same command under ``torchrun --nproc-per-node P -m captum_rise evaluate ...``
 deals the images out to P processes (gloo on the CPU, NCCL with one GPU per
@@ -18,7 +22,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
-from captum_rise._argtypes import device_name, positive_int
+from captum_rise._argtypes import device_name, float_list, positive_int
 from captum_rise.evaluation.data import (
     Box,
     ImageFiles,
@@ -27,8 +31,9 @@ from captum_rise.evaluation.data import (
     resize_crop_boxes,
 )
 from captum_rise.evaluation.methods import check_method_names
+from captum_rise.evaluation.models import load_model
 from captum_rise.evaluation.runner import DEFAULT_METHODS, evaluate_dataset
-from captum_rise.imagenet import DEFAULT_MODEL, DEFAULT_WEIGHTS, load_classifier
+from captum_rise.imagenet import DEFAULT_MODEL, DEFAULT_WEIGHTS
 
 
 def method_list(text: str) -> list[str]:
@@ -51,8 +56,36 @@ def add_evaluate_parser(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "data", help="folder of images, searched recursively (ImageFolder layout works)"
     )
     evaluate.add_argument("--out", required=True, help="results folder (a rerun resumes it)")
-    evaluate.add_argument("--model", default=DEFAULT_MODEL, help="torchvision classifier name")
-    evaluate.add_argument("--weights", default=DEFAULT_WEIGHTS, help="torchvision weights name")
+    evaluate.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="a torchvision classifier name, package.module:factory (a function returning the "
+        "model, a forward or a captum_rise.evaluation.ModelSpec), an ONNX file (.onnx, run by "
+        "ONNX Runtime) or a TorchScript file (torch.jit.save); pickles are refused",
+    )
+    evaluate.add_argument(
+        "--weights", default=DEFAULT_WEIGHTS, help="torchvision weights name (torchvision names)"
+    )
+    evaluate.add_argument(
+        "--input-size",
+        type=positive_int,
+        default=224,
+        help="other models: centre crop of this size (224)",
+    )
+    evaluate.add_argument(
+        "--resize-size",
+        type=positive_int,
+        default=None,
+        help="other models: resize the shorter side to this first (input size * 256/224)",
+    )
+    evaluate.add_argument(
+        "--mean",
+        type=float_list,
+        default=None,
+        help="other models: per-channel mean the model expects, e.g. 0.485,0.456,0.406 "
+        "(images are explained as pixels in [0, 1]; the normalisation goes in front of the model)",
+    )
+    evaluate.add_argument("--std", type=float_list, default=None, help="with --mean")
     evaluate.add_argument(
         "--methods",
         type=method_list,
@@ -93,13 +126,22 @@ def run_evaluate(args: argparse.Namespace) -> None:
     class_map = read_class_map(args.class_map) if args.class_map else None
     boxes = read_boxes(args.boxes) if args.boxes else None
     images = ImageFiles(args.data, transform=lambda image: image, class_map=class_map)
+    if (args.mean is None) != (args.std is None):
+        raise ValueError("--mean and --std go together")
     device, created_group = _set_up_processes(args.device)
     try:
-        classifier = load_classifier(args.model, args.weights, device)
-        classifier.model.to(memory_format=torch.channels_last)
-        files = images.with_transform(lambda image: classifier.preprocess(image)[0])
+        loaded = load_model(
+            args.model,
+            device,
+            args.weights,
+            args.input_size,
+            args.resize_size,
+            args.mean,
+            args.std,
+        )
+        files = images.with_transform(lambda image: loaded.preprocess(image)[0])
         rows = evaluate_dataset(
-            classifier.model,
+            loaded.forward,
             files,
             args.out,
             args.methods,
@@ -107,12 +149,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
             n_masks=args.n_masks,
             n_designs=args.n_designs,
             seed=args.seed,
-            gradcam_layer=classifier.gradcam_layer(),
-            boxes=_input_boxes(files, boxes, classifier.resize_size, classifier.crop_size),
+            gradcam_layer=loaded.gradcam_layer,
+            boxes=_input_boxes(files, boxes, loaded.resize_size, loaded.crop_size),
             curve_steps=args.curve_steps,
             save_maps=args.save_maps,
-            memory_format=torch.channels_last,
-            model_name=f"{args.model}/{args.weights}",
+            memory_format=loaded.memory_format,
+            model_name=loaded.name,
         )
     finally:
         if created_group:

@@ -32,6 +32,7 @@ perturbation's jitter, KernelShap's coalitions).
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from captum.attr import KernelShap, Occlusion
@@ -91,16 +92,48 @@ def last_convolution(model: nn.Module) -> nn.Module:
     return convolutions[-1]
 
 
+WHITE_BOX_METHODS = ("meaningful_perturbation", "gradcam", "ig")
+"""Methods that take gradients (Grad-CAM also a layer's activations): torch models only."""
+
+
+def check_model_for_methods(names: Sequence[str], model: object) -> None:
+    """Raises a ValueError when a white-box method is asked of a model it cannot run on:
+    a forward that is not a torch module (an ONNX Runtime session, a server), or
+    Grad-CAM on a TorchScript module (which takes no forward hooks)."""
+    white_box = [n for n in names if n in WHITE_BOX_METHODS]
+    if white_box and not isinstance(model, nn.Module):
+        raise ValueError(
+            f"{', '.join(white_box)} need the gradients of a torch model; this model "
+            f"({type(model).__name__}) is a black box: use "
+            f"{', '.join(n for n in METHOD_NAMES if n not in WHITE_BOX_METHODS)}"
+        )
+    scripted = any(isinstance(m, torch.jit.ScriptModule) for m in _modules_of(model))
+    if "gradcam" in names and scripted:
+        raise ValueError("gradcam needs forward hooks, which a TorchScript model does not take")
+
+
+def _modules_of(model: object) -> list[object]:
+    return list(model.modules()) if isinstance(model, nn.Module) else []
+
+
 def make_methods(
     names: Sequence[str],
-    model: nn.Module,
+    model: Callable[..., Any],
     n_masks: int = 4000,
     n_designs: int = 1536,
     gradcam_layer: nn.Module | None = None,
 ) -> list[Method]:
     """The methods ``names`` for a classifier ``model`` returning ``(B, classes)`` logits
-    (or probabilities). ``gradcam_layer`` defaults to :func:`last_convolution`."""
+    (or probabilities): a torch module, or any forward for the black-box methods
+    (:func:`check_model_for_methods`). ``gradcam_layer`` defaults to
+    :func:`last_convolution`."""
+    check_model_for_methods(check_method_names(names), model)
     probs = probabilities(model)
+
+    def white_box() -> nn.Module:
+        """The torch model of the white-box methods (checked above)."""
+        assert isinstance(model, nn.Module)
+        return model
 
     def rise(x: Tensor, target: int, seed: int) -> Tensor:
         return rise_map(
@@ -116,14 +149,14 @@ def make_methods(
         return SobolAttribution(probs).attribute(x, target=target, seed=seed)[:, :1]
 
     def meaningful(x: Tensor, target: int, seed: int) -> Tensor:
-        return MeaningfulPerturbation(model).attribute(x, target=target, seed=seed)[:, :1]
+        return MeaningfulPerturbation(white_box()).attribute(x, target=target, seed=seed)[:, :1]
 
     def gradcam(x: Tensor, target: int, seed: int) -> Tensor:
-        layer = gradcam_layer if gradcam_layer is not None else last_convolution(model)
-        return gradcam_map(model, x, target, layer)
+        layer = gradcam_layer if gradcam_layer is not None else last_convolution(white_box())
+        return gradcam_map(white_box(), x, target, layer)
 
     def integrated_gradients(x: Tensor, target: int, seed: int) -> Tensor:
-        return integrated_gradients_map(model, x, target, n_steps=50)
+        return integrated_gradients_map(white_box(), x, target, n_steps=50)
 
     def occlusion(x: Tensor, target: int, seed: int) -> Tensor:
         window = max(1, round(min(x.shape[2:]) / 7))

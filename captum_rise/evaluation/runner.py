@@ -18,7 +18,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -29,7 +29,7 @@ from captum._utils.progress import NullProgress
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from captum_rise._forward import forward_output
+from captum_rise._forward import device_of, forward_output
 from captum_rise._progress import progress_bar
 from captum_rise._validation import check_int
 from captum_rise.batching import synchronize
@@ -90,7 +90,7 @@ def image_seed(run_seed: int, image_id: str) -> int:
 
 
 def evaluate_dataset(
-    model: nn.Module,
+    model: Callable[..., Any],
     dataset: Dataset[Any],
     out_dir: str | Path,
     methods: Sequence[str] = DEFAULT_METHODS,
@@ -121,7 +121,9 @@ def evaluate_dataset(
     Args:
         model: classifier in eval mode, ``(B, C, H, W)`` to ``(B, classes)``
             logits or probabilities, on the device to run on (under
-            ``torchrun`` with GPUs, this rank's GPU).
+            ``torchrun`` with GPUs, this rank's GPU); or any forward function
+            (an ONNX Runtime session's :class:`captum_rise.runtimes.OnnxRuntimeForward`,
+            numpy outputs) for the black-box methods, on the CPU.
         dataset: items ``(image (C, H, W), target)``; a target of None
             explains the model's top class. E.g.
             :class:`captum_rise.evaluation.ImageFiles` or a torchvision
@@ -178,7 +180,7 @@ def evaluate_dataset(
         if world_size > 1:
             dist.barrier()  # every rank has read what was done before any writes
 
-        device = next(model.parameters(), torch.empty(0)).device
+        device = device_of(model)
         bar = (
             progress_bar("images, all ranks", len(todo), unit="image")
             if show_progress and rank == 0
@@ -241,7 +243,7 @@ class _ImageRun:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Callable[..., Any],
         methods: Sequence[Method],
         out_dir: Path,
         device: torch.device,
