@@ -43,8 +43,11 @@ memory bound (:func:`chunk_bounds`):
    :data:`MAX_PROBE_SHARE` of it (then every size on the way is measured:
    cheap insurance on a CPU, whose curves turn up);
 4. a size measured is kept as the best only if it lowers the time per item
-   by more than :data:`MIN_GAIN`; the probe ends at the best size when the
-   size just measured is not better, or when no larger size pays. Fewer
+   by more than :data:`MIN_GAIN`; the probe ends at the best size when two
+   sizes measured in a row are not better (one may be noise: the second look,
+   at twice the size, is taken only if it costs at most
+   :data:`MAX_PROBE_SHARE` of the remaining work), or when no larger size
+   pays. Fewer
    items than a chunk (a tail, or work that fits in one chunk) run the
    cheapest way by the measured costs: one call at a size the model has met,
    padded with copies of the last item whose outputs are dropped; one call
@@ -184,6 +187,7 @@ class ChunkSizer:
         self._steady_seconds: dict[int, float] = {}  # fastest timed call per measured size
         self._first_seconds: dict[int, float] = {}  # the first call per size
         self._spread_seconds: dict[int, float] = {}  # timing noise: 2nd fastest - fastest
+        self._second_look = False  # a size after one that did not help is being measured
 
     def next_chunk(self, remaining: int) -> tuple[int, int]:
         """``(items, batch)`` of the next call: ``items`` of the ``remaining`` ones,
@@ -215,12 +219,31 @@ class ChunkSizer:
         seconds_per_item = self._steady_seconds[batch] / batch
         if seconds_per_item < self._best_seconds_per_item * (1.0 - MIN_GAIN):
             self.best_size, self._best_seconds_per_item = batch, seconds_per_item
+            self._second_look = False
             following = self._following_size(remaining)
             if following is not None:
                 self.size = following
                 return
+        elif not self._second_look and self._second_look_pays(remaining):
+            self._second_look = True  # one size that did not help may be noise: look once more
+            self.size = min(2 * self.size, self.limit)
+            return
         self.size = self.best_size
         self.probing = False
+
+    def _second_look_pays(self, remaining: int) -> bool:
+        """Whether twice the size just measured (which did not beat the best) is worth
+        measuring: it is within the memory bound and its one-off cost plus its timed
+        calls' excess over the best time per item is at most :data:`MAX_PROBE_SHARE`
+        of the remaining work at the best size."""
+        doubled = min(2 * self.size, self.limit)
+        if doubled == self.size or remaining <= 0:
+            return False
+        excess = TIMED_CALLS_PER_SIZE * max(
+            self.call_seconds(doubled) - doubled * self._best_seconds_per_item, 0.0
+        )
+        one_off = 0.0 if doubled in self.seen else self.new_size_seconds
+        return one_off + excess <= MAX_PROBE_SHARE * self.work_seconds(self.best_size, remaining)
 
     def _following_size(self, remaining: int) -> int | None:
         """The size to measure after :attr:`size` (just measured, the best so far),

@@ -1,5 +1,6 @@
 """Stand-ins and ground truth for checking the library: the automatic chunk size without a
-GPU, a toy language model, and exact Banzhaf values (:func:`exact_banzhaf`).
+GPU, a model server on the loopback address (:class:`ModelServer`), a toy language model,
+and exact Banzhaf values (:func:`exact_banzhaf`).
 
 :class:`GPUShapedClassifier` is a small classifier whose forward calls take
 time on a :class:`FakeClock` as a GPU's do: a fixed latency per call, a small
@@ -15,13 +16,18 @@ whatever the machine's load::
     clock.now, model.batch_sizes  # simulated seconds, distinct sizes met
 """
 
+import http.server
+import io
 import itertools
 import math
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -29,6 +35,7 @@ from captum_rise._forward import Blender
 from captum_rise.batching import OutOfMemoryError
 from captum_rise.hsic import kept_minus_dropped
 from captum_rise.masks import GroupIndex
+from captum_rise.runtimes import RuntimeForward
 
 EXACT_MAX_GROUPS = 16
 """:func:`exact_banzhaf` enumerates ``2 ** G`` subsets: at most this many groups."""
@@ -354,3 +361,95 @@ def exact_banzhaf(
     if scores.shape[1] != 1:
         raise ValueError(f"forward_func must return one score per input, got {scores.shape[1]}")
     return kept_minus_dropped(subsets, scores[:, 0])
+
+
+class ModelServer(http.server.ThreadingHTTPServer):
+    """Serves ``model`` over HTTP on the loopback address: POST a ``.npy`` batch to
+    :attr:`url`, get the ``.npy`` output back.
+
+    Each request waits ``latency`` seconds (a queue, a network, a busy GPU);
+    it takes at most ``max_batch`` images (more: HTTP 413) and at most
+    ``max_requests`` are served at once (others wait their turn). It counts
+    the requests and the most it served at once. Start it with :meth:`start`,
+    stop it with :meth:`stop`.
+    """
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        model: Callable[[Tensor], Tensor],
+        latency: float = 0.02,
+        max_batch: int = 8,
+        max_requests: int = 8,
+    ) -> None:
+        super().__init__(("127.0.0.1", 0), _ModelHandler)
+        self.model, self.latency, self.max_batch = model, latency, max_batch
+        self.slots = threading.Semaphore(max_requests)
+        self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = self.requests = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/predict"
+
+    def start(self) -> "ModelServer":
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def predict(self, batch: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """One request's output, after its latency, within the concurrency cap."""
+        with self.slots:
+            with self.lock:
+                self.requests += 1
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            time.sleep(self.latency)
+            with torch.no_grad():
+                output = self.model(torch.from_numpy(batch)).numpy()
+            with self.lock:
+                self.in_flight -= 1
+        return output
+
+
+class _ModelHandler(http.server.BaseHTTPRequestHandler):
+    server: ModelServer
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        batch = np.load(io.BytesIO(body))
+        if batch.shape[0] > self.server.max_batch:
+            self.send_error(413, f"at most {self.server.max_batch} images a request")
+            return
+        reply = io.BytesIO()
+        np.save(reply, self.server.predict(batch))
+        self.send_response(200)
+        self.send_header("Content-Length", str(reply.tell()))
+        self.end_headers()
+        self.wfile.write(reply.getvalue())
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+
+class ServerForward(RuntimeForward):
+    """A :class:`ModelServer` (or any server taking and returning ``.npy`` bodies) as a
+    forward: one request per at most ``max_batch_size`` images, safe to call from
+    several threads (``concurrent_calls``)."""
+
+    def __init__(self, url: str, max_batch_size: int, timeout: float = 60.0) -> None:
+        super().__init__()
+        self.url, self.timeout = url, timeout
+        self.max_batch_size, self.fixed_batch_size = max_batch_size, False
+        self.input_names, self.input_dtypes = ["images"], [np.float32]
+
+    def _run(self, feed: dict[str, np.ndarray[Any, Any]]) -> Any:
+        body = io.BytesIO()
+        np.save(body, feed["images"])
+        request = urllib.request.Request(self.url, data=body.getvalue(), method="POST")
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            return np.load(io.BytesIO(response.read()))

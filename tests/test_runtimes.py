@@ -1,11 +1,8 @@
 """Any forward, one contract: numpy and array-like outputs, runtime adapters (ONNX Runtime,
 OpenVINO, TorchScript), and calls kept in flight against a real HTTP model server."""
 
-import http.server
-import io
 import threading
 import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -21,7 +18,8 @@ from captum_rise import (
 )
 from captum_rise.batching import sizer_for
 from captum_rise.quantus_explain import explain
-from captum_rise.runtimes import RuntimeForward, as_output_tensor
+from captum_rise.runtimes import as_output_tensor
+from captum_rise.testing import ModelServer, ServerForward
 
 
 def _numpy_forward(model):
@@ -139,80 +137,11 @@ def test_concurrent_calls_give_the_same_map_in_any_order(tiny_convnet):
 # --- a real HTTP model server on the loopback address ---------------------------------
 
 
-class ModelServer(http.server.ThreadingHTTPServer):
-    """Serves ``model`` over HTTP: POST a ``.npy`` batch, get the ``.npy`` output.
-
-    Each request waits ``latency`` seconds (a queue, a network, a busy GPU), at most
-    ``max_batch`` images a request (more: 413) and ``max_requests`` served at once
-    (others wait their turn). Counts the requests it served concurrently."""
-
-    daemon_threads = True
-
-    def __init__(self, model, latency=0.02, max_batch=8, max_requests=8):
-        super().__init__(("127.0.0.1", 0), ModelHandler)
-        self.model, self.latency, self.max_batch = model, latency, max_batch
-        self.slots = threading.Semaphore(max_requests)
-        self.lock = threading.Lock()
-        self.in_flight = self.most_in_flight = self.requests = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/predict"
-
-
-class ModelHandler(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        server = self.server
-        batch = np.load(io.BytesIO(self.rfile.read(int(self.headers["Content-Length"]))))
-        if batch.shape[0] > server.max_batch:
-            self.send_error(413, f"at most {server.max_batch} images a request")
-            return
-        with server.slots:
-            with server.lock:
-                server.requests += 1
-                server.in_flight += 1
-                server.most_in_flight = max(server.most_in_flight, server.in_flight)
-            time.sleep(server.latency)
-            with torch.no_grad():
-                output = server.model(torch.from_numpy(batch)).numpy()
-            with server.lock:
-                server.in_flight -= 1
-        body = io.BytesIO()
-        np.save(body, output)
-        self.send_response(200)
-        self.send_header("Content-Length", str(body.tell()))
-        self.end_headers()
-        self.wfile.write(body.getvalue())
-
-    def log_message(self, *args):  # keep the test's output quiet
-        pass
-
-
-class ServerForward(RuntimeForward):
-    """A model server as a forward: the batch as a ``.npy`` body, at most ``max_batch_size``
-    images a request (the server's cap)."""
-
-    def __init__(self, url: str, max_batch_size: int) -> None:
-        super().__init__()
-        self.url, self.max_batch_size, self.fixed_batch_size = url, max_batch_size, False
-        self.input_names, self.input_dtypes = ["images"], [np.float32]
-
-    def _run(self, feed):
-        body = io.BytesIO()
-        np.save(body, feed["images"])
-        request = urllib.request.Request(self.url, data=body.getvalue(), method="POST")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return np.load(io.BytesIO(response.read()))
-
-
 @pytest.fixture
 def model_server(tiny_convnet):
-    server = ModelServer(tiny_convnet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = ModelServer(tiny_convnet).start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def test_a_model_server_runs_requests_in_parallel_with_the_same_map(model_server, tiny_convnet):
