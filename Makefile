@@ -89,6 +89,7 @@ benchmarks: $(DEV_STAMP)
 	$(PYTHON) benchmarks/faithfulness.py
 	$(PYTHON) benchmarks/evaluate_scaling.py
 	$(PYTHON) benchmarks/detection_speed.py
+	$(PYTHON) benchmarks/runtimes.py
 
 # On a machine with a CUDA device: the gpu tests, then the GPU benchmarks (fits one 8-minute call).
 gpu: $(DEV_STAMP)

@@ -16,8 +16,14 @@ Prints two figures (issue 3), then where RISE's time goes (issue 19):
    accumulating the scores; then ``RISE.attribute`` itself. What the stages
    outside the forwards add up to is the most the pipeline can cost over the
    model (on a GPU some of it overlaps the model's kernels).
+4. our own work per mask (issue 32): RISE with a forward that costs nothing (a
+   constant output), 224x224, N=``--n-free`` masks, in microseconds per mask:
+   the defaults as a fresh process's first call (its chunk sizes measured) and
+   second call, and a fixed chunk of 32. Target on 2 CPU cores: at most 150 us
+   with the defaults. Only this figure: ``--free-only``.
 
-Usage: ``python benchmarks/overhead.py [--device cpu|cuda] [--n-time 256] [--n-stages 8000]``
+Usage: ``python benchmarks/overhead.py [--device cpu|cuda] [--n-time 256] [--n-stages 8000]
+[--free-only]``
 """
 
 import argparse
@@ -158,6 +164,38 @@ def stage_times(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def free_forward_overhead(device: str, n_masks: int) -> dict[str, float]:
+    """Microseconds per mask of RISE around a forward that costs nothing, 224x224."""
+    x = torch.rand(1, 3, 224, 224, device=device)
+    scores = torch.full((4096, 10), 0.1, device=device)
+
+    def free(inputs: torch.Tensor) -> torch.Tensor:
+        return scores[: inputs.shape[0]]
+
+    def per_mask(chunk: int | None) -> float:
+        synchronize(torch.device(device))
+        start = time.perf_counter()
+        RISE(free).attribute(x, target=0, n_masks=n_masks, seed=0, perturbations_per_eval=chunk)
+        synchronize(torch.device(device))
+        return (time.perf_counter() - start) / n_masks * 1e6
+
+    return {
+        "defaults, first call": per_mask(None),
+        "defaults, second call": per_mask(None),
+        "fixed chunk of 32": per_mask(32),
+    }
+
+
+def print_free_forward_overhead(device: str, n_masks: int) -> None:
+    figures = free_forward_overhead(device, n_masks)
+    print(f"\nour own work per mask: a forward that costs nothing, 224x224, N={n_masks}, {device}")
+    print("| variant | us per mask | target |")
+    print("|---|---|---|")
+    for variant, micros in figures.items():
+        target = "<= 150 (2 CPU cores)" if variant.startswith("defaults") else ""
+        print(f"| {variant} | {micros:.0f} | {target} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -170,8 +208,14 @@ def main() -> None:
     parser.add_argument("--stage-model", default=None, help="resnet50 (CUDA), mobilenet_v2 (CPU)")
     parser.add_argument("--stage-dtype", default=None, help="bfloat16 (CUDA), float32 (CPU)")
     parser.add_argument("--stage-batch", type=int, default=None, help="masks per chunk")
+    parser.add_argument("--n-free", type=int, default=2000, help="masks, free forward")
+    parser.add_argument("--free-only", action="store_true", help="only the free-forward figure")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.free_only:
+        print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+        print_free_forward_overhead(args.device, args.n_free)
+        return
     batch = args.batch or (4 if args.device == "cpu" else 64)
     if args.child is not None:
         peak_memory_child(args.device, args.child, batch)
@@ -209,6 +253,7 @@ def main() -> None:
     for stage, seconds in stages.items():
         print(f"| {stage} | {seconds:.3f} | {seconds / limit:.3f} |")
     print(f"| stages outside the forwards, summed | {outside:.3f} | {outside / limit:.3f} |")
+    print_free_forward_overhead(args.device, args.n_free)
 
 
 if __name__ == "__main__":
