@@ -173,6 +173,16 @@ def test_a_model_server_runs_requests_in_parallel_with_the_same_map(model_server
 RUNTIME_ATOL = 1e-5
 
 
+def _assert_explains_like(method, forward, model, x, **kwargs):
+    """``method`` on ``forward`` gives ``model``'s attributions within RUNTIME_ATOL."""
+    torch.testing.assert_close(
+        method(forward).attribute(x, **kwargs),
+        method(model).attribute(x, **kwargs),
+        rtol=0,
+        atol=RUNTIME_ATOL,
+    )
+
+
 def _export_onnx(model, path, batch=None):
     """``model`` as an ONNX file with a dynamic batch (``batch`` None) or a fixed one."""
     x = torch.rand(batch or 2, 3, 16, 16)
@@ -207,18 +217,9 @@ def test_onnx_runtime_session_explains_like_the_torch_model(tiny_convnet, tmp_pa
     forward = OnnxRuntimeForward(session)
     x = torch.rand(2, 3, 16, 16)
     assert (forward(x) - tiny_convnet(x)).abs().max() < 1e-6
-    kwargs = dict(target=1, n_masks=128, seed=0)
-    expected = RISE(tiny_convnet).attribute(x, **kwargs)
-    torch.testing.assert_close(
-        RISE(forward).attribute(x, **kwargs), expected, rtol=0, atol=RUNTIME_ATOL
-    )
+    _assert_explains_like(RISE, forward, tiny_convnet, x, target=1, n_masks=128, seed=0)
     hsic = dict(target=1, n_designs=64, grid_size=4, seed=0)
-    torch.testing.assert_close(
-        HSICAttribution(forward).attribute(x, **hsic),
-        HSICAttribution(tiny_convnet).attribute(x, **hsic),
-        rtol=0,
-        atol=RUNTIME_ATOL,
-    )
+    _assert_explains_like(HSICAttribution, forward, tiny_convnet, x, **hsic)
 
 
 @pytest.mark.parametrize("fixed", [1, 4])
@@ -277,9 +278,4 @@ def test_a_torchscript_file_explains_like_the_eager_model(tiny_convnet, tmp_path
     loaded = torch.jit.load(str(path))
     x = torch.rand(2, 3, 16, 16)
     kwargs = dict(target=1, n_masks=128, seed=0, perturbations_per_eval=16)
-    torch.testing.assert_close(
-        RISE(loaded).attribute(x, **kwargs),
-        RISE(tiny_convnet).attribute(x, **kwargs),
-        rtol=0,
-        atol=RUNTIME_ATOL,
-    )
+    _assert_explains_like(RISE, loaded, tiny_convnet, x, **kwargs)
