@@ -50,9 +50,13 @@ def as_output_tensor(value: object, name: str = "the output of forward_func") ->
     if isinstance(value, Tensor):
         return value
     try:
-        array = np.asarray(value)
-        if array.dtype == object:
-            array = np.stack([np.asarray(item, dtype=np.float32) for item in value])  # type: ignore[attr-defined]
+        if isinstance(value, (list, tuple)):  # rows one by one: numpy may not read them at once
+            array = np.stack([np.asarray(item) for item in value])
+        else:
+            array = np.asarray(value)
+        if array.dtype == object:  # numbers held as objects (MTCNN's), rows of a sequence type
+            rows = [np.asarray(item, dtype=np.float32) for item in value]  # type: ignore[attr-defined]
+            array = np.stack(rows)
     except (TypeError, ValueError):
         array = np.empty(0, dtype=object)
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
