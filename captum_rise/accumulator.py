@@ -346,7 +346,7 @@ def _weighted_and_plain_sums(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tens
         weights = torch.cat([scores.reshape(n, -1), scores.new_ones(n, 1)], dim=1)
         both = weights.T @ flat[:, 0]  # (B*K + 1, P)
         return both[:-1], both[-1:]
-    return torch.einsum("nbk,nbp->bkp", scores, flat), flat.sum(dim=0)
+    return _weighted_sum(scores, mask), flat.sum(dim=0)
 
 
 def _weighted_sum(scores: Tensor, mask: Tensor) -> Tensor:

@@ -45,16 +45,15 @@ memory bound (:func:`chunk_bounds`):
 4. a size measured is kept as the best only if it lowers the time per item
    by more than :data:`MIN_GAIN`, or at all when the cost model chose it from
    two sizes or more (its prediction already weighed the gain against the
-   one-off cost; a runtime with a fixed cost per call, such as OpenVINO's 2.5
-   ms, gains 4 % from 16 to 27 images a call); the probe ends at the best size when two
-   sizes measured in a row are not better (one may be noise: the second look,
-   at twice the size, is taken only if it costs at most
+   one-off cost; a runtime with a fixed cost per call, such as OpenVINO's
+   2.5 ms, gains 4 % from 16 to 27 images a call); the probe ends at the best
+   size when two sizes measured in a row are not better (one may be noise:
+   the second look, at twice the size, is taken only if it costs at most
    :data:`MAX_PROBE_SHARE` of the remaining work), or when no larger size
-   pays. Fewer
-   items than a chunk (a tail, or work that fits in one chunk) run the
-   cheapest way by the measured costs: one call at a size the model has met,
-   padded with copies of the last item whose outputs are dropped; one call
-   at a new size; or calls at a smaller size met.
+   pays. Fewer items than a chunk (a tail, or work that fits in one chunk)
+   run the cheapest way by the measured costs: one call at a size the model
+   has met, padded with copies of the last item whose outputs are dropped;
+   one call at a new size; or calls at a smaller size met.
 
 On an out-of-memory error the chunk is halved and redone: no item is lost or
 counted twice. Every call at a size met for the first time, and every call

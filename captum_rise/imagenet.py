@@ -49,9 +49,7 @@ class ImageClassifier:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """``(1, 3, crop, crop)`` pixels in [0, 1] from a PIL image."""
-        image = TF.resize(image.convert("RGB"), self.resize_size)
-        image = TF.center_crop(image, self.crop_size)
-        return TF.to_tensor(image).unsqueeze(0)
+        return resize_and_crop(image, self.resize_size, self.crop_size)
 
     def gradcam_layer(self) -> nn.Module:
         """The last convolutional stage, the usual Grad-CAM layer."""
@@ -65,6 +63,15 @@ class ImageClassifier:
         if not convolutions:
             raise ModelLoadError(f"{self.name} has no convolution for Grad-CAM")
         return convolutions[-1]
+
+
+def resize_and_crop(image: Image.Image, resize_size: int, crop_size: int) -> torch.Tensor:
+    """``(1, 3, crop_size, crop_size)`` pixels in [0, 1]: the RGB image's shorter side
+    resized to ``resize_size``, then centre-cropped (torchvision's classification
+    preprocessing, without its normalisation)."""
+    image = TF.resize(image.convert("RGB"), resize_size)
+    image = TF.center_crop(image, crop_size)
+    return TF.to_tensor(image).unsqueeze(0)
 
 
 class Normalize(nn.Module):

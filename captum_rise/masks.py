@@ -44,7 +44,6 @@ ALWAYS_KEPT = -1
 padding, a region that must stay): RISE and HSIC keep them in every perturbation and
 give them attribution 0, since nothing is learned about what is never removed."""
 
-_INTERPOLATION_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 _SMOOTH_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
 
 

@@ -31,7 +31,7 @@ from captum_rise.evaluation.data import (
     resize_crop_boxes,
 )
 from captum_rise.evaluation.methods import check_method_names
-from captum_rise.evaluation.models import load_model
+from captum_rise.evaluation.models import check_normalization, load_model
 from captum_rise.evaluation.runner import DEFAULT_METHODS, evaluate_dataset
 from captum_rise.imagenet import DEFAULT_MODEL, DEFAULT_WEIGHTS
 
@@ -126,8 +126,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     class_map = read_class_map(args.class_map) if args.class_map else None
     boxes = read_boxes(args.boxes) if args.boxes else None
     images = ImageFiles(args.data, transform=lambda image: image, class_map=class_map)
-    if (args.mean is None) != (args.std is None):
-        raise ValueError("--mean and --std go together")
+    check_normalization(args.mean, args.std)
     device, created_group = _set_up_processes(args.device)
     try:
         loaded = load_model(

@@ -107,13 +107,11 @@ def check_model_for_methods(names: Sequence[str], model: object) -> None:
             f"({type(model).__name__}) is a black box: use "
             f"{', '.join(n for n in METHOD_NAMES if n not in WHITE_BOX_METHODS)}"
         )
-    scripted = any(isinstance(m, torch.jit.ScriptModule) for m in _modules_of(model))
+    scripted = isinstance(model, nn.Module) and any(
+        isinstance(m, torch.jit.ScriptModule) for m in model.modules()
+    )
     if "gradcam" in names and scripted:
         raise ValueError("gradcam needs forward hooks, which a TorchScript model does not take")
-
-
-def _modules_of(model: object) -> list[object]:
-    return list(model.modules()) if isinstance(model, nn.Module) else []
 
 
 def make_methods(

@@ -17,6 +17,7 @@ what to do instead. Images are explained as pixels in [0, 1] (a baseline of
 ``--std`` put the normalisation in front of it.
 """
 
+import functools
 import importlib
 import zipfile
 from collections.abc import Callable, Sequence
@@ -25,11 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor, nn
 
-from captum_rise.imagenet import DEFAULT_WEIGHTS, ModelLoadError, Normalize, load_classifier
+from captum_rise.imagenet import (
+    DEFAULT_WEIGHTS,
+    ModelLoadError,
+    Normalize,
+    load_classifier,
+    resize_and_crop,
+)
 from captum_rise.runtimes import OnnxRuntimeForward
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pth", ".ckpt", ".bin", ".joblib", ".npy", ".npz")
@@ -120,18 +126,24 @@ def load_model(
     resize_size = resize_size or round(crop_size * 256 / 224)
     if isinstance(model, nn.Module):
         model = model.eval().to(device)
-    if (mean is None) != (std is None):
-        raise ModelLoadError("--mean and --std go together")
+    check_normalization(mean, std)
     if mean is not None and std is not None:
         model = _normalized(model, mean, std, device)
     return LoadedModel(
         model,
-        preprocess or _resize_crop(resize_size, crop_size),
+        preprocess
+        or functools.partial(resize_and_crop, resize_size=resize_size, crop_size=crop_size),
         resize_size,
         crop_size,
         layer,
         spec,
     )
+
+
+def check_normalization(mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+    """Raises a :class:`ModelLoadError` unless ``mean`` and ``std`` are given together."""
+    if (mean is None) != (std is None):
+        raise ModelLoadError("--mean and --std go together")
 
 
 def _from_factory(spec: str) -> tuple[Callable[..., Any], Any, nn.Module | None]:
@@ -209,14 +221,6 @@ def _normalized(
     if isinstance(model, nn.Module):
         return nn.Sequential(normalize, model).eval()
     return lambda x: model(normalize(x))
-
-
-def _resize_crop(resize_size: int, crop_size: int) -> Callable[[Image.Image], Tensor]:
-    def preprocess(image: Image.Image) -> Tensor:
-        image = TF.center_crop(TF.resize(image.convert("RGB"), resize_size), crop_size)
-        return TF.to_tensor(image).unsqueeze(0)
-
-    return preprocess
 
 
 def _with_batch_dim(

@@ -15,6 +15,7 @@ import torch
 from quantus.helpers import warn
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 
+from captum_rise._forward import device_of
 from captum_rise.metrics.causal import SubstrateType, deletion, insertion
 
 _CITATION = (
@@ -143,7 +144,7 @@ class _CausalMetric(quantus.Metric[list[float]]):
     ) -> list[float]:
         """AUC per sample of one batch; ``model`` is Quantus' wrapped torch model."""
         torch_model = model.get_model()
-        device = next(torch_model.parameters(), torch.empty(0)).device
+        device = device_of(torch_model)
         apply_softmax = self.apply_softmax
         if apply_softmax is None:  # a score adapter's own choice (a similarity: none)
             apply_softmax = getattr(torch_model, "default_apply_softmax", None)
