@@ -3,6 +3,7 @@
     captum-rise explain IMAGE [--model NAME] [--target CLASS|top] [--n-masks N] [--out FILE]
     captum-rise demo [--out FILE]            # Grace Hopper's portrait, MobileNetV2
     captum-rise evaluate DATA --out DIR [--methods rise,gradcam,...]   # a whole folder
+    captum-rise report DIR [--open]          # its HTML report, rebuilt
 
 The figure shows the photo, the three saliency overlays and the deletion and
 insertion curves with their AUCs; the AUCs are also printed as a table.
@@ -19,7 +20,12 @@ from matplotlib.figure import Figure
 from captum_rise._argtypes import class_target, device_name, positive_int
 from captum_rise._progress import is_terminal, progress_bar
 from captum_rise.comparison import causal_curves, compare_methods
-from captum_rise.evaluation.command import add_evaluate_parser, run_evaluate
+from captum_rise.evaluation.command import (
+    add_evaluate_parser,
+    add_report_parser,
+    run_evaluate,
+    run_report,
+)
 from captum_rise.evaluation.results import ResultsWriteError
 from captum_rise.evaluation.runner import RunInProgressError
 from captum_rise.imagenet import (
@@ -53,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("image", help="path to a photo (any format PIL reads)")
     demo = commands.add_parser("demo", help="explain a built-in photo (Grace Hopper, matplotlib)")
     add_evaluate_parser(commands)
+    add_report_parser(commands)
     for sub, n_masks in ((explain, 4000), (demo, DEMO_N_MASKS)):
         sub.add_argument("--model", default=DEFAULT_MODEL, help="torchvision model name")
         sub.add_argument("--weights", default=DEFAULT_WEIGHTS, help="torchvision weights name")
@@ -84,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "evaluate":
             run_evaluate(args)
+        elif args.command == "report":
+            run_report(args)
         else:
             run(args, Path(args.image) if args.command == "explain" else demo_image_path())
     except (

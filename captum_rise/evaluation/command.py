@@ -3,7 +3,12 @@
     captum-rise evaluate DATA --out DIR [--model NAME|package.module:factory|FILE.onnx|FILE.pt]
         [--methods rise,hsic,...] [--input-size N] [--resize-size N] [--mean M,M,M --std S,S,S]
         [--n-images K] [--n-masks N] [--n-designs N] [--seed S] [--class-map FILE]
-        [--boxes FILE] [--curve-steps S] [--save-maps] [--device cpu|cuda]
+        [--boxes FILE] [--curve-steps S] [--save-maps] [--no-report] [--device cpu|cuda]
+
+    captum-rise report DIR [--open]
+
+The run writes the HTML report ``DIR/report/index.html``; ``captum-rise report``
+rebuilds it from a results folder (after a resumed or multi-process run).
 
 ``--model`` is a torchvision name, a factory, an ONNX file or a TorchScript file
 (:mod:`captum_rise.evaluation.models`; pickles are refused).
@@ -15,6 +20,7 @@ process). Every argument is checked before the model is loaded.
 
 import argparse
 import os
+import webbrowser
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +38,7 @@ from captum_rise.evaluation.data import (
 )
 from captum_rise.evaluation.methods import check_method_names
 from captum_rise.evaluation.models import check_normalization, load_model
+from captum_rise.evaluation.report import write_report
 from captum_rise.evaluation.runner import DEFAULT_METHODS, evaluate_dataset
 from captum_rise.imagenet import DEFAULT_MODEL, DEFAULT_WEIGHTS
 
@@ -118,6 +125,11 @@ def add_evaluate_parser(commands: "argparse._SubParsersAction[argparse.ArgumentP
     )
     evaluate.add_argument("--save-maps", action="store_true", help="save maps as .npz")
     evaluate.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not save thumbnails or write the HTML report DIR/report/index.html",
+    )
+    evaluate.add_argument(
         "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if available)"
     )
 
@@ -154,6 +166,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
             save_maps=args.save_maps,
             memory_format=loaded.memory_format,
             model_name=loaded.name,
+            class_names=loaded.class_names,
+            report=not args.no_report,
         )
     finally:
         if created_group:
@@ -163,6 +177,29 @@ def run_evaluate(args: argparse.Namespace) -> None:
         print(
             f"results: {Path(args.out) / 'results.csv'}, figure: {Path(args.out) / 'summary.png'}"
         )
+        if not args.no_report:
+            print(f"report: {(Path(args.out) / 'report' / 'index.html').resolve().as_uri()}")
+
+
+def add_report_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    report = commands.add_parser(
+        "report",
+        help="(re)build the HTML report of an evaluation run",
+        description="Build DIR/report/index.html from the results folder DIR of captum-rise "
+        "evaluate: the run, each method's AUCs, and every image with its maps and curves. "
+        "It opens from file:// and from a copied folder.",
+    )
+    report.add_argument("dir", help="the results folder (--out of captum-rise evaluate)")
+    report.add_argument("--open", action="store_true", help="open the report in a web browser")
+
+
+def run_report(args: argparse.Namespace) -> None:
+    if not Path(args.dir).is_dir():
+        raise ValueError(f"DIR must be a results folder, but {args.dir} is not a folder")
+    index = write_report(args.dir).resolve()
+    print(f"report: {index.as_uri()}")
+    if args.open:
+        webbrowser.open(index.as_uri())
 
 
 def _set_up_processes(device_arg: str | None) -> tuple[torch.device, bool]:

@@ -17,6 +17,7 @@ what to do instead. Images are explained as pixels in [0, 1] (a baseline of
 ``--std`` put the normalisation in front of it.
 """
 
+import dataclasses
 import functools
 import importlib
 import zipfile
@@ -55,11 +56,13 @@ class ModelSpec:
         preprocess: a PIL image to ``(1, C, H, W)`` or ``(C, H, W)`` pixels in
             [0, 1]; None: resize and centre crop by the command's options.
         gradcam_layer: Grad-CAM's layer (default: the last ``Conv2d``).
+        class_names: the class names by index, shown in the run's report.
     """
 
     model: Callable[..., Any]
     preprocess: Callable[[Image.Image], Tensor] | None = None
     gradcam_layer: nn.Module | None = None
+    class_names: Sequence[str] | None = None
 
 
 @dataclass
@@ -74,6 +77,7 @@ class LoadedModel:
         gradcam_layer: Grad-CAM's layer, or None for the last ``Conv2d``.
         name: recorded in the rows and in the summary.
         memory_format: of the images given to the methods.
+        class_names: the class names by index, or None where unknown.
     """
 
     forward: Callable[..., Any]
@@ -83,6 +87,7 @@ class LoadedModel:
     gradcam_layer: nn.Module | None
     name: str
     memory_format: torch.memory_format = torch.contiguous_format
+    class_names: Sequence[str] | None = None
 
 
 def load_model(
@@ -109,9 +114,9 @@ def load_model(
             runtime; the message says why and what to do.
     """
     if ":" in spec and not Path(spec).exists():
-        model, preprocess, layer = _from_factory(spec)
+        built = _from_factory(spec)
     elif spec.endswith(".onnx") or Path(spec).is_file():
-        model, preprocess, layer = _from_file(Path(spec), device), None, None
+        built = ModelSpec(_from_file(Path(spec), device))
     else:
         classifier = load_classifier(spec, weights, device)
         return LoadedModel(
@@ -122,8 +127,10 @@ def load_model(
             classifier.gradcam_layer(),
             f"{spec}/{weights}",
             torch.channels_last,
+            classifier.categories,
         )
     resize_size = resize_size or round(crop_size * 256 / 224)
+    model = built.model
     if isinstance(model, nn.Module):
         model = model.eval().to(device)
     check_normalization(mean, std)
@@ -131,12 +138,13 @@ def load_model(
         model = _normalized(model, mean, std, device)
     return LoadedModel(
         model,
-        preprocess
+        built.preprocess
         or functools.partial(resize_and_crop, resize_size=resize_size, crop_size=crop_size),
         resize_size,
         crop_size,
-        layer,
+        built.gradcam_layer,
         spec,
+        class_names=built.class_names,
     )
 
 
@@ -146,8 +154,8 @@ def check_normalization(mean: Sequence[float] | None, std: Sequence[float] | Non
         raise ModelLoadError("--mean and --std go together")
 
 
-def _from_factory(spec: str) -> tuple[Callable[..., Any], Any, nn.Module | None]:
-    """The model of ``package.module:factory``, its preprocessing and Grad-CAM layer."""
+def _from_factory(spec: str) -> ModelSpec:
+    """What ``package.module:factory`` returns, its preprocessing giving ``(1, C, H, W)``."""
     module_name, _, factory_name = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
@@ -159,13 +167,13 @@ def _from_factory(spec: str) -> tuple[Callable[..., Any], Any, nn.Module | None]
         ) from None
     built = factory()
     if isinstance(built, ModelSpec):
-        return built.model, _with_batch_dim(built.preprocess), built.gradcam_layer
+        return dataclasses.replace(built, preprocess=_with_batch_dim(built.preprocess))
     if not callable(built):
         raise ModelLoadError(
             f"--model {spec}: the factory returned {type(built).__name__}; it must return "
             "a model, a forward function or a captum_rise.evaluation.ModelSpec"
         )
-    return built, None, None
+    return ModelSpec(built)
 
 
 def _from_file(path: Path, device: torch.device) -> Callable[..., Any]:

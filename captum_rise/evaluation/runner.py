@@ -16,12 +16,14 @@ seed is :func:`image_seed` of the run's seed and the image's id.
 import contextlib
 import hashlib
 import json
+import platform
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
+import captum
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -29,12 +31,14 @@ from captum._utils.progress import NullProgress
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from captum_rise import __version__
 from captum_rise._forward import device_of, forward_output
 from captum_rise._progress import progress_bar
 from captum_rise._validation import check_int
 from captum_rise.batching import synchronize
 from captum_rise.evaluation.data import Box, box_region, image_ids_of
 from captum_rise.evaluation.methods import Method, make_methods
+from captum_rise.evaluation.report import write_report
 from captum_rise.evaluation.results import (
     Key,
     PartWriter,
@@ -45,6 +49,7 @@ from captum_rise.evaluation.results import (
     read_rows,
 )
 from captum_rise.evaluation.summary import write_summary
+from captum_rise.evaluation.thumbnails import REPORT_DIR, save_map, save_photo
 from captum_rise.metrics.causal import deletion, insertion
 from captum_rise.metrics.pointing import pointing_game
 
@@ -106,6 +111,8 @@ def evaluate_dataset(
     save_maps: bool = False,
     memory_format: torch.memory_format = torch.contiguous_format,
     model_name: str = "model",
+    class_names: Sequence[str] | None = None,
+    report: bool = True,
     show_progress: bool = True,
 ) -> list[Row] | None:
     """Explains every image with every method, scores the maps, and writes the results.
@@ -114,7 +121,10 @@ def evaluate_dataset(
     :data:`captum_rise.evaluation.results.COLUMNS`), ``summary.md`` and
     ``summary.png`` (:mod:`captum_rise.evaluation.summary`), ``run.json`` (the
     settings) and, with ``save_maps``, ``maps/<method>/<image id>.npz``
-    (compressed float32 ``(H, W)`` arrays under the key ``saliency``). A rerun
+    (compressed float32 ``(H, W)`` arrays under the key ``saliency``). With
+    ``report``, each image's photo and maps are saved as thumbnails as they are
+    made, and rank 0 writes the HTML report ``report/index.html`` at the end
+    (:func:`captum_rise.evaluation.write_report`). A rerun
     with the same settings skips the rows already done (failed rows are tried
     again); a rerun with other settings is refused.
 
@@ -143,6 +153,9 @@ def evaluate_dataset(
         memory_format: of the images given to the methods (``channels_last``
             runs convolutions faster on the CPU).
         model_name: recorded in the rows and in the summary.
+        class_names: the model's class names by index, shown in the report.
+        report: save thumbnails and write the HTML report (a few tens of kB
+            per image and method).
         show_progress: a progress bar of images over all ranks, on rank 0.
 
     Returns:
@@ -175,7 +188,7 @@ def evaluate_dataset(
             if any((image_id, m.name) not in done for m in chosen)
         ]
         if rank == 0:
-            _write_config(out_dir, config)
+            _write_config(out_dir, config, class_names)
             shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
         if world_size > 1:
             dist.barrier()  # every rank has read what was done before any writes
@@ -196,6 +209,7 @@ def evaluate_dataset(
             boxes,
             curve_steps,
             save_maps,
+            out_dir / REPORT_DIR if report else None,
             model_name,
             rank,
             seed,
@@ -235,6 +249,8 @@ def evaluate_dataset(
             **{f"{k} settings": v for k, v in config["methods"].items()},
         }
         write_summary(rows, out_dir, header)
+        if report:
+            write_report(out_dir)
         return rows
 
 
@@ -251,6 +267,7 @@ class _ImageRun:
         boxes: Mapping[str, Sequence[Box]] | None,
         curve_steps: int | None,
         save_maps: bool,
+        report_dir: Path | None,
         model_name: str,
         rank: int,
         run_seed: int,
@@ -263,6 +280,7 @@ class _ImageRun:
         self.boxes = boxes or {}
         self.curve_steps = curve_steps
         self.save_maps = save_maps
+        self.report_dir = report_dir
         self.model_name = model_name
         self.rank = rank
         self.run_seed = run_seed
@@ -281,6 +299,8 @@ class _ImageRun:
         except Exception as error:  # an unreadable image is a failed row, not a failed run
             return [self._failure(base, m, "", error) for m in pending]
         region = self._region(image_id, x)
+        if self.report_dir is not None:
+            save_photo(self.report_dir, image_id, x[0])
         rows = []
         for method in pending:
             try:
@@ -326,6 +346,8 @@ class _ImageRun:
             path = self.out_dir / "maps" / method.name / f"{base['image']}.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, saliency=saliency[0, 0].float().cpu().numpy())
+        if self.report_dir is not None:
+            save_map(self.report_dir, base["image"], method.name, saliency[0, 0])
         return {
             **base,
             "method": method.name,
@@ -395,13 +417,33 @@ def _check_same_settings(out_dir: Path, config: RunSettings) -> None:
         )
 
 
-def _write_config(out_dir: Path, config: RunSettings) -> None:
+def _write_config(
+    out_dir: Path, config: RunSettings, class_names: Sequence[str] | None = None
+) -> None:
+    """Writes the settings, with the versions and class names the report shows."""
     path = out_dir / CONFIG_FILE
     previous = json.loads(path.read_text()) if path.exists() else {}
-    merged = {**previous, **config, "methods": {**previous.get("methods", {}), **config["methods"]}}
+    merged = {
+        **previous,
+        **config,
+        "methods": {**previous.get("methods", {}), **config["methods"]},
+        "versions": _versions(),
+    }
+    if class_names is not None:
+        merged["class_names"] = list(class_names)
     temporary = out_dir / f".{CONFIG_FILE}.tmp"  # other ranks may be reading it
     temporary.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
     temporary.replace(path)
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "captum_rise": __version__,
+        "torch": torch.__version__,
+        "captum": captum.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _report_progress(out_dir: Path, rank: int, count: int, finished: bool) -> None:
