@@ -2,7 +2,8 @@
 
 :func:`evaluate_dataset` runs attribution methods over a dataset and writes
 deletion/insertion AUCs (and the pointing game, given boxes) per image and
-method to ``results.csv``, with a ``summary.md`` and ``summary.png``; the
+method to ``results.csv``, with a ``summary.md``, a ``summary.png`` and an HTML
+report, ``report/index.html`` (:func:`write_report`); the
 ``captum-rise evaluate`` command runs it on a folder of images, with a torchvision
 classifier, the user's own model (``package.module:factory``), an ONNX or a
 TorchScript file (:func:`load_model`).
@@ -11,6 +12,7 @@ TorchScript file (:func:`load_model`).
 from captum_rise.evaluation.data import ImageFiles, image_ids_of, read_boxes, read_class_map
 from captum_rise.evaluation.methods import METHOD_NAMES, make_methods
 from captum_rise.evaluation.models import ModelSpec, load_model
+from captum_rise.evaluation.report import write_report
 from captum_rise.evaluation.results import COLUMNS, ResultsWriteError
 from captum_rise.evaluation.runner import (
     DEFAULT_METHODS,
@@ -36,4 +38,5 @@ __all__ = [
     "make_methods",
     "read_boxes",
     "read_class_map",
+    "write_report",
 ]

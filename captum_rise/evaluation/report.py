@@ -132,7 +132,8 @@ def _write_image_data(report_dir: Path, image_id: str, rows: Sequence[Row]) -> N
 def map_disagreement(maps: Sequence[np.ndarray]) -> float | None:
     """How much maps of one image disagree: 1 minus their mean pairwise Spearman correlation.
 
-    Each ``(H, W)`` map is area-averaged to at most 32x32 first, so that the
+    Each ``(H, W)`` map is averaged over square blocks to at most 32 blocks a
+    side first (224x224 to 32x32 blocks of 7x7), so that the
     measure compares where the maps put their weight, not pixel noise. 0: the
     maps rank the regions alike; 1: unrelated; 2: opposite. None for fewer
     than two maps; a constant map counts as unrelated to the others.
@@ -145,11 +146,16 @@ def map_disagreement(maps: Sequence[np.ndarray]) -> float | None:
 
 
 def _pooled(values: np.ndarray) -> np.ndarray:
+    """Means over blocks of ``factor`` pixels a side, ``factor`` the least that brings the
+    longer side to at most :data:`DISAGREEMENT_SIDE` blocks."""
     height, width = values.shape
-    rows = np.array_split(np.arange(height), min(height, DISAGREEMENT_SIDE))
-    cols = np.array_split(np.arange(width), min(width, DISAGREEMENT_SIDE))
-    data = values.astype(float)
-    return np.array([[data[np.ix_(r, c)].mean() for c in cols] for r in rows])
+    factor = -(-max(height, width) // DISAGREEMENT_SIDE)
+    starts = [np.arange(0, n, factor) for n in (height, width)]
+    sums = np.add.reduceat(
+        np.add.reduceat(values.astype(float), starts[0], axis=0), starts[1], axis=1
+    )
+    counts = np.outer(*(np.diff(np.append(s, n)) for s, n in zip(starts, (height, width))))
+    return sums / counts
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:

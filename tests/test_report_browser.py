@@ -1,0 +1,266 @@
+"""The HTML report in a real browser: headless Chromium (Debian's ``chromium``) driven by
+Playwright with that executable (no browser download).
+
+Without Chromium or Playwright these tests skip; CI installs both and sets
+``CAPTUM_RISE_BROWSER_TESTS=required``, which turns a missing browser into a failure.
+``CAPTUM_RISE_SCREENSHOTS=DIR`` saves the screenshots of the real run's report there
+(the docs' pictures come from it).
+"""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from test_report import read_script, run_dir  # noqa: F401 (a fixture)
+
+from captum_rise import evaluation
+from captum_rise.evaluation.report import PAGE_FILES
+from captum_rise.evaluation.thumbnails import image_key
+
+CHROMIUM = os.environ.get("CAPTUM_RISE_CHROMIUM", "/usr/bin/chromium")
+# Headless on a closed network: no background connections, no GPU, a fresh profile.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1280, "height": 900}
+PAGE_SIZE = 50  # rows of the images table per page (report.js)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "Playwright is not installed (pip install playwright)"
+    if missing is None and not Path(CHROMIUM).exists():
+        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    if missing:
+        if os.environ.get("CAPTUM_RISE_BROWSER_TESTS") == "required":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page whose console errors and warnings and uncaught errors are collected
+    in ``page.problems``."""
+    context = browser.new_context(viewport=VIEWPORT)
+    tab = context.new_page()
+    tab.problems = []
+    tab.on(
+        "console",
+        lambda m: (
+            tab.problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None
+        ),
+    )
+    tab.on("pageerror", lambda error: tab.problems.append(f"uncaught: {error}"))
+    yield tab
+    context.close()
+
+
+def _open(page, report_dir: Path, route: str = "") -> None:
+    page.goto((report_dir / "index.html").as_uri() + route)
+    try:
+        page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+    except Exception as error:  # Playwright's TimeoutError: say what the page said
+        raise AssertionError(f"the report did not start: {page.problems}") from error
+
+
+def _results(out_dir: Path) -> list[dict[str, str]]:
+    with open(out_dir / "results.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _table(page) -> list[dict[str, str]]:
+    """The images table's rows on the current page, by column."""
+    return page.eval_on_selector_all(
+        "#images-table tbody tr",
+        """rows => rows.map(tr => Object.assign(
+            {image: tr.dataset.image, method: tr.dataset.method},
+            ...[...tr.querySelectorAll('td[data-column]')]
+                .map(td => ({[td.dataset.column]: td.textContent}))))""",
+    )
+
+
+def _images_loaded(page, selector: str) -> list[bool]:
+    return page.eval_on_selector_all(
+        selector, "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)"
+    )
+
+
+def check_report(page, out_dir: Path) -> None:
+    """What a user sees matches the results, and every control works."""
+    report_dir = out_dir / "report"
+    rows = _results(out_dir)
+    done = [r for r in rows if not r["error"]]
+    failed = [r for r in rows if r["error"]]
+    methods = sorted({r["method"] for r in rows})
+    data = read_script(report_dir / "data" / "run.js")
+    assert len(done) <= PAGE_SIZE  # the checks below read one page
+
+    # the overview: one line per method, its images and failures
+    _open(page, report_dir)
+    overview = page.eval_on_selector_all(
+        "#methods-table tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    assert [line[0] for line in overview] == methods
+    for line in overview:
+        assert int(line[1]) == sum(r["method"] == line[0] for r in done)
+        assert int(line[2]) == sum(r["method"] == line[0] for r in failed)
+    assert page.is_visible("#scatter") and page.is_visible("#mean-curves svg")
+
+    # the table: the numbers of results.csv
+    page.click("#nav-images")
+    shown = _table(page)
+    assert len(shown) == len(done)
+    by_key = {(r["image"], r["method"]): r for r in done}
+    for line in shown:
+        row = by_key[(line["image"], line["method"])]
+        assert line["deletion_auc"] == f"{float(row['deletion_auc']):.4f}"
+        assert line["insertion_auc"] == f"{float(row['insertion_auc']):.4f}"
+        assert line["seconds"] == f"{float(row['seconds']):.2f}"
+        assert line["target"].endswith(f"({row['target']})") or line["target"] == row["target"]
+        assert line["score"] == f"{float(row['deletion_curve'].split()[0]):.3f}"
+
+    # sorting by any column, both ways
+    for column, key in (("insertion_auc", float), ("deletion_auc", float), ("method", str)):
+        page.click(f"#images-table th[data-column={column}]")
+        values = [key(line[column]) for line in _table(page)]
+        assert values == sorted(values)
+        page.click(f"#images-table th[data-column={column}]")
+        values = [key(line[column]) for line in _table(page)]
+        assert values == sorted(values, reverse=True)
+
+    # filtering by method, and by the image's name
+    page.select_option("#method-filter", methods[-1])
+    assert {line["method"] for line in _table(page)} == {methods[-1]}
+    assert len(_table(page)) == sum(r["method"] == methods[-1] for r in done)
+    page.select_option("#method-filter", "")
+    first_image = done[0]["image"]
+    page.fill("#image-filter", first_image)
+    assert {line["image"] for line in _table(page)} == {first_image}
+    page.fill("#image-filter", "")
+
+    # the images where the methods disagree most, one click away
+    page.click("#sort-disagreement")
+    disagreement = {i["id"]: i["disagreement"] for i in data["images"]}
+    most = max((v, k) for k, v in disagreement.items() if v is not None)[1]
+    assert _table(page)[0]["image"] == most
+    values = [float(line["disagreement"]) for line in _table(page)]
+    assert values == sorted(values, reverse=True)
+
+    # an image's view: its photo, every method's map over it, the curves, its target
+    page.click(f"#images-table tbody tr[data-image='{most}']")
+    assert page.evaluate("location.hash") == f"#image={image_key(most)}"
+    page.wait_for_selector("#image-curves svg")
+    assert page.inner_text("#image-title") == most
+    mine = [r for r in done if r["image"] == most]
+    assert f"({mine[0]['target']})" in page.inner_text("#image-target")
+    page.wait_for_load_state("load")
+    assert page.eval_on_selector_all("#image-panels img.map", "i => i.length") == len(mine)
+    assert all(_images_loaded(page, "#image-panels img"))
+    series = page.eval_on_selector_all(
+        "#image-curves path", "paths => paths.map(p => p.dataset.series)"
+    )
+    assert sorted(series) == sorted(
+        f"{r['method']} {c}" for r in mine for c in ("deletion", "insertion")
+    )
+    for row in mine:
+        panel = page.inner_text(f"#image-panels [data-panel={row['method']}]")
+        assert f"deletion AUC {float(row['deletion_auc']):.4f}" in panel
+
+    # the scatter plot opens the image of the point clicked
+    page.click("#nav-overview")
+    box = {
+        k: float(v) for k, v in page.eval_on_selector("#scatter", "c => ({...c.dataset})").items()
+    }
+
+    def pixel(r):
+        fx = (float(r["deletion_auc"]) - box["xMin"]) / (box["xMax"] - box["xMin"])
+        fy = (float(r["insertion_auc"]) - box["yMin"]) / (box["yMax"] - box["yMin"])
+        return box["left"] + fx * box["plotWidth"], box["top"] + (1 - fy) * box["plotHeight"]
+
+    x, y = pixel(done[-1])
+    page.click("#scatter", position={"x": x, "y": y})
+    on_the_spot = {  # points drawn within a pixel of the click
+        image_key(r["image"]) for r in done if abs(pixel(r)[0] - x) + abs(pixel(r)[1] - y) < 1
+    }
+    assert page.evaluate("location.hash")[len("#image=") :] in on_the_spot
+
+    # the failures, with their messages
+    page.click("#nav-failures")
+    listed = page.eval_on_selector_all(
+        "#failures-table tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    assert sorted(listed) == sorted([r["image"], r["method"], r["error"]] for r in failed)
+    assert page.inner_text("#nav-failures") == f"Failures ({len(failed)})"
+    assert page.problems == []
+
+
+def test_the_report_of_a_small_run_in_a_browser(page, run_dir, tmp_path):  # noqa: F811
+    check_report(page, run_dir)
+    # a copied folder opens as well: every path in the report is relative
+    shutil.copytree(run_dir / "report", tmp_path / "copied" / "report")
+    shutil.copy(run_dir / "results.csv", tmp_path / "copied")
+    shutil.rmtree(run_dir / "report")
+    check_report(page, tmp_path / "copied")
+
+
+def test_a_report_without_its_data_says_so(page, tmp_path):
+    for name in PAGE_FILES:  # the page alone, without data/run.js
+        with resources.as_file(resources.files(evaluation) / "report_files" / name) as source:
+            shutil.copy(source, tmp_path / name)
+    page.goto((tmp_path / "index.html").as_uri())
+    page.wait_for_selector("#load-error:not([hidden])")
+    assert "captum-rise report DIR" in page.inner_text("#load-error")
+
+
+@pytest.mark.slow  # CI runs it (make test-slow): the real model and every method, about 80 s
+def test_the_report_of_a_real_run_in_a_browser(page, tmp_path):
+    """captum-rise evaluate on photos of scikit-image with rise,hsic,sobol,gradcam,ig,
+    MobileNetV2, an unreadable file among them."""
+    skimage_data = pytest.importorskip("skimage.data")
+    for folder, name in (("cat", "chelsea"), ("coffee", "coffee"), ("people", "astronaut")):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        Image.fromarray(getattr(skimage_data, name)()).save(
+            tmp_path / "data" / folder / f"{name}.png"
+        )
+    (tmp_path / "data" / "people" / "broken.jpg").write_bytes(b"\xff\xd8\xff not a photo")
+    command = [
+        sys.executable, "-m", "captum_rise", "evaluate", str(tmp_path / "data"),
+        "--out", str(tmp_path / "out"), "--methods", "rise,hsic,sobol,gradcam,ig",
+        "--n-masks", "300", "--n-designs", "64", "--curve-steps", "16",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "out" / "report" / "index.html").as_uri() in done.stdout
+    check_report(page, tmp_path / "out")
+    data = read_script(tmp_path / "out" / "report" / "data" / "run.js")
+    assert {i["target_name"] for i in data["images"]} >= {"espresso"}  # ImageNet's names
+    screenshots = os.environ.get("CAPTUM_RISE_SCREENSHOTS")
+    folder = Path(screenshots) if screenshots else tmp_path
+    _open(page, tmp_path / "out")
+    page.screenshot(path=folder / "report_overview.png", full_page=True)
+    _open(page, tmp_path / "out", f"#image={image_key('people/astronaut.png')}")
+    page.wait_for_selector("#image-curves svg")
+    page.wait_for_load_state("load")
+    page.screenshot(path=folder / "report_image.png", full_page=True)
+    with Image.open(folder / "report_image.png") as shot:
+        assert shot.width == VIEWPORT["width"] and len(set(shot.convert("L").getdata())) > 50
+    assert page.problems == []
