@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +180,19 @@ def test_a_stopped_run_resumes_without_repeating_or_missing_rows(images, tmp_pat
     for row in resumed:  # rows done before the stop were kept, not redone
         if (row["image"], row["method"]) in before:
             assert row["seconds"] == before[(row["image"], row["method"])]["seconds"]
+    _assert_report_rebuilds(tmp_path / "out", tmp_path / "full")
+
+
+def _assert_report_rebuilds(out_dir: Path, expected_dir: Path) -> None:
+    """``captum-rise report`` rebuilds the run's own report to the byte, and it shows what
+    the report of ``expected_dir`` (a run in one go, on one process) shows."""
+    from test_report import assert_same_report, report_files  # it imports this module
+
+    written = report_files(out_dir / "report")
+    shutil.rmtree(out_dir / "report" / "data")
+    assert main(["report", str(out_dir)]) == 0
+    assert report_files(out_dir / "report") == written
+    assert_same_report(out_dir / "report", expected_dir / "report")
 
 
 def test_a_rerun_with_other_settings_is_refused(images, tmp_path):
@@ -291,6 +305,7 @@ def test_two_ranks_write_the_one_rank_results(images, tmp_path):
     _assert_same_results(two, one)
     assert {r["rank"] for r in two} == {"0", "1"}
     assert "ranks: 2" in (tmp_path / "two" / "summary.md").read_text()
+    _assert_report_rebuilds(tmp_path / "two", tmp_path / "one")
 
 
 @pytest.mark.slow  # CI runs it (make test-slow)
@@ -322,3 +337,16 @@ def test_the_command_under_torchrun_on_a_real_classifier(tmp_path):
     assert {r["rank"] for r in rows} == {"0", "1"} and all(r["error"] == "" for r in rows)
     assert [r["pointing_hit"] != "" for r in rows] == [True, True, False, False]
     assert "| rise | 2 | 0 |" in done.stdout  # rank 0 prints the summary
+    # the report holds both ranks' pictures, and captum-rise report rebuilds it to the byte
+    from test_report import read_script, report_files  # it imports this module
+
+    report = tmp_path / "out" / "report"
+    assert (report / "index.html").as_uri() in done.stdout
+    data = read_script(report / "data" / "run.js")
+    assert [i["target_name"] for i in data["images"]] == ["tabby", "espresso"]  # 281, 967
+    assert all(e[data["row_fields"].index("map_low")] is not None for e in data["rows"])
+    written = report_files(report)
+    assert len([name for name in written if name.startswith("assets/")]) == 2 * 3
+    shutil.rmtree(report / "data")
+    assert main(["report", str(tmp_path / "out")]) == 0
+    assert report_files(report) == written
