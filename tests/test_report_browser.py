@@ -159,6 +159,7 @@ def check_report(page, out_dir: Path) -> None:
 
     # the images where the methods disagree most, one click away
     page.click("#sort-disagreement")
+    page.wait_for_selector("th[data-column=disagreement][aria-sort=descending]")
     disagreement = {i["id"]: i["disagreement"] for i in data["images"]}
     most = max((v, k) for k, v in disagreement.items() if v is not None)[1]
     assert _table(page)[0]["image"] == most
@@ -255,9 +256,9 @@ def test_the_report_of_a_real_run_in_a_browser(page, tmp_path):
     assert {i["target_name"] for i in data["images"]} >= {"espresso"}  # ImageNet's names
     screenshots = os.environ.get("CAPTUM_RISE_SCREENSHOTS")
     folder = Path(screenshots) if screenshots else tmp_path
-    _open(page, tmp_path / "out")
+    _open(page, tmp_path / "out" / "report")
     page.screenshot(path=folder / "report_overview.png", full_page=True)
-    _open(page, tmp_path / "out", f"#image={image_key('people/astronaut.png')}")
+    _open(page, tmp_path / "out" / "report", f"#image={image_key('people/astronaut.png')}")
     page.wait_for_selector("#image-curves svg")
     page.wait_for_load_state("load")
     page.screenshot(path=folder / "report_image.png", full_page=True)

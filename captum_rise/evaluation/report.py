@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+from scipy.stats import rankdata
 
-from captum_rise.evaluation.results import Row, is_success, parse_curve, read_rows
+from captum_rise.evaluation.results import CONFIG_FILE, Row, is_success, parse_curve, read_rows
 from captum_rise.evaluation.summary import BOOTSTRAP_RESAMPLES, CONFIDENCE, summarise
 from captum_rise.evaluation.thumbnails import (
     REPORT_DIR,
@@ -140,7 +141,7 @@ def map_disagreement(maps: Sequence[np.ndarray]) -> float | None:
     """
     if len(maps) < 2:
         return None
-    ranks = [_ranks(_pooled(m)) for m in maps]
+    ranks = [rankdata(_pooled(m).ravel()) for m in maps]  # ties share their mean rank
     correlations = [_correlation(a, b) for a, b in itertools.combinations(ranks, 2)]
     return float(1 - np.mean(correlations))
 
@@ -158,18 +159,6 @@ def _pooled(values: np.ndarray) -> np.ndarray:
     return sums / counts
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks of the flattened values, ties sharing their mean rank."""
-    flat = values.ravel()
-    order = np.argsort(flat, kind="stable")
-    ranks = np.empty(flat.size)
-    ranks[order] = np.arange(flat.size)
-    _, inverse = np.unique(flat, return_inverse=True)
-    sums = np.bincount(inverse.ravel(), weights=ranks)
-    counts = np.bincount(inverse.ravel())
-    return (sums / counts)[inverse.ravel()]
-
-
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a - a.mean(), b - b.mean()
     norm = float(np.sqrt((a @ a) * (b @ b)))
@@ -177,7 +166,7 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _read_config(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / "run.json"
+    path = out_dir / CONFIG_FILE
     return json.loads(path.read_text()) if path.exists() else {}
 
 

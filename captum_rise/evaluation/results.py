@@ -50,6 +50,8 @@ Row = dict[str, str]
 Key = tuple[str, str]
 
 RESULTS_FILE = "results.csv"
+CONFIG_FILE = "run.json"
+"""The run's settings (compared on resuming), with the versions and class names."""
 PARTS_DIR = "parts"
 
 

@@ -40,6 +40,7 @@ from captum_rise.evaluation.data import Box, box_region, image_ids_of
 from captum_rise.evaluation.methods import Method, make_methods
 from captum_rise.evaluation.report import write_report
 from captum_rise.evaluation.results import (
+    CONFIG_FILE,
     Key,
     PartWriter,
     Row,
@@ -55,7 +56,6 @@ from captum_rise.metrics.pointing import pointing_game
 
 DEFAULT_METHODS = ("rise", "hsic", "gradcam", "ig", "occlusion")
 LOCK_FILE = ".lock-rank-{rank}"
-CONFIG_FILE = "run.json"
 PROGRESS_DIR = ".progress"
 POLL_SECONDS = 0.2
 

@@ -243,7 +243,7 @@
   // One pair of axes: x from 0 to 1 (fraction of pixels), y over the values.
   function lineChart(container, series) {
     container.textContent = "";
-    const width = 460, height = 300, left = 46, right = 10, top = 10, bottom = 36;
+    const width = 460, height = 300, left = 46, right = 18, top = 10, bottom = 36;
     const values = series.flatMap((s) => s.values);
     const yMin = least(values, 0), yMax = most(values, 1e-9);
     const px = (x) => left + x * (width - left - right);
@@ -285,7 +285,10 @@
     filter.addEventListener("change", () => { state.method = filter.value; state.page = 0; drawImages(); });
     const search = document.getElementById("image-filter");
     search.addEventListener("input", () => { state.search = search.value.toLowerCase(); state.page = 0; drawImages(); });
-    document.getElementById("sort-disagreement").addEventListener("click", () => { location.hash = "images/disagreement"; });
+    document.getElementById("sort-disagreement").addEventListener("click", () => {
+      sortByDisagreement(); // at once: the hash's route runs later, and does the same
+      location.hash = "images/disagreement";
+    });
     document.getElementById("page-previous").addEventListener("click", () => { state.page -= 1; drawImages(); });
     document.getElementById("page-next").addEventListener("click", () => { state.page += 1; drawImages(); });
     const header = document.querySelector("#images-table thead tr");
@@ -301,6 +304,12 @@
       }
       header.append(th);
     }
+  }
+
+  function sortByDisagreement() {
+    state.sort = { key: "disagreement", descending: true };
+    state.page = 0;
+    drawImages();
   }
 
   function shownRows() {
@@ -467,9 +476,7 @@
       drawImage(hash.slice("image=".length));
     } else if (hash === "images/disagreement") {
       view = "images";
-      state.sort = { key: "disagreement", descending: true };
-      state.page = 0;
-      drawImages();
+      sortByDisagreement();
     } else if (hash === "images" || hash === "failures") {
       view = hash;
     }
