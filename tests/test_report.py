@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from scipy.stats import spearmanr
-from test_evaluation import SETTINGS, BoxModel, _dataset, _write_images
+from test_evaluation import BOX, SETTINGS, BoxModel, _dataset, _write_images
 
 from captum_rise.cli import main
 from captum_rise.evaluation import evaluate_dataset, write_report
@@ -72,15 +72,17 @@ def assert_same_report(report_dir: Path, expected_dir: Path) -> None:
 
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
-    """A BoxModel run over 4 images and an unreadable file, with the report."""
+    """A BoxModel run over 4 images (2 with boxes) and an unreadable file, with the report."""
     _write_images(tmp_path / "data")
     (tmp_path / "data" / "broken.jpg").write_text("not a photo")
+    y0, y1, x0, x1 = BOX
     evaluate_dataset(
         BoxModel(),
         _dataset(tmp_path / "data"),
         tmp_path / "out",
         METHODS,
         class_names=["bright box", "nothing"],
+        boxes={"dogs/image0.png": [(x0, y0, x1, y1)], "cats/image1.png": [(x0, y0, x1, y1)]},
         **SETTINGS,
     )
     return tmp_path / "out"
@@ -170,7 +172,9 @@ def test_the_report_holds_what_results_csv_holds(run_dir):
             continue
         for column in ("deletion_auc", "insertion_auc", "seconds"):
             assert entry[column] == float(row[column])
-        assert entry["error"] is None and entry["pointing_hit"] is None
+        hit = None if row["pointing_hit"] == "" else int(row["pointing_hit"])
+        assert entry["error"] is None and entry["pointing_hit"] == hit
+        assert (hit is not None) == (row["image"] in ("dogs/image0.png", "cats/image1.png"))
         _, low, high = read_map(map_path(report, row["image"], row["method"]))
         assert (entry["map_low"], entry["map_high"]) == (low, high) and low <= high
         curves = read_script(
@@ -194,7 +198,7 @@ def test_the_report_holds_what_results_csv_holds(run_dir):
         d, i = s["deletion"], s["insertion"]
         assert (
             f"| {method} | 4 | 1 | {d[0]:.4f} [{d[1]:.4f}, {d[2]:.4f}] | "
-            f"{i[0]:.4f} [{i[1]:.4f}, {i[2]:.4f}] |" in markdown
+            f"{i[0]:.4f} [{i[1]:.4f}, {i[2]:.4f}] | {s['pointing']:.3f} |" in markdown
         )
     assert data["run"]["versions"]["captum_rise"] and data["run"]["failed_rows"] == 3
     assert data["run"]["model"] == "model" and data["run"]["seed"] == 0

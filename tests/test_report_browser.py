@@ -121,8 +121,11 @@ def check_report(page, out_dir: Path) -> None:
     )
     assert [line[0] for line in overview] == methods
     for line in overview:
-        assert int(line[1]) == sum(r["method"] == line[0] for r in done)
+        mine = [r for r in done if r["method"] == line[0]]
+        assert int(line[1]) == len(mine)
         assert int(line[2]) == sum(r["method"] == line[0] for r in failed)
+        hits = [int(r["pointing_hit"]) for r in mine if r["pointing_hit"]]
+        assert line[5] == (f"{sum(hits) / len(hits):.3f}" if hits else "\u2013")  # an en dash
     assert page.is_visible("#scatter") and page.is_visible("#mean-curves svg")
 
     # the table: the numbers of results.csv
@@ -135,6 +138,7 @@ def check_report(page, out_dir: Path) -> None:
         assert line["deletion_auc"] == f"{float(row['deletion_auc']):.4f}"
         assert line["insertion_auc"] == f"{float(row['insertion_auc']):.4f}"
         assert line["seconds"] == f"{float(row['seconds']):.2f}"
+        assert line["pointing_hit"] == {"": "", "1": "hit", "0": "miss"}[row["pointing_hit"]]
         assert line["target"].endswith(f"({row['target']})") or line["target"] == row["target"]
         assert line["score"] == f"{float(row['deletion_curve'].split()[0]):.3f}"
 

@@ -245,7 +245,8 @@
     container.textContent = "";
     const width = 460, height = 300, left = 46, right = 18, top = 10, bottom = 36;
     const values = series.flatMap((s) => s.values);
-    const yMin = least(values, 0), yMax = most(values, 1e-9);
+    const yMin = least(values, 0);
+    const yMax = yMin >= 0 && most(values, 0) <= 1 ? 1 : most(values, 1e-9); // probabilities: 0 to 1
     const px = (x) => left + x * (width - left - right);
     const py = (y) => top + (1 - (y - yMin) / (yMax - yMin)) * (height - top - bottom);
     const svg = svgElement("svg", { class: "chart", width, height, viewBox: "0 0 " + width + " " + height });
