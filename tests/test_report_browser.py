@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 from pathlib import Path
 
@@ -82,6 +83,13 @@ def _open(page, report_dir: Path, route: str = "") -> None:
         raise AssertionError(f"the report did not start: {page.problems}") from error
 
 
+def _fixed(text: str | float, digits: int) -> str:
+    """A number as JavaScript's ``toFixed`` writes it: the double's exact value rounded half
+    away from zero (Python's format rounds half to even: 0.125 gives 0.12 there, 0.13 here)."""
+    exact = Decimal(float(text))
+    return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
 def _results(out_dir: Path) -> list[dict[str, str]]:
     with open(out_dir / "results.csv", newline="") as file:
         return list(csv.DictReader(file))
@@ -125,7 +133,7 @@ def check_report(page, out_dir: Path) -> None:
         assert int(line[1]) == len(mine)
         assert int(line[2]) == sum(r["method"] == line[0] for r in failed)
         hits = [int(r["pointing_hit"]) for r in mine if r["pointing_hit"]]
-        assert line[5] == (f"{sum(hits) / len(hits):.3f}" if hits else "\u2013")  # an en dash
+        assert line[5] == (_fixed(sum(hits) / len(hits), 3) if hits else "\u2013")  # en dash
     assert page.is_visible("#scatter") and page.is_visible("#mean-curves svg")
 
     # the table: the numbers of results.csv
@@ -135,12 +143,12 @@ def check_report(page, out_dir: Path) -> None:
     by_key = {(r["image"], r["method"]): r for r in done}
     for line in shown:
         row = by_key[(line["image"], line["method"])]
-        assert line["deletion_auc"] == f"{float(row['deletion_auc']):.4f}"
-        assert line["insertion_auc"] == f"{float(row['insertion_auc']):.4f}"
-        assert line["seconds"] == f"{float(row['seconds']):.2f}"
+        assert line["deletion_auc"] == _fixed(row["deletion_auc"], 4)
+        assert line["insertion_auc"] == _fixed(row["insertion_auc"], 4)
+        assert line["seconds"] == _fixed(row["seconds"], 2)
         assert line["pointing_hit"] == {"": "", "1": "hit", "0": "miss"}[row["pointing_hit"]]
         assert line["target"].endswith(f"({row['target']})") or line["target"] == row["target"]
-        assert line["score"] == f"{float(row['deletion_curve'].split()[0]):.3f}"
+        assert line["score"] == _fixed(row["deletion_curve"].split()[0], 3)
 
     # sorting by any column, both ways
     for column, key in (("insertion_auc", float), ("deletion_auc", float), ("method", str)):
@@ -165,7 +173,7 @@ def check_report(page, out_dir: Path) -> None:
     page.click("#sort-disagreement")
     page.wait_for_selector("th[data-column=disagreement][aria-sort=descending]")
     disagreement = {i["id"]: i["disagreement"] for i in data["images"]}
-    most = max((v, k) for k, v in disagreement.items() if v is not None)[1]
+    most = min((-v, k) for k, v in disagreement.items() if v is not None)[1]  # ties: by name
     assert _table(page)[0]["image"] == most
     values = [float(line["disagreement"]) for line in _table(page)]
     assert values == sorted(values, reverse=True)
@@ -188,7 +196,7 @@ def check_report(page, out_dir: Path) -> None:
     )
     for row in mine:
         panel = page.inner_text(f"#image-panels [data-panel={row['method']}]")
-        assert f"deletion AUC {float(row['deletion_auc']):.4f}" in panel
+        assert f"deletion AUC {_fixed(row['deletion_auc'], 4)}" in panel
 
     # the scatter plot opens the image of the point clicked
     page.click("#nav-overview")
