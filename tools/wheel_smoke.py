@@ -1,7 +1,7 @@
 """Smoke test of an installed captum_rise wheel, run from outside the source tree (make package).
 
-Checks that the package imports from site-packages, ships py.typed, runs RISE on a table, and
-installs the ``captum-rise`` command.
+Checks that the package imports from site-packages, ships py.typed and the report's page, runs
+RISE on a table, and installs the ``captum-rise`` command.
 """
 
 import importlib.resources
@@ -19,6 +19,9 @@ def main() -> int:
     location = Path(captum_rise.__file__).resolve()
     assert "site-packages" in location.parts, f"imported from the source tree: {location}"
     assert importlib.resources.files("captum_rise").joinpath("py.typed").is_file(), "no py.typed"
+    page = importlib.resources.files("captum_rise.evaluation").joinpath("report_files")
+    for name in ("index.html", "report.js", "report.css"):
+        assert page.joinpath(name).is_file(), f"the wheel lacks the report's {name}"
     model = torch.nn.Linear(12, 3)
     saliency = RISE(lambda x: torch.softmax(model(x), dim=1)).attribute(
         torch.rand(2, 12), target=0, n_masks=64, seed=0

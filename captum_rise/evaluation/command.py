@@ -40,6 +40,7 @@ from captum_rise.evaluation.methods import check_method_names
 from captum_rise.evaluation.models import check_normalization, load_model
 from captum_rise.evaluation.report import write_report
 from captum_rise.evaluation.runner import DEFAULT_METHODS, evaluate_dataset
+from captum_rise.evaluation.thumbnails import REPORT_DIR
 from captum_rise.imagenet import DEFAULT_MODEL, DEFAULT_WEIGHTS
 
 
@@ -56,7 +57,8 @@ def add_evaluate_parser(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "evaluate",
         help="explain and score a folder of images (deletion, insertion, pointing game)",
         description="Explain every image of DATA with each method and score the maps with "
-        "deletion and insertion AUCs; writes DIR/results.csv, summary.md and summary.png. "
+        "deletion and insertion AUCs; writes DIR/results.csv, summary.md, summary.png and the "
+        "HTML report DIR/report/index.html. "
         "Under torchrun, the images are shared by the processes.",
     )
     evaluate.add_argument(
@@ -178,7 +180,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
             f"results: {Path(args.out) / 'results.csv'}, figure: {Path(args.out) / 'summary.png'}"
         )
         if not args.no_report:
-            print(f"report: {(Path(args.out) / 'report' / 'index.html').resolve().as_uri()}")
+            print(f"report: {(Path(args.out) / REPORT_DIR / 'index.html').resolve().as_uri()}")
 
 
 def add_report_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
