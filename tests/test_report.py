@@ -238,3 +238,25 @@ def test_no_report_and_no_results_are_clear(tmp_path, capsys):
     data = read_script(tmp_path / "out" / "report" / "data/run.js")
     assert not any(i["photo"] for i in data["images"])
     assert all(e[data["row_fields"].index("map_low")] is None for e in data["rows"])
+
+
+def test_a_thumbnail_that_cannot_be_written_fails_its_row_and_is_retried(tmp_path, monkeypatch):
+    from captum_rise.evaluation import runner
+
+    def save_or_fail(report_dir, image_id, method, saliency):
+        if method == "rise":
+            raise OSError(28, "No space left on device")
+        save_map(report_dir, image_id, method, saliency)
+
+    _write_images(tmp_path / "data")
+    arguments = (BoxModel(), _dataset(tmp_path / "data"), tmp_path / "out", ["gradcam", "rise"])
+    monkeypatch.setattr(runner, "save_map", save_or_fail)
+    rows = evaluate_dataset(*arguments, n_images=1, **SETTINGS)
+    assert [(r["method"], r["error"]) for r in rows] == [
+        ("gradcam", ""),
+        ("rise", "OSError: [Errno 28] No space left on device"),
+    ]
+    monkeypatch.undo()  # space freed: the rerun redoes the failed row only
+    rows = evaluate_dataset(*arguments, n_images=1, **SETTINGS)
+    assert [r["error"] for r in rows] == ["", ""]
+    assert map_path(tmp_path / "out" / "report", rows[1]["image"], "rise").exists()

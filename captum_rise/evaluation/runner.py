@@ -296,11 +296,11 @@ class _ImageRun:
         }
         try:
             x, target = self._load(dataset, index)
+            if self.report_dir is not None:
+                save_photo(self.report_dir, image_id, x[0])
         except Exception as error:  # an unreadable image is a failed row, not a failed run
             return [self._failure(base, m, "", error) for m in pending]
         region = self._region(image_id, x)
-        if self.report_dir is not None:
-            save_photo(self.report_dir, image_id, x[0])
         rows = []
         for method in pending:
             try:
