@@ -37,6 +37,7 @@ from captum_rise.evaluation.thumbnails import (
     map_path,
     photo_path,
     read_map,
+    sharded_path,
 )
 
 PAGE_FILES = ("index.html", "report.js", "report.css")
@@ -116,18 +117,17 @@ def write_report(out_dir: str | Path) -> Path:
 
 def _write_image_data(report_dir: Path, image_id: str, rows: Sequence[Row]) -> None:
     """``data/images/<shard>/<key>.js``: the image's deletion and insertion curves per method."""
-    key = image_key(image_id)
-    curves = {
+    curves = {  # as results.csv holds them: 5 significant digits
         r["method"]: {
-            "deletion": _numbers(parse_curve(r["deletion_curve"])),
-            "insertion": _numbers(parse_curve(r["insertion_curve"])),
+            "deletion": parse_curve(r["deletion_curve"]).tolist(),
+            "insertion": parse_curve(r["insertion_curve"]).tolist(),
         }
         for r in rows
         if is_success(r)
     }
-    path = report_dir / DATA_DIR / "images" / key[:2] / f"{key}.js"
+    path = sharded_path(report_dir / DATA_DIR / "images", image_id, ".js")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_script(path, "captumRiseReportImage", {"key": key, "curves": curves})
+    _write_script(path, "captumRiseReportImage", {"key": image_key(image_id), "curves": curves})
 
 
 def map_disagreement(maps: Sequence[np.ndarray]) -> float | None:
@@ -195,9 +195,7 @@ def _summaries(rows: Sequence[Row], config: dict[str, Any]) -> list[dict[str, An
             "insertion": list(s.insertion),
             "pointing": s.pointing,
             "seconds_per_image": s.seconds_per_image,
-            "seconds": sum(
-                float(r["seconds"]) for r in rows if r["method"] == s.method and is_success(r)
-            ),
+            "seconds": s.seconds_per_image * s.n_images,
             "settings": settings.get(s.method, {}),
             "deletion_curve": _numbers(s.deletion_curve),
             "insertion_curve": _numbers(s.insertion_curve),

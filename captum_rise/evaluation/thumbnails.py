@@ -30,14 +30,19 @@ def image_key(image_id: str) -> str:
     return hashlib.sha1(image_id.encode()).hexdigest()[:16]
 
 
-def photo_path(report_dir: Path, image_id: str) -> Path:
+def sharded_path(folder: Path, image_id: str, suffix: str) -> Path:
+    """``folder/<shard>/<key><suffix>``: the shard, the key's first two hex digits, keeps
+    a large run's folders to a few hundred files each (report.js builds the same paths)."""
     key = image_key(image_id)
-    return report_dir / ASSETS_DIR / key[:2] / f"{key}.jpg"
+    return folder / key[:2] / f"{key}{suffix}"
+
+
+def photo_path(report_dir: Path, image_id: str) -> Path:
+    return sharded_path(report_dir / ASSETS_DIR, image_id, ".jpg")
 
 
 def map_path(report_dir: Path, image_id: str, method: str) -> Path:
-    key = image_key(image_id)
-    return report_dir / ASSETS_DIR / key[:2] / f"{key}.{method}.png"
+    return sharded_path(report_dir / ASSETS_DIR, image_id, f".{method}.png")
 
 
 def _shrink(image: Tensor) -> Tensor:

@@ -60,8 +60,13 @@
     return COLOURS[state.run.methods.indexOf(method) % COLOURS.length];
   }
 
+  // folder/<shard>/<key><suffix>, as thumbnails.sharded_path writes them
+  function shardedPath(folder, key, suffix) {
+    return folder + "/" + key.slice(0, 2) + "/" + key + suffix;
+  }
+
   function assetPath(key, suffix) {
-    return "assets/" + key.slice(0, 2) + "/" + key + suffix;
+    return shardedPath("assets", key, suffix);
   }
 
   // Math.min(...values) overflows the stack for a large run's values
@@ -455,7 +460,7 @@
   function withCurves(key, draw, fail) {
     if (state.curves.has(key)) { draw(state.curves.get(key)); return; }
     state.waiting.set(key, draw);
-    const script = element("script", { src: "data/images/" + key.slice(0, 2) + "/" + key + ".js" });
+    const script = element("script", { src: shardedPath("data/images", key, ".js") });
     script.addEventListener("error", () => { state.waiting.delete(key); fail(); });
     document.body.append(script);
   }
