@@ -31,7 +31,7 @@ from captum_rise._validation import (
     check_target,
     format_baselines,
 )
-from captum_rise.batching import ChunkSizer, run_in_chunks, sizer_for
+from captum_rise.batching import ChunkSizer, deterministic_chunk, run_in_chunks, sizer_for
 from captum_rise.distributed import ProcessGroup, all_reduce, group_rank_and_size, share
 from captum_rise.masks import CellMaskSampler, DesignMaskSampler, GroupIndex, GroupMaskSampler
 
@@ -63,6 +63,10 @@ class Perturbations:
             and counted in ``unit``.
         concurrent_calls: forward calls kept in flight at once
             (:func:`captum_rise.batching.run_in_chunks`).
+        block: the sink sums items in blocks of this many (a power of two,
+            :func:`captum_rise.accumulator.sum_block`): the ranks' shares start
+            at multiples of it, and of a fixed chunk that is a power of two, so a
+            group makes the calls and sums of one process.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class Perturbations:
         label: str = "",
         unit: str = "it",
         concurrent_calls: int = 1,
+        block: int = 1,
     ) -> None:
         self.forward_func = forward_func
         self.inputs = inputs
@@ -91,6 +96,7 @@ class Perturbations:
         self.show_progress = show_progress
         self.label, self.unit = label, unit
         self.concurrent_calls = check_int("concurrent_calls", concurrent_calls)
+        self.block = block
 
     def begin(self, lo: int, hi: int, batch: int) -> Callable[[], Chunk]:
         """Items ``lo .. hi - 1`` as one call of ``batch >= hi - lo`` perturbations
@@ -100,8 +106,16 @@ class Perturbations:
         return lambda: (self.scorer(self.blender(masks, batch), hi - lo, batch), masks)
 
     def share(self, lo: int, hi: int) -> tuple[int, int]:
-        """This rank's contiguous share of items ``lo .. hi - 1``."""
-        first, last = share(hi - lo, self.rank, self.world_size)
+        """This rank's contiguous share of items ``lo .. hi - 1`` (``lo`` a multiple of
+        :attr:`block`), aligned to the blocks and to a fixed chunk."""
+        unit = self.block
+        if self.world_size > 1:
+            chunk = self.perturbations_per_eval
+            if chunk is None and torch.are_deterministic_algorithms_enabled():
+                chunk = deterministic_chunk(self._sizer())
+            if chunk is not None and chunk & (chunk - 1) == 0:  # a power of two
+                unit = max(unit, chunk)
+        first, last = share(hi - lo, self.rank, self.world_size, unit)
         return lo + first, lo + last
 
     def progress(self, total: int) -> Progress:

@@ -1,6 +1,9 @@
-"""Running sums of score-weighted masks, mergeable across workers."""
+"""Running sums of score-weighted masks, mergeable across workers, the same bits whatever the
+chunks and ranks."""
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -21,6 +24,49 @@ def check_normalization(normalization: str, p_keep: float) -> None:
         raise ValueError("normalization='difference' needs p_keep < 1 (some masks drop)")
 
 
+BUFFER_BYTES = 64 * 2**20
+"""The most bytes of masks one block of sums holds by default (:func:`sum_block`)."""
+
+SUM_BLOCK = 64
+"""Masks ``k * SUM_BLOCK .. (k + 1) * SUM_BLOCK - 1`` are summed together, by one matmul
+per input, whatever chunks they came in (:class:`SaliencyAccumulator`)."""
+
+
+def sum_block(mask_shapes: Sequence[tuple[int, ...]], dtype: torch.dtype, buffer_bytes: int) -> int:
+    """Masks per block of sums: :data:`SUM_BLOCK`, halved while a block's masks of
+    ``mask_shapes`` (``(Bm, *rest_i)`` per input) in ``dtype`` exceed ``buffer_bytes``.
+    A power of two, so blocks tile rounds and ranks' shares aligned to any larger one."""
+    item_bytes = sum(math.prod(shape) for shape in mask_shapes) * dtype.itemsize
+    block = SUM_BLOCK
+    while block > 1 and block * item_bytes > buffer_bytes:
+        block //= 2
+    return block
+
+
+@dataclass
+class _Node:
+    """The sums of masks ``lo .. hi - 1``: a block (``level`` 0), the sum of two sibling
+    nodes of ``level - 1`` (:func:`_siblings`), or, when not ``complete``, part of a block."""
+
+    lo: int
+    hi: int
+    level: int
+    complete: bool
+    sums: list[Tensor]
+
+
+def _siblings(left: _Node, right: _Node, block: int) -> bool:
+    """Whether ``left`` and ``right`` are the two halves of one node of the binary tree
+    over blocks ``0, 1, 2, ...``: complete, of one level, adjacent, ``left`` first."""
+    return (
+        left.complete
+        and right.complete
+        and left.level == right.level
+        and left.hi == right.lo
+        and (left.lo // block) % (2 ** (left.level + 1)) == 0
+    )
+
+
 class SaliencyAccumulator:
     """Accumulates ``sum_n f_n * M_n``, ``sum_n M_n`` and ``sum_n f_n`` for a tuple of inputs.
 
@@ -29,15 +75,18 @@ class SaliencyAccumulator:
     The sums are kept at the masks' resolution, so a mask broadcast over
     channels costs no channel memory.
 
-    Chunks are added with one matmul per input, which gives the mask sums too
-    (a column of ones beside the scores). A flush reads the masks and
-    rewrites the ``(B, K, ...)`` sums, so chunks are buffered until they hold
-    at least as many masks as the sums have rows (``B * K``, times ``R + 1``
-    with replicates), or ``buffer_bytes`` of masks: with one score per
-    example every chunk is added at once, while its masks are still in the
-    cache; with many outputs (``K`` = 1000 classes) and small chunks, memory
-    traffic is bounded by the masks'. Memory stays bounded by the buffer,
-    whatever ``N`` is.
+    **The same bits whatever the chunks.** Masks are numbered (``first`` in
+    :meth:`add`): masks ``k * S .. (k + 1) * S - 1`` (``S``: :func:`sum_block`)
+    are summed as one block, by one matmul per input (a column of ones beside
+    the scores gives the mask sums too), once the block is complete, whatever
+    chunks brought them; and blocks are added in a fixed binary tree over their
+    numbers (pairwise summation: blocks ``2j`` and ``2j + 1``, then pairs of
+    those, ...). So the sums do not depend on how the masks were chunked, nor on
+    which rank of a process group summed which blocks: :meth:`all_reduce` and
+    :meth:`merge` rebuild the same tree from the ranks' subtrees, and give the
+    single-process sums to the bit. The tree keeps at most one subtree per level,
+    ``log2(N / S) + 1`` sums in all; memory does not grow with ``N`` beyond that.
+
     Scores are checked to be finite when the sums are read (:meth:`saliency`,
     :meth:`relative_standard_error`): the accumulator never waits for the
     device while chunks are added.
@@ -59,7 +108,7 @@ class SaliencyAccumulator:
         n_outputs: ``K``, the number of scores per example.
         mask_shapes: ``(Bm, *rest_i)`` per input.
         device, dtype: of the sums.
-        buffer_bytes: masks held before they are added to the sums.
+        buffer_bytes: the most bytes of masks a block holds (:func:`sum_block`).
         replicates: ``R`` (0: no error tracking).
     """
 
@@ -70,7 +119,7 @@ class SaliencyAccumulator:
         mask_shapes: Sequence[tuple[int, ...]],
         device: torch.device,
         dtype: torch.dtype = torch.float32,
-        buffer_bytes: int = 64 * 2**20,
+        buffer_bytes: int = BUFFER_BYTES,
         replicates: int = 0,
     ) -> None:
         if replicates == 1 or replicates < 0:
@@ -78,134 +127,234 @@ class SaliencyAccumulator:
         self.batch_size = batch_size
         self.n_outputs = n_outputs
         self.mask_shapes = [tuple(s) for s in mask_shapes]
-        self.weighted_sums: list[Tensor] = [
-            torch.zeros(batch_size, n_outputs, *shape[1:], device=device, dtype=dtype)
-            for shape in self.mask_shapes
-        ]
-        self.mask_sums: list[Tensor] = [
-            torch.zeros(shape, device=device, dtype=dtype) for shape in self.mask_shapes
-        ]
-        self.score_sums = torch.zeros(batch_size, n_outputs, device=device, dtype=dtype)
+        self.device, self.dtype = device, dtype
         self.replicates = replicates
-        # per replicate: (R, B, K, *rest) weighted sums and (R, Bm, *rest) mask sums per
-        # input, (R, B, K) score sums and the number of masks
-        self.replicate_sums: list[Tensor] = [
-            torch.zeros(replicates, *w.shape, device=device, dtype=dtype)
-            for w in (self.weighted_sums if replicates else [])
-        ]
-        self.replicate_mask_sums: list[Tensor] = [
-            torch.zeros(replicates, *m.shape, device=device, dtype=dtype)
-            for m in (self.mask_sums if replicates else [])
-        ]
-        self.replicate_score_sums = torch.zeros(
-            replicates, batch_size, n_outputs, device=device, dtype=dtype
-        )
-        self.replicate_counts = torch.zeros(replicates, device=device, dtype=dtype)
+        self.block = sum_block(self.mask_shapes, dtype, buffer_bytes)
         self.n_masks = 0
         self._scores_finite = torch.ones((), dtype=torch.bool, device=device)
-        self.buffer_bytes = buffer_bytes
-        self._pending_scores: list[Tensor] = []
-        self._pending_masks: list[tuple[Tensor, ...]] = []
-        self._pending_replicates: list[Tensor] = []
-        self._pending_bytes = 0
-        self._pending_count = 0
-        self._rows = batch_size * n_outputs * (1 + replicates)
+        self._nodes: list[_Node] = []  # the tree's subtrees, in mask order
+        # chunks of masks pending_lo .. pending_hi - 1 of a block not yet complete
+        self._pending: list[tuple[Tensor, tuple[Tensor, ...], Tensor | None]] = []
+        self._pending_lo = self._pending_hi = 0
+        self._total: list[Tensor] | None = None  # the sums, until the next add
 
+    # -- the sums, by name ------------------------------------------------------------
+    @property
+    def weighted_sums(self) -> list[Tensor]:
+        """``(B, K, *rest_i)`` per input: ``sum_n f_n M_n``."""
+        return self._sums()[: len(self.mask_shapes)]
+
+    @property
+    def mask_sums(self) -> list[Tensor]:
+        """``(Bm, *rest_i)`` per input: ``sum_n M_n``."""
+        n = len(self.mask_shapes)
+        return self._sums()[n : 2 * n]
+
+    @property
+    def score_sums(self) -> Tensor:
+        """``(B, K)``: ``sum_n f_n``."""
+        return self._sums()[2 * len(self.mask_shapes)]
+
+    @property
+    def replicate_sums(self) -> list[Tensor]:
+        """``(R, B, K, *rest_i)`` per input: the weighted sums of each replicate."""
+        n = len(self.mask_shapes)
+        return self._sums()[2 * n + 1 : 3 * n + 1] if self.replicates else []
+
+    @property
+    def replicate_mask_sums(self) -> list[Tensor]:
+        """``(R, Bm, *rest_i)`` per input: the mask sums of each replicate."""
+        n = len(self.mask_shapes)
+        return self._sums()[3 * n + 1 : 4 * n + 1] if self.replicates else []
+
+    @property
+    def replicate_score_sums(self) -> Tensor:
+        """``(R, B, K)``: the score sums of each replicate."""
+        return self._sums()[4 * len(self.mask_shapes) + 1]
+
+    @property
+    def replicate_counts(self) -> Tensor:
+        """``(R,)``: the masks of each replicate."""
+        return self._sums()[4 * len(self.mask_shapes) + 2]
+
+    # -- adding masks -----------------------------------------------------------------
     def add(
-        self, scores: Tensor, masks: tuple[Tensor, ...], replicates: Tensor | None = None
+        self,
+        scores: Tensor,
+        masks: tuple[Tensor, ...],
+        replicates: Tensor | None = None,
+        first: int | None = None,
     ) -> None:
-        """Add a chunk: ``scores`` ``(n, B, K)``, ``masks[i]`` ``(n, Bm, *rest_i)``, and
-        with error tracking the ``(n,)`` replicate of every mask."""
-        if self.replicates:
-            if replicates is None:
-                raise ValueError("an accumulator with replicates needs each mask's replicate")
-            self._pending_replicates.append(replicates)
-        self._pending_scores.append(scores)
-        self._pending_masks.append(masks)
-        self._pending_bytes += sum(m.numel() * m.element_size() for m in masks)
-        self._pending_count += scores.shape[0]
+        """Add a chunk: ``scores`` ``(n, B, K)``, ``masks[i]`` ``(n, Bm, *rest_i)``, with
+        error tracking the ``(n,)`` replicate of every mask, and ``first``: the number
+        of the chunk's first mask (default: right after the last chunk added)."""
+        if self.replicates and replicates is None:
+            raise ValueError("an accumulator with replicates needs each mask's replicate")
+        first = self._pending_hi if first is None else first
+        if self._pending and first != self._pending_hi:
+            self._push(self._take(self._pending_hi - self._pending_lo))  # a block left partial
+        if not self._pending:
+            self._pending_lo = self._pending_hi = first
+        self._pending.append((scores, masks, replicates if self.replicates else None))
+        self._pending_hi += scores.shape[0]
         self.n_masks += scores.shape[0]
-        if self._pending_bytes >= self.buffer_bytes or self._pending_count >= self._rows:
-            self._flush()
+        self._total = None
+        while self._pending_hi >= self._block_end(self._pending_lo):
+            self._push(self._take(self._block_end(self._pending_lo) - self._pending_lo))
 
-    def _flush(self) -> None:
-        """Adds the buffered chunks to the sums, with one matmul per input."""
-        if not self._pending_scores:
-            return
-        scores = torch.cat(self._pending_scores).to(self.weighted_sums[0].dtype)
-        # a chunk as large as the buffer (a GPU's) is used as it is, not copied
-        masks = tuple(
-            parts[0] if len(parts) == 1 else torch.cat(parts) for parts in zip(*self._pending_masks)
-        )
-        self._pending_scores, self._pending_masks = [], []
-        self._pending_bytes = self._pending_count = 0
+    def _block_end(self, index: int) -> int:
+        """The first mask after the block of mask ``index``."""
+        return (index // self.block + 1) * self.block
+
+    def _take(self, count: int) -> _Node:
+        """The sums of the first ``count`` pending masks, which leave the buffer."""
+        taken: list[tuple[Tensor, tuple[Tensor, ...], Tensor | None]] = []
+        needed = count
+        while needed:
+            scores, masks, labels = self._pending[0]
+            n = scores.shape[0]
+            if n <= needed:
+                taken.append(self._pending.pop(0))
+                needed -= n
+                continue
+            taken.append((scores[:needed], tuple(m[:needed] for m in masks), _head(labels, needed)))
+            self._pending[0] = (scores[needed:], tuple(m[needed:] for m in masks), _tail(labels, needed))
+            needed = 0
+        lo = self._pending_lo
+        self._pending_lo += count
+        complete = lo % self.block == 0 and count == self.block
+        return _Node(lo, lo + count, 0, complete, self._block_sums(taken))
+
+    def _block_sums(
+        self, chunks: list[tuple[Tensor, tuple[Tensor, ...], Tensor | None]]
+    ) -> list[Tensor]:
+        """The sums of the masks of ``chunks`` (weighted, mask and score sums per input,
+        then the replicates'), one matmul per input."""
+        scores = _cat([c[0] for c in chunks]).to(self.dtype)
+        masks = tuple(_cat(list(parts)) for parts in zip(*(c[1] for c in chunks)))
         self._scores_finite &= torch.isfinite(scores).all()
-        self.score_sums += scores.sum(dim=0)
-        if self.replicates:
-            # (n, R): the scores of replicate r sit in column r, zeros elsewhere
-            labels = torch.cat(self._pending_replicates)
-            self._pending_replicates = []
-            one_hot = torch.nn.functional.one_hot(labels, self.replicates).to(scores.dtype)
-            self.replicate_counts += one_hot.sum(dim=0)
-            self.replicate_score_sums += torch.einsum("nbk,nr->rbk", scores, one_hot)
-            by_replicate = (scores[:, :, :, None] * one_hot[:, None, None, :]).flatten(2)
-        for i, (mask_sum, mask) in enumerate(zip(self.mask_sums, masks)):
+        weighted_sums, mask_sums = [], []
+        for shape, mask in zip(self.mask_shapes, masks):
             mask = mask.to(scores.dtype)
             weighted, summed = _weighted_and_plain_sums(scores, mask)
-            self.weighted_sums[i] += weighted.reshape(self.weighted_sums[i].shape)
-            mask_sum += summed.reshape(mask_sum.shape)
-            if self.replicates:
-                sums = _weighted_sum(by_replicate, mask)  # (B, K * R, P) or (B * K * R, P)
-                shape = self.weighted_sums[i].shape
-                sums = sums.reshape(shape[0], shape[1], self.replicates, *shape[2:])
-                self.replicate_sums[i] += sums.movedim(2, 0)
-                flat = mask.reshape(mask.shape[0], -1)
-                self.replicate_mask_sums[i] += (one_hot.T @ flat).reshape(
-                    self.replicate_mask_sums[i].shape
-                )
+            weighted_sums.append(weighted.reshape(self.batch_size, self.n_outputs, *shape[1:]))
+            mask_sums.append(summed.reshape(shape))
+        sums = [*weighted_sums, *mask_sums, scores.sum(dim=0)]
+        if not self.replicates:
+            return sums
+        # (n, R): the scores of replicate r sit in column r, zeros elsewhere
+        labels = _cat([c[2] for c in chunks if c[2] is not None])
+        one_hot = torch.nn.functional.one_hot(labels, self.replicates).to(scores.dtype)
+        by_replicate = (scores[:, :, :, None] * one_hot[:, None, None, :]).flatten(2)
+        replicate_sums, replicate_mask_sums = [], []
+        for shape, mask in zip(self.mask_shapes, masks):
+            mask = mask.to(scores.dtype)
+            weighted = _weighted_sum(by_replicate, mask)  # (B, K * R, P) or (B * K * R, P)
+            weighted = weighted.reshape(self.batch_size, self.n_outputs, self.replicates, -1)
+            replicate_sums.append(weighted.movedim(2, 0).reshape(self.replicates, *sums[0].shape[:2], *shape[1:]))
+            flat = mask.reshape(mask.shape[0], -1)
+            replicate_mask_sums.append((one_hot.T @ flat).reshape(self.replicates, *shape))
+        replicate_scores = torch.einsum("nbk,nr->rbk", scores, one_hot)
+        return [*sums, *replicate_sums, *replicate_mask_sums, replicate_scores, one_hot.sum(dim=0)]
+
+    def _push(self, node: _Node) -> None:
+        """Adds ``node`` after the others, joining siblings as they complete (the tree)."""
+        self._nodes.append(node)
+        while len(self._nodes) >= 2 and _siblings(self._nodes[-2], self._nodes[-1], self.block):
+            right, left = self._nodes.pop(), self._nodes.pop()
+            joined = [a + b for a, b in zip(left.sums, right.sums)]
+            self._nodes.append(_Node(left.lo, right.hi, left.level + 1, True, joined))
+
+    def _with_pending(self) -> list[_Node]:
+        """The subtrees, and the pending masks' sums as a last, partial node (left pending)."""
+        if not self._pending:
+            return list(self._nodes)
+        chunks = list(self._pending)
+        pending = _Node(self._pending_lo, self._pending_hi, 0, False, self._block_sums(chunks))
+        return [*self._nodes, pending]
+
+    def _sums(self) -> list[Tensor]:
+        """All the sums: the subtrees and the pending masks, added in mask order."""
+        if self._total is None:
+            nodes = self._with_pending()
+            if not nodes:
+                return self._zeros()
+            total = nodes[0].sums
+            for node in nodes[1:]:
+                total = [a + b for a, b in zip(total, node.sums)]
+            self._total = total
+        return self._total
+
+    def _zeros(self) -> list[Tensor]:
+        """Sums of no masks."""
+        zeros = lambda *shape: torch.zeros(shape, device=self.device, dtype=self.dtype)
+        sums = [zeros(self.batch_size, self.n_outputs, *s[1:]) for s in self.mask_shapes]
+        sums += [zeros(*s) for s in self.mask_shapes]
+        sums.append(zeros(self.batch_size, self.n_outputs))
+        if not self.replicates:
+            return sums
+        r = self.replicates
+        sums += [zeros(r, *w.shape) for w in sums[: len(self.mask_shapes)]]
+        sums += [zeros(r, *s) for s in self.mask_shapes]
+        return [*sums, zeros(r, self.batch_size, self.n_outputs), zeros(r)]
+
+    # -- combining accumulators -------------------------------------------------------
+    def _check_like(self, other: "SaliencyAccumulator") -> None:
+        if (other.batch_size, other.n_outputs, other.mask_shapes, other.replicates) != (
+            self.batch_size,
+            self.n_outputs,
+            self.mask_shapes,
+            self.replicates,
+        ) or other.block != self.block:
+            raise ValueError("cannot merge accumulators of different shapes")
 
     def merge(self, other: "SaliencyAccumulator") -> "SaliencyAccumulator":
-        """Add the sums of ``other`` (same shapes) into this accumulator; returns self."""
-        if [tuple(w.shape) for w in other.weighted_sums] != [
-            tuple(w.shape) for w in self.weighted_sums
-        ]:
-            raise ValueError("cannot merge accumulators of different shapes")
-        self._flush()
-        other._flush()
-        self._scores_finite &= other._scores_finite.to(self._scores_finite.device)
-        for mine, theirs in zip(self.weighted_sums, other.weighted_sums):
-            mine += theirs.to(mine.device)
-        for mine, theirs in zip(self.mask_sums, other.mask_sums):
-            mine += theirs.to(mine.device)
-        self.score_sums += other.score_sums.to(self.score_sums.device)
-        for mine, theirs in zip(
-            self.replicate_sums + self.replicate_mask_sums,
-            other.replicate_sums + other.replicate_mask_sums,
-        ):
-            mine += theirs.to(mine.device)
-        if self.replicates:
-            self.replicate_counts += other.replicate_counts.to(self.replicate_counts.device)
-            self.replicate_score_sums += other.replicate_score_sums.to(self.score_sums.device)
+        """Add the sums of ``other`` (same shapes, other masks) into this accumulator;
+        returns self. Subtrees are joined in mask order, so accumulators of contiguous
+        ranges of masks give the sums of one accumulator of them all, to the bit."""
+        self._check_like(other)
+        nodes = sorted(self._with_pending() + other._with_pending(), key=lambda n: n.lo)
+        self._pending, self._nodes = [], []
+        for node in nodes:
+            self._push(_Node(node.lo, node.hi, node.level, node.complete, [
+                s.to(self.device) for s in node.sums]))
+        self._scores_finite &= other._scores_finite.to(self.device)
         self.n_masks += other.n_masks
+        self._total = None
         return self
 
     def all_reduce(self, group: "torch.distributed.ProcessGroup") -> "SaliencyAccumulator":
         """Sums over the ranks of ``group``, each of which accumulated its own masks;
-        every rank ends with the sums of all masks. Returns self."""
-        self._flush()
-        # every rank raises if one had non-finite scores (rather than one rank alone)
+        every rank ends with the sums of all masks, the single-process sums to the bit
+        when the ranks' masks are contiguous ranges (:meth:`merge`). Returns self.
+        Every rank sends each of its subtrees; the others send zeros in its place."""
         finite = all_reduce(self._scores_finite.int(), group, torch.distributed.ReduceOp.MIN)
+        nodes = self._with_pending()
+        counts = all_reduce(torch.tensor([len(nodes)]), group, torch.distributed.ReduceOp.MAX)
+        rank, world_size = torch.distributed.get_rank(group), torch.distributed.get_world_size(group)
+        slots = int(counts.item())
+        # (lo, hi, level, complete) of every rank's subtrees; hi = 0 marks an empty slot
+        table = torch.zeros(world_size, slots, 4, dtype=torch.int64)
+        for i, node in enumerate(nodes):
+            table[rank, i] = torch.tensor([node.lo, node.hi, node.level, node.complete])
+        table = all_reduce(table, group)
+        gathered: list[_Node] = []
+        for owner in range(world_size):
+            for i in range(slots):
+                lo, hi, level, complete = (int(v) for v in table[owner, i])
+                if hi == 0:
+                    continue
+                # reduced in place: a copy of this rank's sums, fresh zeros for the others'
+                mine = [s.clone() for s in nodes[i].sums] if owner == rank else self._zeros()
+                sums = [all_reduce(s, group) for s in mine]
+                gathered.append(_Node(lo, hi, level, bool(complete), sums))
+        count = all_reduce(torch.tensor([self.n_masks], dtype=torch.int64), group)
+        self._pending, self._nodes = [], []
+        for node in sorted(gathered, key=lambda n: n.lo):
+            self._push(node)
         self._scores_finite = finite.bool()
-        self.weighted_sums = [all_reduce(w, group) for w in self.weighted_sums]
-        self.mask_sums = [all_reduce(m, group) for m in self.mask_sums]
-        self.score_sums = all_reduce(self.score_sums, group)
-        self.replicate_sums = [all_reduce(r, group) for r in self.replicate_sums]
-        self.replicate_mask_sums = [all_reduce(r, group) for r in self.replicate_mask_sums]
-        if self.replicates:
-            self.replicate_counts = all_reduce(self.replicate_counts, group)
-            self.replicate_score_sums = all_reduce(self.replicate_score_sums, group)
-        count = torch.tensor([self.n_masks], dtype=torch.int64)
-        self.n_masks = int(all_reduce(count, group).item())
+        self.n_masks = int(count.item())
+        self._total = None
         return self
 
     def saliency(self, p_keep: float, normalization: str = "expectation") -> list[Tensor]:
@@ -232,7 +381,6 @@ class SaliencyAccumulator:
         check_normalization(normalization, p_keep)
         if self.n_masks == 0:
             raise ValueError("no masks were accumulated")
-        self._flush()
         check_finite_scores(self._scores_finite)
         mean_score = self.score_sums[..., None] / self.n_masks
         return [
@@ -357,3 +505,16 @@ def _weighted_sum(scores: Tensor, mask: Tensor) -> Tensor:
         # (B*K, n) @ (n, P): one matmul for every example and output.
         return scores.permute(1, 2, 0).reshape(-1, n) @ flat[:, 0]
     return torch.einsum("nbk,nbp->bkp", scores, flat)
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    """``parts`` joined along dim 0 (one part: itself, not a copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _head(labels: Tensor | None, n: int) -> Tensor | None:
+    return None if labels is None else labels[:n]
+
+
+def _tail(labels: Tensor | None, n: int) -> Tensor | None:
+    return None if labels is None else labels[n:]

@@ -127,6 +127,10 @@ ACTIVATION_FACTOR = 32
 size of its input (ResNet-50 at 224x224 needs about 20 times in inference).
 Underestimates are caught by the out-of-memory fallback."""
 
+DETERMINISTIC_CPU_CHUNK = 16
+"""Under ``torch.use_deterministic_algorithms(True)`` on the CPU: the items per call
+(at most the memory bound; see :func:`deterministic_chunk`)."""
+
 clock: Callable[[], float] = time.perf_counter
 """The timer of the probe (tests and simulations replace it with a fake clock)."""
 
@@ -180,7 +184,7 @@ class ChunkSizer:
 
     def __init__(self, limit: int, start: int = 1) -> None:
         self.limit = check_int("limit", limit)
-        self.size = min(check_int("start", start), self.limit)
+        self.size = self.start = min(check_int("start", start), self.limit)
         self.probing = True
         self.best_size = self.size
         self.seen: set[int] = set()
@@ -406,6 +410,29 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def deterministic_chunk(sizer: ChunkSizer) -> int:
+    """Items per call when the chunk may not come from timings (under
+    ``torch.use_deterministic_algorithms(True)``): the largest power of two within
+    the first size of an accelerator, or within :data:`DETERMINISTIC_CPU_CHUNK` and
+    the memory bound on the CPU. It depends on the kind of item and the device only
+    (and on the free memory of a GPU that is nearly full), so every call and every
+    process runs the same calls; a power of two, so calls tile the sums' blocks and
+    the ranks' shares."""
+    size = max(sizer.start, min(sizer.limit, DETERMINISTIC_CPU_CHUNK))
+    return 2 ** (size.bit_length() - 1)
+
+
+def fixed_calls(start: int, end: int, chunk_size: int, padded: bool) -> Iterator[tuple[int, int, int]]:
+    """``(lo, hi, batch)`` of the calls that run items ``start .. end - 1`` in chunks of
+    ``chunk_size`` aligned to its multiples (a range that starts between two has a
+    shorter first call); ``padded``: short calls padded to ``chunk_size`` items."""
+    lo = start
+    while lo < end:
+        hi = min((lo // chunk_size + 1) * chunk_size, end)
+        yield lo, hi, chunk_size if padded else hi - lo
+        lo = hi
+
+
 def run_in_chunks(
     n_items: int,
     begin: Callable[[int, int, int], Callable[[], ChunkResult]],
@@ -435,8 +462,12 @@ def run_in_chunks(
         consume: ``consume(lo, hi, result)`` keeps the result (adds it to sums,
             writes it into an output); it runs exactly once per item, in the
             items' order, on the calling thread.
-        chunk_size: items per call, used as given (the last call holds what
-            is left); None chooses it automatically (see the module's docstring).
+        chunk_size: items per call, used as given (calls are aligned to its
+            multiples: the last holds what is left); None chooses it
+            automatically (see the module's docstring), or under
+            ``torch.use_deterministic_algorithms(True)`` fixes it
+            (:func:`deterministic_chunk`, short calls padded): the model sees
+            the same calls on every run, so a seed gives the same bits.
         sizer: makes (or recalls) the :class:`ChunkSizer`; called only when
             ``chunk_size`` is None.
         device: where the model runs (for timing and memory).
@@ -452,9 +483,11 @@ def run_in_chunks(
             memory is not shared out among concurrent calls).
     """
     end = start + n_items
+    padded = chunk_size is None and torch.are_deterministic_algorithms_enabled()
+    if padded:
+        chunk_size = deterministic_chunk(sizer())
     if chunk_size is not None:
-        bounds = ((lo, min(lo + chunk_size, end)) for lo in range(start, end, chunk_size))
-        calls = ((lo, hi, hi - lo) for lo, hi in bounds)
+        calls = fixed_calls(start, end, chunk_size, padded)
         run_calls(calls, begin, consume, progress, concurrent_calls)
         return
     state = sizer()

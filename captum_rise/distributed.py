@@ -17,15 +17,18 @@ from captum_rise._validation import resolve_seed
 ProcessGroup = dist.ProcessGroup | None
 
 
-def share(n_items: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Rank ``rank``'s contiguous range ``[lo, hi)`` of ``n_items`` items.
+def share(n_items: int, rank: int, world_size: int, unit: int = 1) -> tuple[int, int]:
+    """Rank ``rank``'s contiguous range ``[lo, hi)`` of ``n_items`` items, in whole
+    ``unit``-s of items (the last one may be short), so that every range starts at a
+    multiple of ``unit``.
 
-    The first ``n_items % world_size`` ranks get one item more; a rank may get
-    none when there are fewer items than ranks.
+    The first ranks get one unit more than the others; a rank may get none when
+    there are fewer units than ranks.
     """
-    base, extra = divmod(n_items, world_size)
+    base, extra = divmod(-(-n_items // unit), world_size)
     lo = rank * base + min(rank, extra)
-    return lo, lo + base + (rank < extra)
+    hi = lo + base + (rank < extra)
+    return min(lo * unit, n_items), min(hi * unit, n_items)
 
 
 def group_rank_and_size(group: ProcessGroup) -> tuple[int, int]:

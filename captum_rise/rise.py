@@ -20,7 +20,12 @@ from captum_rise._validation import (
     check_probability,
     is_integer_input,
 )
-from captum_rise.accumulator import SaliencyAccumulator, check_normalization
+from captum_rise.accumulator import (
+    BUFFER_BYTES,
+    SaliencyAccumulator,
+    check_normalization,
+    sum_block,
+)
 from captum_rise.batching import check_chunk_size
 from captum_rise.distributed import (
     ProcessGroup,
@@ -467,6 +472,7 @@ class RISE(MaskAttribution):
             mask_sampling,
             replicates=replicates if track_error else 1,
         )
+        sums = MaskSums(inputs[0].shape[0], sampler.mask_shapes, device, dtype, stream, track_error)
         pipeline = Perturbations(
             self.forward_func,
             inputs,
@@ -479,8 +485,8 @@ class RISE(MaskAttribution):
             self.get_name(),
             unit="mask",
             concurrent_calls=concurrent_calls,
+            block=sums.block,
         )
-        sums = MaskSums(inputs[0].shape[0], sampler.mask_shapes, device, dtype, stream, track_error)
         # Rounds of the global masks 0 .. N - 1 (one round without a tolerance); every rank
         # runs its contiguous share of each round, so any group gives the one-process masks.
         rounds = [(0, n_masks)] if tolerance is None else _rounds(0, n_masks)
@@ -528,6 +534,7 @@ class MaskSums:
         self.batch_size, self.mask_shapes = batch_size, mask_shapes
         self.device, self.dtype = device, torch.promote_types(dtype, torch.float32)
         self.stream, self.replicates = stream, stream.replicates if track_error else 0
+        self.block = sum_block(mask_shapes, self.dtype, BUFFER_BYTES)
         self.accumulator: SaliencyAccumulator | None = None
 
     def __call__(self, lo: int, hi: int, chunk: tuple[Tensor, tuple[Tensor, ...]]) -> None:
@@ -535,7 +542,7 @@ class MaskSums:
         if self.accumulator is None:
             self.accumulator = self.empty(scores.shape[2])
         replicates = self.stream.replicate_of(lo, hi) if self.replicates else None
-        self.accumulator.add(scores, masks, replicates)
+        self.accumulator.add(scores, masks, replicates, first=lo)
 
     def empty(self, n_outputs: int) -> SaliencyAccumulator:
         """An accumulator with no masks yet, for ``n_outputs`` scores per example."""
@@ -558,7 +565,7 @@ class MaskSums:
         n_outputs = int(all_reduce(local_outputs, process_group, dist.ReduceOp.MAX).item())
         summed = self.empty(n_outputs)
         if self.accumulator is not None:
-            summed.merge(self.accumulator)
+            summed.merge(self.accumulator)  # a copy: this rank's masks go on after
         return summed.all_reduce(process_group)
 
 

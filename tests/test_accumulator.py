@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from captum_rise import SaliencyAccumulator
+from captum_rise.accumulator import SUM_BLOCK, sum_block
 
 
 def test_add_matches_explicit_weighted_sum_and_merge_matches_whole():
@@ -36,30 +37,102 @@ def test_merge_rejects_other_shapes_and_empty_saliency():
         a.saliency(0.5)
 
 
-def test_buffered_chunks_give_the_same_saliency_as_immediate_adds():
-    """With 16 outputs, 12 masks are fewer than the sums' 16 rows: they stay buffered."""
-    torch.manual_seed(0)
-    scores, masks = torch.rand(12, 1, 16), torch.rand(12, 1, 1, 6, 6)
-    immediate = SaliencyAccumulator(1, 16, [(1, 1, 6, 6)], torch.device("cpu"), buffer_bytes=0)
-    buffered = SaliencyAccumulator(1, 16, [(1, 1, 6, 6)], torch.device("cpu"), buffer_bytes=10**6)
-    for lo in range(0, 12, 3):
-        immediate.add(scores[lo : lo + 3], (masks[lo : lo + 3],))
-        buffered.add(scores[lo : lo + 3], (masks[lo : lo + 3],))
-    assert torch.count_nonzero(buffered.weighted_sums[0]) == 0  # still in the buffer
-    for mode in ("expectation", "coverage"):
-        torch.testing.assert_close(
-            buffered.saliency(0.5, mode)[0], immediate.saliency(0.5, mode)[0]
-        )
+def chunked(accumulator, scores, masks, bounds, replicates=None):
+    """Adds masks ``lo .. hi - 1`` for each ``(lo, hi)`` of ``bounds``, numbered."""
+    for lo, hi in bounds:
+        labels = None if replicates is None else replicates[lo:hi]
+        accumulator.add(scores[lo:hi], tuple(m[lo:hi] for m in masks), labels, first=lo)
+    return accumulator
+
+
+def random_bounds(n, generator):
+    """Consecutive chunks of random sizes (1 to 150) covering ``0 .. n - 1``."""
+    bounds, lo = [], 0
+    while lo < n:
+        hi = min(n, lo + int(torch.randint(1, 151, (1,), generator=generator)))
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
+
+
+@pytest.mark.parametrize("replicates", [0, 4])
+def test_sums_are_the_same_bits_whatever_the_chunks(replicates):
+    """Chunks of any sizes (or one chunk of everything) give equal sums, to the bit:
+    blocks of masks are summed whole, and blocks in a fixed tree."""
+    generator = torch.Generator().manual_seed(0)
+    n = 1000  # 15 blocks of 64 and a partial one
+    scores = torch.rand(n, 2, 3, generator=generator) * 1000
+    per_example = 1 if replicates else 2  # the error needs one mask shape for all inputs
+    masks = (
+        torch.rand(n, 1, 1, 5, 5, generator=generator),
+        torch.rand(n, per_example, 7, generator=generator),
+    )
+    labels = torch.arange(n) % replicates if replicates else None
+    shapes = [(1, 1, 5, 5), (per_example, 7)]
+
+    def accumulated(bounds):
+        accumulator = SaliencyAccumulator(2, 3, shapes, torch.device("cpu"), replicates=replicates)
+        return chunked(accumulator, scores, masks, bounds, labels)
+
+    whole = accumulated([(0, n)])
+    reference = whole.saliency(0.5, "centred")
+    for trial in range(5):
+        other = accumulated(random_bounds(n, generator))
+        for a, b in zip(other.saliency(0.5, "centred"), reference):
+            assert torch.equal(a, b), trial
+        if replicates:
+            assert torch.equal(
+                other.relative_standard_error(0.5, "centred"),
+                whole.relative_standard_error(0.5, "centred"),
+            )
+    # and they are the sums: against float64
+    expected = torch.einsum("nbk,nf->bkf", scores.double(), masks[0].flatten(1).double())
+    torch.testing.assert_close(whole.weighted_sums[0].flatten(2).double(), expected, rtol=1e-6, atol=0)
+
+
+def test_contiguous_parts_merged_or_reduced_give_the_whole_to_the_bit():
+    """Ranks' contiguous shares (aligned to blocks or not), merged in any order."""
+    generator = torch.Generator().manual_seed(1)
+    n = 777
+    scores, masks = torch.rand(n, 1, 1, generator=generator), (torch.rand(n, 1, 9, generator=generator),)
+    new = lambda: SaliencyAccumulator(1, 1, [(1, 9)], torch.device("cpu"))
+    whole = chunked(new(), scores, masks, random_bounds(n, generator))
+    for cuts in ([0, 128, 256, 777], [0, 3, 500, 640, 777], [0, 777]):
+        parts = [
+            chunked(new(), scores, masks, [(lo, hi)]) for lo, hi in zip(cuts[:-1], cuts[1:])
+        ]
+        merged = new()
+        for part in reversed(parts):
+            merged.merge(part)
+        assert merged.n_masks == n
+        assert torch.equal(merged.saliency(0.5)[0], whole.saliency(0.5)[0]), cuts
+
+
+def test_reading_the_sums_midway_changes_nothing():
+    """Anytime runs read the sums after each round; the pending block stays pending."""
+    generator = torch.Generator().manual_seed(2)
+    scores, masks = torch.rand(300, 1, 1, generator=generator), (torch.rand(300, 1, 4, generator=generator),)
+    read = SaliencyAccumulator(1, 1, [(1, 4)], torch.device("cpu"))
+    unread = SaliencyAccumulator(1, 1, [(1, 4)], torch.device("cpu"))
+    for lo in range(0, 300, 50):
+        chunked(read, scores, masks, [(lo, lo + 50)])
+        read.saliency(0.5)
+        chunked(unread, scores, masks, [(lo, lo + 50)])
+    assert torch.equal(read.saliency(0.5)[0], unread.saliency(0.5)[0])
+
+
+def test_blocks_are_a_power_of_two_within_the_byte_budget():
+    assert sum_block([(1, 1, 6, 6)], torch.float32, 64 * 2**20) == SUM_BLOCK
+    assert sum_block([(1, 1, 224, 224)], torch.float32, 224 * 224 * 4 * 10) == 8
+    assert sum_block([(1, 10**6)], torch.float32, 0) == 1
 
 
 def test_a_chunk_with_as_many_masks_as_rows_is_added_at_once():
-    """One score per example: each chunk goes into the sums while its masks are fresh;
-    the mask sums come from the same matmul and equal a plain sum."""
+    """The mask sums come from the same matmul as the weighted sums and equal a plain sum."""
     torch.manual_seed(0)
     scores, masks = torch.rand(5, 2, 1), torch.rand(5, 1, 1, 6, 6)
     accumulator = SaliencyAccumulator(2, 1, [(1, 1, 6, 6)], torch.device("cpu"))
     accumulator.add(scores[:2], (masks[:2],))
-    assert torch.count_nonzero(accumulator.weighted_sums[0]) > 0
     accumulator.add(scores[2:], (masks[2:],))
     expected = torch.einsum("nbk,nxyz->bkxyz", scores, masks[:, 0])
     torch.testing.assert_close(accumulator.weighted_sums[0], expected)

@@ -10,6 +10,11 @@ from captum_rise.rise import ROUND_MASKS
 
 N_FEATURES = 16
 
+ROUNDING = 1e-5
+"""Relative errors below this are float32 rounding, not sampling error: Sobol' masks on 8
+groups of a linear model give the exact map (errors of 1e-7 at 256 masks), and the
+ratio of two rounding errors depends on the order of the sums, not on the estimator."""
+
 
 @pytest.fixture
 def linear_case():
@@ -32,8 +37,8 @@ def test_estimated_error_is_honest_at_the_stop_for_every_sampling(linear_case, s
 
 def _assert_honest_at_the_stop(rise, x, groups, truth, **kwargs):
     """Seeds 0-19 stopped at tolerance 0.1: the true relative error is within a factor 2 of
-    the estimate in at least 16."""
-    ratios = []
+    the estimate in at least 16, or both are float32 rounding (:data:`ROUNDING`)."""
+    ratios, rounding = [], []
     for seed in range(20):
         saliency, delta = rise.attribute(
             x, feature_mask=groups, n_masks=20_000, seed=seed, tolerance=0.1,
@@ -42,7 +47,8 @@ def _assert_honest_at_the_stop(rise, x, groups, truth, **kwargs):
         assert float(delta[0]) <= 0.1 and rise.n_masks_used < 20_000
         true_error = ((saliency[0] - truth) ** 2).mean().sqrt() / saliency[0].std()
         ratios.append(float(true_error / delta[0]))
-    within = sum(0.5 <= r <= 2 for r in ratios)
+        rounding.append(max(float(true_error), float(delta[0])) <= ROUNDING)
+    within = sum(0.5 <= r <= 2 or exact for r, exact in zip(ratios, rounding))
     assert within >= 16, sorted(ratios)
 
 

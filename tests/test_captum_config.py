@@ -196,12 +196,16 @@ def check_zero_noise_tunnel_equals_method(method: str, case: dict[str, Any]) -> 
 
 
 def check_perturbations_per_eval_invariant(method: str, case: dict[str, Any]) -> None:
-    """Fixed chunks of 1 and 7 give the automatic chunks' maps."""
+    """Fixed chunks of 1 and 7 give the automatic chunks' maps, within Captum's own
+    absolute ``target_delta`` of 1e-4 whatever the maps' scale (the sums are the same
+    whatever the chunks, :class:`captum_rise.SaliencyAccumulator`; only the scores of
+    one input at different batch sizes may differ by rounding)."""
     args = {k: v for k, v in case["args"].items() if k != "perturbations_per_eval"}
     automatic = _explain(method, case["model"], args, case["nt"])
     for chunk in (1, 7):
         got = _explain(method, case["model"], args, case["nt"], perturbations_per_eval=chunk)
-        _assert_maps_close(got, automatic)
+        for a, e in zip(got, automatic):
+            torch.testing.assert_close(a, e, rtol=0, atol=1e-4)
 
 
 def _traceable(case: dict[str, Any]) -> bool:

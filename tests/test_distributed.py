@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from captum_rise import RISE, HSICAttribution
+from captum_rise import RISE, HSICAttribution, SobolAttribution
 from captum_rise.distributed import agree_on_seed, share
 from captum_rise.masks import GridMaskSampler, ParamStream, make_generator
 
@@ -71,11 +71,40 @@ def _explain(process_group):
     }  # fmt: skip
 
 
+def _explain_deterministic(process_group):
+    """Under ``torch.use_deterministic_algorithms(True)``, float32, with the defaults:
+    every method and a tolerance, on more masks than a block of sums (64) and a chunk."""
+    model, x = _model().float(), _inputs().float()
+    settings = dict(grid_size=3, seed=11, process_group=process_group)
+    torch.use_deterministic_algorithms(True)
+    try:
+        rise = RISE(model)
+        return {
+            "rise": rise.attribute(x, target=[0, 2], n_masks=1000, **settings),
+            "random": rise.attribute(
+                x, target=[0, 2], n_masks=333, mask_sampling="random", **settings
+            ),
+            "classes": rise.attribute_classes(x, classes=[1, 2], n_masks=500, **settings),
+            "hsic": HSICAttribution(model).attribute(x, target=[0, 2], n_designs=300, **settings),
+            "sobol": SobolAttribution(model).attribute(x, target=[0, 2], n_designs=16, **settings),
+            "tolerance": (
+                *rise.attribute(
+                    x, target=[0, 2], n_masks=6000, tolerance=0.03,
+                    return_convergence_delta=True, **settings,
+                ),
+                torch.tensor(rise.n_masks_used),
+            ),
+        }  # fmt: skip
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 def _worker(rank: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
     try:
-        torch.save(_explain(dist.group.WORLD), Path(out) / f"rank{rank}.pt")
+        results = {**_explain(dist.group.WORLD), "deterministic": _explain_deterministic(dist.group.WORLD)}
+        torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -117,6 +146,19 @@ def test_split_masks_equal_one_process(rank_maps, case):
     expected = _explain(None)[case]
     for maps in rank_maps:
         torch.testing.assert_close(maps[case], expected, rtol=RTOL, atol=0)
+
+
+@pytest.mark.parametrize("case", ["rise", "random", "classes", "hsic", "sobol", "tolerance"])
+def test_split_masks_are_the_one_process_bits_in_deterministic_mode(rank_maps, case):
+    """Deterministic mode: the ranks make the one process's calls (shares aligned to the
+    chunks and to the blocks of sums) and rebuild its tree of sums: equal to the bit."""
+    expected = _explain_deterministic(None)[case]
+    for maps in rank_maps:
+        got = maps["deterministic"][case]
+        if isinstance(expected, tuple):
+            assert all(torch.equal(g, e) for g, e in zip(got, expected))
+        else:
+            assert torch.equal(got, expected)
 
 
 def test_fresh_seed_is_shared_by_the_ranks(rank_maps):
