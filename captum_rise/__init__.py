@@ -6,6 +6,7 @@ under "Faithfulness".
 """
 
 from captum_rise.accumulator import SaliencyAccumulator
+from captum_rise.batching import ForwardError
 from captum_rise.extremal_perturbation import ExtremalPerturbation
 from captum_rise.hsic import HSICAttribution
 from captum_rise.masks import (
@@ -42,6 +43,7 @@ __all__ = [
     "Deletion",
     "DetectionScore",
     "ExtremalPerturbation",
+    "ForwardError",
     "GridMaskSampler",
     "GroupIndex",
     "GroupMaskSampler",

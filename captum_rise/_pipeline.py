@@ -31,7 +31,14 @@ from captum_rise._validation import (
     check_target,
     format_baselines,
 )
-from captum_rise.batching import ChunkSizer, deterministic_chunk, run_in_chunks, sizer_for
+from captum_rise.batching import (
+    DEFAULT_RETRIES,
+    ChunkSizer,
+    Retries,
+    deterministic_chunk,
+    run_in_chunks,
+    sizer_for,
+)
 from captum_rise.distributed import ProcessGroup, all_reduce, group_rank_and_size, share
 from captum_rise.masks import CellMaskSampler, DesignMaskSampler, GroupIndex, GroupMaskSampler
 
@@ -67,6 +74,8 @@ class Perturbations:
             :func:`captum_rise.accumulator.sum_block`): the ranks' shares start
             at multiples of it, and of a fixed chunk that is a power of two, so a
             group makes the calls and sums of one process.
+        retries: times a forward call that failed with a network, I/O or timeout
+            error is tried again (:class:`captum_rise.batching.Retries`).
     """
 
     def __init__(
@@ -83,6 +92,7 @@ class Perturbations:
         unit: str = "it",
         concurrent_calls: int = 1,
         block: int = 1,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
         self.forward_func = forward_func
         self.inputs = inputs
@@ -97,6 +107,7 @@ class Perturbations:
         self.label, self.unit = label, unit
         self.concurrent_calls = check_int("concurrent_calls", concurrent_calls)
         self.block = block
+        self.retries = Retries(retries, unit)  # one count of failures for the whole call
 
     def begin(self, lo: int, hi: int, batch: int) -> Callable[[], Chunk]:
         """Items ``lo .. hi - 1`` as one call of ``batch >= hi - lo`` perturbations
@@ -138,6 +149,7 @@ class Perturbations:
                     progress,
                     start=lo,
                     concurrent_calls=self.concurrent_calls,
+                    retries=self.retries,
                 )
 
     def scores(self, n_items: int) -> Tensor:

@@ -218,7 +218,11 @@ class SaliencyAccumulator:
                 needed -= n
                 continue
             taken.append((scores[:needed], tuple(m[:needed] for m in masks), _head(labels, needed)))
-            self._pending[0] = (scores[needed:], tuple(m[needed:] for m in masks), _tail(labels, needed))
+            self._pending[0] = (
+                scores[needed:],
+                tuple(m[needed:] for m in masks),
+                _tail(labels, needed),
+            )
             needed = 0
         lo = self._pending_lo
         self._pending_lo += count
@@ -251,7 +255,9 @@ class SaliencyAccumulator:
             mask = mask.to(scores.dtype)
             weighted = _weighted_sum(by_replicate, mask)  # (B, K * R, P) or (B * K * R, P)
             weighted = weighted.reshape(self.batch_size, self.n_outputs, self.replicates, -1)
-            replicate_sums.append(weighted.movedim(2, 0).reshape(self.replicates, *sums[0].shape[:2], *shape[1:]))
+            replicate_sums.append(
+                weighted.movedim(2, 0).reshape(self.replicates, *sums[0].shape[:2], *shape[1:])
+            )
             flat = mask.reshape(mask.shape[0], -1)
             replicate_mask_sums.append((one_hot.T @ flat).reshape(self.replicates, *shape))
         replicate_scores = torch.einsum("nbk,nr->rbk", scores, one_hot)
@@ -316,8 +322,15 @@ class SaliencyAccumulator:
         nodes = sorted(self._with_pending() + other._with_pending(), key=lambda n: n.lo)
         self._pending, self._nodes = [], []
         for node in nodes:
-            self._push(_Node(node.lo, node.hi, node.level, node.complete, [
-                s.to(self.device) for s in node.sums]))
+            self._push(
+                _Node(
+                    node.lo,
+                    node.hi,
+                    node.level,
+                    node.complete,
+                    [s.to(self.device) for s in node.sums],
+                )
+            )
         self._scores_finite &= other._scores_finite.to(self.device)
         self.n_masks += other.n_masks
         self._total = None
@@ -331,7 +344,10 @@ class SaliencyAccumulator:
         finite = all_reduce(self._scores_finite.int(), group, torch.distributed.ReduceOp.MIN)
         nodes = self._with_pending()
         counts = all_reduce(torch.tensor([len(nodes)]), group, torch.distributed.ReduceOp.MAX)
-        rank, world_size = torch.distributed.get_rank(group), torch.distributed.get_world_size(group)
+        rank, world_size = (
+            torch.distributed.get_rank(group),
+            torch.distributed.get_world_size(group),
+        )
         slots = int(counts.item())
         # (lo, hi, level, complete) of every rank's subtrees; hi = 0 marks an empty slot
         table = torch.zeros(world_size, slots, 4, dtype=torch.int64)

@@ -68,7 +68,9 @@ stopped, and RISE, HSIC and the deletion and insertion curves of one model
 share their sizes.
 """
 
+import concurrent.futures
 import math
+import threading
 import time
 import weakref
 from collections import deque
@@ -133,6 +135,77 @@ DETERMINISTIC_CPU_CHUNK = 16
 
 clock: Callable[[], float] = time.perf_counter
 """The timer of the probe (tests and simulations replace it with a fake clock)."""
+
+DEFAULT_RETRIES = 3
+"""Times a forward call that failed with one of :data:`RETRIED_ERRORS` is tried again.
+A server that fails one request in 25 then loses a call once in 390,000."""
+
+RETRIED_ERRORS: tuple[type[BaseException], ...] = (OSError, concurrent.futures.TimeoutError)
+"""What a forward call may raise and be retried for: network and I/O errors, which
+HTTP errors (urllib's, requests') and timeouts are. Anything else (a model's bug, a
+wrong output, an out-of-memory error, which halves the chunk) is raised at once."""
+
+RETRY_BACKOFF_SECONDS = 0.05
+"""A failed call is tried again at once, then after this wait, doubling at every
+further retry of that call (0, 0.05, 0.1 s with the default retries): a server's
+rare error costs one request's time, one that is down is given 0.15 s to recover."""
+
+sleep: Callable[[float], None] = time.sleep
+"""The wait between retries (tests replace it)."""
+
+
+class ForwardError(RuntimeError):
+    """A forward call still failed after its retries (:class:`Retries`); the error it
+    raised last is its ``__cause__``. Nothing is made of the items finished before it.
+
+    Attributes:
+        items: ``(lo, hi)``: the call's items ``lo .. hi - 1`` (masks, designs, steps).
+        attempts: how many times that call was made.
+        failures: failed calls in the whole run (retried or not).
+        finished: items finished, in order, before that call (``start .. lo - 1``).
+    """
+
+    def __init__(self, items: tuple[int, int], attempts: int, failures: int, unit: str) -> None:
+        self.items, self.attempts, self.failures, self.finished = items, attempts, failures, 0
+        lo, hi = items
+        super().__init__(
+            f"the forward call of {unit}s {lo}..{hi - 1} failed {attempts} times "
+            f"({failures} failed calls in this run), the last with the error above; "
+            f"retries= sets how often a call is tried again (now {attempts - 1})"
+        )
+
+
+class Retries:
+    """Makes forward calls, each tried again up to ``retries`` times when it raises one
+    of :data:`RETRIED_ERRORS` (at once, then after :data:`RETRY_BACKOFF_SECONDS`,
+    doubling); safe to use from several threads. Raises :class:`ForwardError` when
+    the retries run out.
+
+    Args:
+        retries: times a call is tried again (0: never).
+        unit: what an item is, for the error (``"mask"``, ``"design"``, ...).
+    """
+
+    def __init__(self, retries: int = DEFAULT_RETRIES, unit: str = "item") -> None:
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        self.retries, self.unit = retries, unit
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def call(self, run: Callable[[], ChunkResult], lo: int, hi: int) -> ChunkResult:
+        """``run()`` for items ``lo .. hi - 1``, retried."""
+        for attempt in range(self.retries + 1):
+            try:
+                return run()
+            except RETRIED_ERRORS as error:
+                with self._lock:
+                    self.failures += 1
+                if attempt == self.retries:
+                    raise ForwardError((lo, hi), attempt + 1, self.failures, self.unit) from error
+            if attempt:
+                sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def chunk_bounds(item_bytes: int, device: torch.device) -> tuple[int, int]:
@@ -422,7 +495,9 @@ def deterministic_chunk(sizer: ChunkSizer) -> int:
     return 2 ** (size.bit_length() - 1)
 
 
-def fixed_calls(start: int, end: int, chunk_size: int, padded: bool) -> Iterator[tuple[int, int, int]]:
+def fixed_calls(
+    start: int, end: int, chunk_size: int, padded: bool
+) -> Iterator[tuple[int, int, int]]:
     """``(lo, hi, batch)`` of the calls that run items ``start .. end - 1`` in chunks of
     ``chunk_size`` aligned to its multiples (a range that starts between two has a
     shorter first call); ``padded``: short calls padded to ``chunk_size`` items."""
@@ -443,6 +518,7 @@ def run_in_chunks(
     progress: Progress,
     start: int = 0,
     concurrent_calls: int = 1,
+    retries: Retries | None = None,
 ) -> None:
     """Runs items ``start .. start + n_items - 1`` in order, a chunk at a time (``lo``
     and ``hi`` below count from 0, plus ``start``).
@@ -476,19 +552,46 @@ def run_in_chunks(
             a forward that waits on something else (a model server); results
             are consumed in order, so they do not depend on which call returns
             first. The automatic chunk is measured one call at a time first.
+        retries: how failed calls are retried (default: :class:`Retries` with
+            :data:`DEFAULT_RETRIES`).
 
     Raises:
+        ForwardError: a call failed more often than its retries allow; its
+            ``finished`` counts the items before it.
         torch.OutOfMemoryError: with a fixed ``chunk_size``, when a single item
             does not fit, or in a call in flight (``concurrent_calls > 1``:
             memory is not shared out among concurrent calls).
     """
-    end = start + n_items
+    retries = Retries() if retries is None else retries
+    try:
+        _run_in_chunks(
+            start, start + n_items, begin, consume, chunk_size, sizer, device, progress,
+            concurrent_calls, retries,
+        )  # fmt: skip
+    except ForwardError as error:
+        error.finished = error.items[0] - start
+        raise
+
+
+def _run_in_chunks(
+    start: int,
+    end: int,
+    begin: Callable[[int, int, int], Callable[[], ChunkResult]],
+    consume: Callable[[int, int, ChunkResult], None],
+    chunk_size: int | None,
+    sizer: Callable[[], ChunkSizer],
+    device: torch.device,
+    progress: Progress,
+    concurrent_calls: int,
+    retries: Retries,
+) -> None:
+    """:func:`run_in_chunks` of items ``start .. end - 1``."""
     padded = chunk_size is None and torch.are_deterministic_algorithms_enabled()
     if padded:
         chunk_size = deterministic_chunk(sizer())
     if chunk_size is not None:
         calls = fixed_calls(start, end, chunk_size, padded)
-        run_calls(calls, begin, consume, progress, concurrent_calls)
+        run_calls(calls, begin, consume, progress, concurrent_calls, retries)
         return
     state = sizer()
     lo = start
@@ -499,7 +602,7 @@ def run_in_chunks(
             synchronize(device)
             began = clock()
         try:
-            result = begin(lo, lo + items, batch)()
+            result = retries.call(begin(lo, lo + items, batch), lo, lo + items)
             out_of_memory = False
         except OutOfMemoryError:
             if batch == 1:
@@ -515,7 +618,8 @@ def run_in_chunks(
             state.record(batch, clock() - began, remaining=end - lo)
         progress.update(items)
     if lo < end:  # measured: the rest in steady calls, several in flight
-        run_calls(_steady_calls(state, lo, end), begin, consume, progress, concurrent_calls)
+        calls = _steady_calls(state, lo, end)
+        run_calls(calls, begin, consume, progress, concurrent_calls, retries)
 
 
 def _steady_calls(state: ChunkSizer, lo: int, end: int) -> Iterator[tuple[int, int, int]]:
@@ -533,21 +637,23 @@ def run_calls(
     consume: Callable[[int, int, ChunkResult], None],
     progress: Progress,
     concurrent_calls: int = 1,
+    retries: Retries | None = None,
 ) -> None:
     """Runs the calls ``(lo, hi, batch)`` (see :func:`run_in_chunks`), up to
     ``concurrent_calls`` of them at once on worker threads, which keep the calling
     thread's autograd mode; each is consumed in order as soon as it and those before
-    it are done."""
+    it are done. A failed call is retried on its own thread (``retries``)."""
+    retries = Retries() if retries is None else retries
     if concurrent_calls == 1:
         for lo, hi, batch in calls:
-            consume(lo, hi, begin(lo, hi, batch)())
+            consume(lo, hi, retries.call(begin(lo, hi, batch), lo, hi))
             progress.update(hi - lo)
         return
     grad_enabled = torch.is_grad_enabled()
 
-    def finish(call: Callable[[], ChunkResult]) -> ChunkResult:
+    def finish(call: Callable[[], ChunkResult], lo: int, hi: int) -> ChunkResult:
         with torch.set_grad_enabled(grad_enabled):
-            return call()
+            return retries.call(call, lo, hi)
 
     in_flight: deque[tuple[int, int, Future[ChunkResult]]] = deque()
     with ThreadPoolExecutor(concurrent_calls, thread_name_prefix="captum_rise-call") as pool:
@@ -555,7 +661,7 @@ def run_calls(
             for lo, hi, batch in calls:
                 if len(in_flight) == concurrent_calls:
                     _consume_first(in_flight, consume, progress)
-                in_flight.append((lo, hi, pool.submit(finish, begin(lo, hi, batch))))
+                in_flight.append((lo, hi, pool.submit(finish, begin(lo, hi, batch), lo, hi)))
             while in_flight:
                 _consume_first(in_flight, consume, progress)
         except BaseException:

@@ -28,7 +28,7 @@ from captum_rise._validation import (
     check_int,
     check_probability,
 )
-from captum_rise.batching import check_chunk_size
+from captum_rise.batching import DEFAULT_RETRIES, check_chunk_size
 from captum_rise.distributed import (
     ProcessGroup,
     agree_on_seed,
@@ -233,6 +233,7 @@ class HSICAttribution(MaskAttribution):
         seed: int | None = None,
         process_group: ProcessGroup = None,
         concurrent_calls: int = 1,
+        retries: int = DEFAULT_RETRIES,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""HSIC of every grid cell (or feature group) with the output for ``target``.
 
@@ -267,7 +268,8 @@ class HSICAttribution(MaskAttribution):
                 designs, runs its contiguous share of them, and the scores are
                 gathered, so every rank returns the full map, equal to a
                 single-process run with the same ``seed``.
-            concurrent_calls: forward calls kept in flight at once (see
+            concurrent_calls: forward calls kept in flight at once, and
+                ``retries``: times a call that failed is tried again (see
                 :meth:`captum_rise.RISE.attribute`).
 
         Returns:
@@ -291,6 +293,7 @@ class HSICAttribution(MaskAttribution):
             seed,
             process_group,
             concurrent_calls,
+            retries,
             with_interactions=False,
             signed=signed,
         )
@@ -316,6 +319,7 @@ class HSICAttribution(MaskAttribution):
         seed: int | None = None,
         process_group: ProcessGroup = None,
         concurrent_calls: int = 1,
+        retries: int = DEFAULT_RETRIES,
     ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         r"""First-order HSIC maps and pairwise interactions, from one set of forwards.
 
@@ -351,6 +355,7 @@ class HSICAttribution(MaskAttribution):
             seed,
             process_group,
             concurrent_calls,
+            retries,
             with_interactions=True,
         )
         assert interactions is not None
@@ -375,6 +380,7 @@ class HSICAttribution(MaskAttribution):
         seed: int | None,
         process_group: ProcessGroup,
         concurrent_calls: int,
+        retries: int,
         with_interactions: bool,
         signed: bool = False,
     ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor | None]:
@@ -408,6 +414,7 @@ class HSICAttribution(MaskAttribution):
             self.get_name(),
             unit="design",
             concurrent_calls=concurrent_calls,
+            retries=retries,
         )
         scores = pipeline.scores(n_designs)
         with torch.no_grad():

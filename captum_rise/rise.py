@@ -26,7 +26,7 @@ from captum_rise.accumulator import (
     check_normalization,
     sum_block,
 )
-from captum_rise.batching import check_chunk_size
+from captum_rise.batching import DEFAULT_RETRIES, check_chunk_size
 from captum_rise.distributed import (
     ProcessGroup,
     agree_on_seed,
@@ -121,6 +121,7 @@ class RISE(MaskAttribution):
         tolerance: float | None = None,
         return_convergence_delta: Literal[False] = False,
         concurrent_calls: int = 1,
+        retries: int = DEFAULT_RETRIES,
     ) -> TensorOrTupleOfTensorsGeneric: ...
 
     @overload
@@ -144,6 +145,7 @@ class RISE(MaskAttribution):
         *,
         return_convergence_delta: Literal[True],
         concurrent_calls: int = 1,
+        retries: int = DEFAULT_RETRIES,
     ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]: ...
 
     @log_usage
@@ -166,6 +168,7 @@ class RISE(MaskAttribution):
         tolerance: float | None = None,
         return_convergence_delta: bool = False,
         concurrent_calls: int = 1,
+        retries: int = DEFAULT_RETRIES,
     ) -> TensorOrTupleOfTensorsGeneric | tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         r"""Saliency of every input feature for ``target``.
 
@@ -301,6 +304,13 @@ class RISE(MaskAttribution):
                 must allow calls from several threads (ONNX Runtime sessions,
                 :class:`captum_rise.runtimes.OpenVINOForward` and HTTP clients
                 do).
+            retries: times a forward call that raised a network, I/O or
+                timeout error (an ``OSError``: HTTP errors of urllib and
+                requests, ``TimeoutError``) is tried again, at once, then
+                after 0.05 s, 0.1 s, ... (default 3). When they run out, a
+                :class:`captum_rise.batching.ForwardError` names the call's masks
+                and how often calls failed; no map is made from part of the
+                masks. Other errors are raised at once.
 
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``: a tensor
@@ -335,6 +345,7 @@ class RISE(MaskAttribution):
             return_convergence_delta,
             mask_sampling,
             concurrent_calls,
+            retries,
         )
         n_outputs = maps[0].shape[1]
         attributions = tuple(
@@ -368,6 +379,7 @@ class RISE(MaskAttribution):
         mask_sampling: str = DEFAULT_MASK_SAMPLING,
         tolerance: float | None = None,
         concurrent_calls: int = 1,
+        retries: int = DEFAULT_RETRIES,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Saliency maps for several classes from one set of forward passes.
 
@@ -412,6 +424,7 @@ class RISE(MaskAttribution):
             False,
             mask_sampling,
             concurrent_calls,
+            retries,
         )
         attributions = tuple(
             saliency.expand(inp.shape[0], saliency.shape[1], *inp.shape[1:])
@@ -437,6 +450,7 @@ class RISE(MaskAttribution):
         track_error: bool,
         mask_sampling: str,
         concurrent_calls: int,
+        retries: int,
     ) -> tuple[list[Tensor], Tensor | None]:
         """Runs the masked forwards (in rounds of :data:`ROUND_MASKS` until the
         relative standard error is at most ``tolerance``, when given).
@@ -486,6 +500,7 @@ class RISE(MaskAttribution):
             unit="mask",
             concurrent_calls=concurrent_calls,
             block=sums.block,
+            retries=retries,
         )
         # Rounds of the global masks 0 .. N - 1 (one round without a tolerance); every rank
         # runs its contiguous share of each round, so any group gives the one-process masks.

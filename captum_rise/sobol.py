@@ -41,7 +41,7 @@ from captum_rise._validation import (
     check_positive,
     is_integer_input,
 )
-from captum_rise.batching import check_chunk_size
+from captum_rise.batching import DEFAULT_RETRIES, check_chunk_size
 from captum_rise.distributed import ProcessGroup, agree_on_seed
 from captum_rise.masks import DesignMaskSampler, GridSize
 from captum_rise.meaningful_perturbation import gaussian_blur
@@ -161,6 +161,7 @@ class SobolAttribution(MaskAttribution):
         seed: int | None = None,
         process_group: ProcessGroup = None,
         concurrent_calls: int = 1,
+        retries: int = DEFAULT_RETRIES,
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Total-order Sobol' index of every grid cell (or feature group) for ``target``.
 
@@ -169,7 +170,7 @@ class SobolAttribution(MaskAttribution):
                 ``baselines`` (with ``perturbation="inpainting"``), ``target``,
                 ``additional_forward_args``, ``feature_mask``,
                 ``perturbations_per_eval``, ``show_progress``,
-                ``process_group`` and ``concurrent_calls``.
+                ``process_group``, ``concurrent_calls`` and ``retries``.
             n_designs: ``N``, a power of two: the model runs ``N (d + 2)``
                 times per example for ``d`` regions (paper: 32, so 2,112
                 forwards on an 8x8 grid).
@@ -211,6 +212,7 @@ class SobolAttribution(MaskAttribution):
             self.get_name(),
             unit="forward",
             concurrent_calls=concurrent_calls,
+            retries=retries,
         )
         indices = jansen_total_indices(pipeline.scores(design.n_rows), n_designs)
         attributions = design_attributions(indices, sampler, formatted_inputs, smooth_map)

@@ -20,6 +20,7 @@ import http.server
 import io
 import itertools
 import math
+import sys
 import threading
 import time
 import urllib.request
@@ -372,6 +373,11 @@ class ModelServer(http.server.ThreadingHTTPServer):
     ``max_requests`` are served at once (others wait their turn). It counts
     the requests and the most it served at once. Start it with :meth:`start`,
     stop it with :meth:`stop`.
+
+    Faults, for testing retries: request number ``k`` (counting from 1) is
+    answered with HTTP 500 when ``k`` is a multiple of ``fail_every``, and
+    answered only after ``stall_seconds`` more when ``k`` is a multiple of
+    ``stall_every`` (0: never); :attr:`failed` and :attr:`stalled` count them.
     """
 
     daemon_threads = True
@@ -382,12 +388,38 @@ class ModelServer(http.server.ThreadingHTTPServer):
         latency: float = 0.02,
         max_batch: int = 8,
         max_requests: int = 8,
+        fail_every: int = 0,
+        stall_every: int = 0,
+        stall_seconds: float = 1.0,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _ModelHandler)
         self.model, self.latency, self.max_batch = model, latency, max_batch
         self.slots = threading.Semaphore(max_requests)
         self.lock = threading.Lock()
         self.in_flight = self.most_in_flight = self.requests = 0
+        self.fail_every, self.stall_every, self.stall_seconds = (
+            fail_every,
+            stall_every,
+            stall_seconds,
+        )
+        self.arrived = self.failed = self.stalled = 0
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet when a client left before its answer (it timed out: a stall)."""
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+    def fault(self) -> str | None:
+        """The fault of the request just arrived: ``"fail"``, ``"stall"`` or None."""
+        with self.lock:
+            self.arrived += 1
+            if self.fail_every and self.arrived % self.fail_every == 0:
+                self.failed += 1
+                return "fail"
+            if self.stall_every and self.arrived % self.stall_every == 0:
+                self.stalled += 1
+                return "stall"
+        return None
 
     @property
     def url(self) -> str:
@@ -425,6 +457,12 @@ class _ModelHandler(http.server.BaseHTTPRequestHandler):
         if batch.shape[0] > self.server.max_batch:
             self.send_error(413, f"at most {self.server.max_batch} images a request")
             return
+        fault = self.server.fault()
+        if fault == "fail":
+            self.send_error(500, "injected failure")
+            return
+        if fault == "stall":
+            time.sleep(self.server.stall_seconds)
         reply = io.BytesIO()
         np.save(reply, self.server.predict(batch))
         self.send_response(200)

@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 
@@ -87,20 +89,23 @@ def test_sums_are_the_same_bits_whatever_the_chunks(replicates):
             )
     # and they are the sums: against float64
     expected = torch.einsum("nbk,nf->bkf", scores.double(), masks[0].flatten(1).double())
-    torch.testing.assert_close(whole.weighted_sums[0].flatten(2).double(), expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(
+        whole.weighted_sums[0].flatten(2).double(), expected, rtol=1e-6, atol=0
+    )
 
 
 def test_contiguous_parts_merged_or_reduced_give_the_whole_to_the_bit():
     """Ranks' contiguous shares (aligned to blocks or not), merged in any order."""
     generator = torch.Generator().manual_seed(1)
     n = 777
-    scores, masks = torch.rand(n, 1, 1, generator=generator), (torch.rand(n, 1, 9, generator=generator),)
+    scores, masks = (
+        torch.rand(n, 1, 1, generator=generator),
+        (torch.rand(n, 1, 9, generator=generator),),
+    )
     new = lambda: SaliencyAccumulator(1, 1, [(1, 9)], torch.device("cpu"))
     whole = chunked(new(), scores, masks, random_bounds(n, generator))
     for cuts in ([0, 128, 256, 777], [0, 3, 500, 640, 777], [0, 777]):
-        parts = [
-            chunked(new(), scores, masks, [(lo, hi)]) for lo, hi in zip(cuts[:-1], cuts[1:])
-        ]
+        parts = [chunked(new(), scores, masks, [(lo, hi)]) for lo, hi in itertools.pairwise(cuts)]
         merged = new()
         for part in reversed(parts):
             merged.merge(part)
@@ -111,7 +116,10 @@ def test_contiguous_parts_merged_or_reduced_give_the_whole_to_the_bit():
 def test_reading_the_sums_midway_changes_nothing():
     """Anytime runs read the sums after each round; the pending block stays pending."""
     generator = torch.Generator().manual_seed(2)
-    scores, masks = torch.rand(300, 1, 1, generator=generator), (torch.rand(300, 1, 4, generator=generator),)
+    scores, masks = (
+        torch.rand(300, 1, 1, generator=generator),
+        (torch.rand(300, 1, 4, generator=generator),),
+    )
     read = SaliencyAccumulator(1, 1, [(1, 4)], torch.device("cpu"))
     unread = SaliencyAccumulator(1, 1, [(1, 4)], torch.device("cpu"))
     for lo in range(0, 300, 50):

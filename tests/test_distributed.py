@@ -103,7 +103,10 @@ def _worker(rank: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
     try:
-        results = {**_explain(dist.group.WORLD), "deterministic": _explain_deterministic(dist.group.WORLD)}
+        results = {
+            **_explain(dist.group.WORLD),
+            "deterministic": _explain_deterministic(dist.group.WORLD),
+        }
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
