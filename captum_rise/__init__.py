@@ -5,6 +5,7 @@ Importing the package registers :class:`~captum_rise.metrics.Deletion` and
 under "Faithfulness".
 """
 
+from captum_rise._pipeline import ExecutionOptions
 from captum_rise.accumulator import SaliencyAccumulator
 from captum_rise.batching import ForwardError
 from captum_rise.extremal_perturbation import ExtremalPerturbation
@@ -42,6 +43,7 @@ __all__ = [
     "CellMaskSampler",
     "Deletion",
     "DetectionScore",
+    "ExecutionOptions",
     "ExtremalPerturbation",
     "ForwardError",
     "GridMaskSampler",

@@ -397,6 +397,7 @@ class SaliencyAccumulator:
         check_normalization(normalization, p_keep)
         if self.n_masks == 0:
             raise ValueError("no masks were accumulated")
+        self._sums()  # the pending masks' scores are checked with the others
         check_finite_scores(self._scores_finite)
         mean_score = self.score_sums[..., None] / self.n_masks
         return [

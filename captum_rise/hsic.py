@@ -9,28 +9,28 @@ import math
 
 import numpy as np
 import torch
-from captum._utils.common import _format_output, _is_tuple
+from captum._utils.common import _is_tuple
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from scipy.stats import qmc
 from torch import Tensor
+from typing_extensions import Unpack
 
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import DEFAULT_GRID_SIZE, choose_coverage
 from captum_rise._pipeline import (
-    Perturbations,
-    design_attributions,
+    DesignRun,
+    Execution,
+    ExecutionOptions,
     design_sampler,
     format_inputs,
-    target_scorer,
+    run_designs,
 )
 from captum_rise._validation import (
     attribution_dtype,
     check_int,
     check_probability,
 )
-from captum_rise.batching import DEFAULT_RETRIES, check_chunk_size
 from captum_rise.distributed import (
-    ProcessGroup,
     agree_on_seed,
 )
 from captum_rise.masks import (
@@ -225,24 +225,17 @@ class HSICAttribution(MaskAttribution):
         sampler: str = "lhs",
         input_kernel: str = "binary",
         p_keep: float = 0.5,
-        perturbations_per_eval: int | None = None,
         estimator_batch_size: int = 4,
         smooth_map: bool = True,
         signed: bool = False,
-        show_progress: bool = False,
         seed: int | None = None,
-        process_group: ProcessGroup = None,
-        concurrent_calls: int = 1,
-        retries: int = DEFAULT_RETRIES,
+        **execution: Unpack[ExecutionOptions],
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""HSIC of every grid cell (or feature group) with the output for ``target``.
 
         Args:
             inputs: as in :meth:`RISE.attribute`, and so are ``baselines``,
-                ``target``, ``additional_forward_args``, ``feature_mask``,
-                ``perturbations_per_eval`` and ``show_progress``
-                (``perturbations_per_eval=None``, the default, chooses the
-                designs per forward call automatically).
+                ``target``, ``additional_forward_args`` and ``feature_mask``.
             n_designs: number of designs, i.e. forward passes per example
                 (paper: 1536).
             grid_size: int or per-axis tuple. None: one group per feature
@@ -263,40 +256,22 @@ class HSICAttribution(MaskAttribution):
                 cells that do not matter (measured in docs/figures.md).
             seed: seeds the design sampler; None takes one draw from torch's global
                 generator (Captum's convention: ``torch.manual_seed`` reproduces it).
-            process_group: a ``torch.distributed`` group whose ranks share the
-                designs (see :meth:`RISE.attribute`): every rank draws the same
-                designs, runs its contiguous share of them, and the scores are
-                gathered, so every rank returns the full map, equal to a
-                single-process run with the same ``seed``.
-            concurrent_calls: forward calls kept in flight at once, and
-                ``retries``: times a call that failed is tried again (see
-                :meth:`captum_rise.RISE.attribute`).
-
+            **execution: how the forwards run (:class:`captum_rise.ExecutionOptions`:
+                ``perturbations_per_eval``, ``show_progress``,
+                ``process_group``, ``concurrent_calls``, ``retries``); under a
+                process group every rank draws the same designs, runs its share
+                and returns the whole map.
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``.
         """
-        attributions, _ = self._explain(
-            inputs,
-            baselines,
-            target,
-            additional_forward_args,
-            feature_mask,
-            n_designs,
-            grid_size,
-            sampler,
-            input_kernel,
-            p_keep,
-            perturbations_per_eval,
-            estimator_batch_size,
-            smooth_map,
-            show_progress,
-            seed,
-            process_group,
-            concurrent_calls,
-            retries,
-            with_interactions=False,
-            signed=signed,
-        )
+        run = self._run(
+            inputs, baselines, target, additional_forward_args, feature_mask, n_designs,
+            grid_size, sampler, input_kernel, p_keep, estimator_batch_size, seed, execution,
+        )  # fmt: skip
+        importance = run.per_example(hsic_scores, input_kernel, estimator_batch_size)
+        if signed:
+            importance = importance * run.per_example(lambda d, s: kept_minus_dropped(d, s).sign())
+        attributions = run.attributions(importance, smooth_map)
         return attributions
 
     @log_usage
@@ -312,14 +287,10 @@ class HSICAttribution(MaskAttribution):
         sampler: str = "lhs",
         input_kernel: str = "binary",
         p_keep: float = 0.5,
-        perturbations_per_eval: int | None = None,
         estimator_batch_size: int = 4,
         smooth_map: bool = True,
-        show_progress: bool = False,
         seed: int | None = None,
-        process_group: ProcessGroup = None,
-        concurrent_calls: int = 1,
-        retries: int = DEFAULT_RETRIES,
+        **execution: Unpack[ExecutionOptions],
     ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         r"""First-order HSIC maps and pairwise interactions, from one set of forwards.
 
@@ -337,31 +308,15 @@ class HSICAttribution(MaskAttribution):
             ``feature_mask`` groups (in increasing order of their ids, without
             :data:`captum_rise.masks.ALWAYS_KEPT`).
         """
-        attributions, interactions = self._explain(
-            inputs,
-            baselines,
-            target,
-            additional_forward_args,
-            feature_mask,
-            n_designs,
-            grid_size,
-            sampler,
-            input_kernel,
-            p_keep,
-            perturbations_per_eval,
-            estimator_batch_size,
-            smooth_map,
-            show_progress,
-            seed,
-            process_group,
-            concurrent_calls,
-            retries,
-            with_interactions=True,
-        )
-        assert interactions is not None
-        return attributions, interactions
+        run = self._run(
+            inputs, baselines, target, additional_forward_args, feature_mask, n_designs,
+            grid_size, sampler, input_kernel, p_keep, estimator_batch_size, seed, execution,
+        )  # fmt: skip
+        importance = run.per_example(hsic_scores, input_kernel, estimator_batch_size)
+        interactions = run.per_example(hsic_interactions, input_kernel, estimator_batch_size)
+        return run.attributions(importance, smooth_map), interactions
 
-    def _explain(
+    def _run(
         self,
         inputs: TensorOrTupleOfTensorsGeneric,
         baselines: BaselineType,
@@ -373,70 +328,29 @@ class HSICAttribution(MaskAttribution):
         sampler: str,
         input_kernel: str,
         p_keep: float,
-        perturbations_per_eval: int | None,
         estimator_batch_size: int,
-        smooth_map: bool,
-        show_progress: bool,
         seed: int | None,
-        process_group: ProcessGroup,
-        concurrent_calls: int,
-        retries: int,
-        with_interactions: bool,
-        signed: bool = False,
-    ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor | None]:
-
-        is_inputs_tuple = _is_tuple(inputs)
-        formatted_inputs = format_inputs(inputs, target)
-        batch_size = formatted_inputs[0].shape[0]
+        execution: ExecutionOptions,
+    ) -> DesignRun:
+        """HSIC's sampler (binary designs of grid cells or groups) handed to one
+        pipeline run, after checking the arguments: the designs and their scores."""
+        formatted = format_inputs(inputs, target)
         n_designs = check_int("n_designs", n_designs, minimum=2)
-        perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
-        estimator_batch_size = check_int("estimator_batch_size", estimator_batch_size)
+        check_int("estimator_batch_size", estimator_batch_size)
         # p_keep = 1 keeps every cell in every design: no dependence to measure.
         p_keep = check_probability("p_keep", p_keep, include_one=False)
         if input_kernel not in INPUT_KERNELS:
             raise ValueError(f"input_kernel must be one of {INPUT_KERNELS}, got {input_kernel!r}")
-        seed = agree_on_seed(seed, process_group)
-        device, dtype = formatted_inputs[0].device, attribution_dtype(formatted_inputs[0])
-        coverage = choose_coverage(formatted_inputs, feature_mask, grid_size, DEFAULT_GRID_SIZE)
-        mask_sampler = design_sampler(formatted_inputs, coverage, p_keep, device, dtype)
-        points = sample_designs(n_designs, mask_sampler.n_params, sampler, seed)
+        options = Execution.of(execution)
+        device, dtype = formatted[0].device, attribution_dtype(formatted[0])
+        coverage = choose_coverage(formatted, feature_mask, grid_size, DEFAULT_GRID_SIZE)
+        masks = design_sampler(formatted, coverage, p_keep, device, dtype)
+        seed = agree_on_seed(seed, options.process_group)
+        points = sample_designs(n_designs, masks.n_params, sampler, seed)
         params = torch.as_tensor(points, dtype=torch.float32, device=device)
-
-        pipeline = Perturbations(
-            self.forward_func,
-            formatted_inputs,
-            baselines,
-            target_scorer(self.forward_func, formatted_inputs, additional_forward_args, target),
-            lambda lo, hi: mask_sampler.render(params[lo:hi]),
-            perturbations_per_eval,
-            process_group,
-            show_progress,
-            self.get_name(),
-            unit="design",
-            concurrent_calls=concurrent_calls,
-            retries=retries,
-        )
-        scores = pipeline.scores(n_designs)
-        with torch.no_grad():
-            designs = mask_sampler.keep(params)
-            importance = torch.stack(
-                [
-                    hsic_scores(designs, scores[:, b], input_kernel, estimator_batch_size)
-                    for b in range(batch_size)
-                ]
-            ).to(torch.promote_types(dtype, torch.float32))
-            if signed:
-                signs = torch.stack(
-                    [kept_minus_dropped(designs, scores[:, b]) for b in range(batch_size)]
-                )
-                importance = importance * torch.sign(signs).to(importance.dtype)
-            interactions = None
-            if with_interactions:
-                interactions = torch.stack(
-                    [
-                        hsic_interactions(designs, scores[:, b], input_kernel, estimator_batch_size)
-                        for b in range(batch_size)
-                    ]
-                ).to(torch.promote_types(dtype, torch.float32))
-        attributions = design_attributions(importance, mask_sampler, formatted_inputs, smooth_map)
-        return _format_output(is_inputs_tuple, attributions), interactions
+        scores = run_designs(
+            self.forward_func, self.get_name(), formatted, baselines, target,
+            additional_forward_args, lambda lo, hi: masks.render(params[lo:hi]), n_designs,
+            options, "design",
+        )  # fmt: skip
+        return DesignRun(_is_tuple(inputs), formatted, masks, masks.keep(params), scores)

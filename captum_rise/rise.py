@@ -1,6 +1,6 @@
 """RISE: Randomized Input Sampling for Explanation (Petsiuk et al., BMVC 2018)."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, overload
 
 import torch
@@ -8,11 +8,18 @@ import torch.distributed as dist
 from captum._utils.common import _format_additional_forward_args, _format_output, _is_tuple
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from torch import Tensor
+from typing_extensions import Unpack
 
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import DEFAULT_GRID_SIZE, Coverage, choose_coverage
 from captum_rise._forward import ClassScorer, ModelScorer
-from captum_rise._pipeline import Perturbations, design_sampler, format_inputs
+from captum_rise._pipeline import (
+    Execution,
+    ExecutionOptions,
+    Perturbations,
+    design_sampler,
+    format_inputs,
+)
 from captum_rise._validation import (
     attribution_dtype,
     check_int,
@@ -26,7 +33,6 @@ from captum_rise.accumulator import (
     check_normalization,
     sum_block,
 )
-from captum_rise.batching import DEFAULT_RETRIES, check_chunk_size
 from captum_rise.distributed import (
     ProcessGroup,
     agree_on_seed,
@@ -112,16 +118,12 @@ class RISE(MaskAttribution):
         n_masks: int = 4000,
         grid_size: GridSize | None = None,
         p_keep: float = 0.5,
-        perturbations_per_eval: int | None = None,
-        show_progress: bool = False,
         seed: int | None = None,
         normalization: str | None = None,
-        process_group: ProcessGroup = None,
         mask_sampling: str = DEFAULT_MASK_SAMPLING,
         tolerance: float | None = None,
         return_convergence_delta: Literal[False] = False,
-        concurrent_calls: int = 1,
-        retries: int = DEFAULT_RETRIES,
+        **execution: Unpack[ExecutionOptions],
     ) -> TensorOrTupleOfTensorsGeneric: ...
 
     @overload
@@ -135,17 +137,13 @@ class RISE(MaskAttribution):
         n_masks: int = 4000,
         grid_size: GridSize | None = None,
         p_keep: float = 0.5,
-        perturbations_per_eval: int | None = None,
-        show_progress: bool = False,
         seed: int | None = None,
         normalization: str | None = None,
-        process_group: ProcessGroup = None,
         mask_sampling: str = DEFAULT_MASK_SAMPLING,
         tolerance: float | None = None,
         *,
         return_convergence_delta: Literal[True],
-        concurrent_calls: int = 1,
-        retries: int = DEFAULT_RETRIES,
+        **execution: Unpack[ExecutionOptions],
     ) -> tuple[TensorOrTupleOfTensorsGeneric, Tensor]: ...
 
     @log_usage
@@ -159,16 +157,12 @@ class RISE(MaskAttribution):
         n_masks: int = 4000,
         grid_size: GridSize | None = None,
         p_keep: float = 0.5,
-        perturbations_per_eval: int | None = None,
-        show_progress: bool = False,
         seed: int | None = None,
         normalization: str | None = None,
-        process_group: ProcessGroup = None,
         mask_sampling: str = DEFAULT_MASK_SAMPLING,
         tolerance: float | None = None,
         return_convergence_delta: bool = False,
-        concurrent_calls: int = 1,
-        retries: int = DEFAULT_RETRIES,
+        **execution: Unpack[ExecutionOptions],
     ) -> TensorOrTupleOfTensorsGeneric | tuple[TensorOrTupleOfTensorsGeneric, Tensor]:
         r"""Saliency of every input feature for ``target``.
 
@@ -209,19 +203,6 @@ class RISE(MaskAttribution):
                 says so when ``D >= 4 T``). A grid given explicitly is used as
                 given.
             p_keep: probability that a cell or group is kept (paper: 0.5).
-            perturbations_per_eval: masks per forward call; each call sees
-                ``perturbations_per_eval * B`` inputs. None (the default, unlike
-                Captum's 1: RISE runs thousands of perturbations, not tens)
-                chooses it while the masks are used, at no extra forwards
-                (:mod:`captum_rise.batching`): on the CPU it starts at 1 and
-                doubles while the time per mask improves by more than 5%; on
-                a GPU it starts at 512 ImageNet images' worth of inputs, since
-                every new batch size costs a one-off plan there; the last
-                chunk runs padded at a size the model has met; memory bounds
-                apply and an out-of-memory error halves it. What was measured
-                is remembered for the model inside ``forward_func`` and this
-                input shape. An int is used as given.
-            show_progress: show a progress bar over the masks.
             seed: seeds the private mask generator; None takes one draw from
                 torch's global generator (Captum's convention:
                 ``torch.manual_seed`` reproduces it).
@@ -241,14 +222,6 @@ class RISE(MaskAttribution):
                 ``default_normalization`` attribute when it has one
                 (``"centred"`` for :class:`captum_rise.scores.SimilarityScore`),
                 else ``"expectation"``.
-            process_group: a ``torch.distributed`` group (e.g.
-                ``torch.distributed.group.WORLD``) whose ranks share the work:
-                every rank calls with the same arguments and inputs, runs its
-                own contiguous share of masks ``0 .. N - 1``, and the sums are
-                all-reduced, so every rank returns the full map, equal to a
-                single-process run with the same ``seed`` (to rounding). With
-                ``seed=None`` rank 0's fresh seed is sent to all. The progress
-                bar shows the group's rank 0 and its share. None: one process.
             tolerance: stop early: ``n_masks`` becomes the maximum, masks are
                 drawn in rounds of :data:`ROUND_MASKS`, and the run stops once
                 the estimated relative standard error of the map is at most
@@ -271,9 +244,9 @@ class RISE(MaskAttribution):
                 ``n`` is left in :attr:`n_masks_used`. Every
                 ``normalization`` has its error (the same estimator on each
                 replicate). With ``process_group``,
-                every rank runs its share of each round and the ranks sum
-                their replicates before the check, so they stop together, at
-                the one-process ``n``.
+                every rank runs its share of each round and the ranks gather
+                their sums before the check, so they stop together, at the
+                one-process ``n``.
             return_convergence_delta: also return, per example, the estimated
                 relative standard error defined above (Captum's convention).
             mask_sampling: how the masks' random numbers are drawn; every
@@ -291,26 +264,15 @@ class RISE(MaskAttribution):
                 are seeded by ``seed``, independent of the chunk size, and work with
                 ``feature_mask`` groups; Sobol' points exist for up to 21201
                 numbers per mask (cells or groups plus shifts).
-            concurrent_calls: forward calls kept in flight at once, on worker
-                threads (default 1). For a forward that waits on something
-                else (a model server, a remote API, a language model's
-                generation) set it to the number of requests the server takes
-                at once, with ``perturbations_per_eval`` (or a
-                :class:`captum_rise.runtimes.RuntimeForward`'s
-                ``max_batch_size``) at its largest batch. The map does not
-                depend on it: chunks are added in order, whichever call returns
-                first. The automatic chunk is measured one call at a time
-                first (:func:`captum_rise.batching.run_in_chunks`). The forward
-                must allow calls from several threads (ONNX Runtime sessions,
-                :class:`captum_rise.runtimes.OpenVINOForward` and HTTP clients
-                do).
-            retries: times a forward call that raised a network, I/O or
-                timeout error (an ``OSError``: HTTP errors of urllib and
-                requests, ``TimeoutError``) is tried again, at once, then
-                after 0.05 s, 0.1 s, ... (default 3). When they run out, a
-                :class:`captum_rise.batching.ForwardError` names the call's masks
-                and how often calls failed; no map is made from part of the
-                masks. Other errors are raised at once.
+            **execution: how the forwards run (:class:`captum_rise.ExecutionOptions`):
+                ``perturbations_per_eval`` (masks per forward call; each call
+                sees that many times ``B`` inputs; None, the default, chooses
+                it), ``show_progress``, ``process_group`` (a
+                ``torch.distributed`` group whose ranks share the masks and all
+                return the whole map, the one-process map of the same seed),
+                ``concurrent_calls`` (calls in flight, for model servers) and
+                ``retries`` (of calls that failed with network, I/O or timeout
+                errors).
 
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``: a tensor
@@ -321,37 +283,16 @@ class RISE(MaskAttribution):
         """
         is_inputs_tuple = _is_tuple(inputs)
         formatted_inputs = format_inputs(inputs, target)
-        scorer = ModelScorer(
-            self.forward_func,
-            formatted_inputs[0].shape[0],
-            _format_additional_forward_args(additional_forward_args),
-            target=target,
-            multi_output=True,
-        )
+        args = _format_additional_forward_args(additional_forward_args)
+        batch_size = formatted_inputs[0].shape[0]
+        scorer = ModelScorer(self.forward_func, batch_size, args, target, multi_output=True)
         maps, errors = self._estimate(
-            formatted_inputs,
-            baselines,
-            scorer,
-            feature_mask,
-            n_masks,
-            grid_size,
-            p_keep,
-            perturbations_per_eval,
-            show_progress,
-            seed,
-            normalization,
-            process_group,
-            tolerance,
-            return_convergence_delta,
-            mask_sampling,
-            concurrent_calls,
-            retries,
-        )
+            formatted_inputs, baselines, scorer, feature_mask, n_masks, grid_size, p_keep, seed,
+            normalization, mask_sampling, tolerance, return_convergence_delta, execution,
+        )  # fmt: skip
         n_outputs = maps[0].shape[1]
-        attributions = tuple(
-            saliency[:, 0].expand_as(inp).contiguous()
-            if n_outputs == 1
-            else saliency.expand(inp.shape[0], n_outputs, *inp.shape[1:]).contiguous()
+        attributions = tuple(  # (B, ...) for one output, else (B, K, ...)
+            saliency.expand(inp.shape[0], n_outputs, *inp.shape[1:]).squeeze(1).contiguous()
             for saliency, inp in zip(maps, formatted_inputs)
         )
         output = _format_output(is_inputs_tuple, attributions)
@@ -371,15 +312,11 @@ class RISE(MaskAttribution):
         n_masks: int = 4000,
         grid_size: GridSize | None = None,
         p_keep: float = 0.5,
-        perturbations_per_eval: int | None = None,
-        show_progress: bool = False,
         seed: int | None = None,
         normalization: str | None = None,
-        process_group: ProcessGroup = None,
         mask_sampling: str = DEFAULT_MASK_SAMPLING,
         tolerance: float | None = None,
-        concurrent_calls: int = 1,
-        retries: int = DEFAULT_RETRIES,
+        **execution: Unpack[ExecutionOptions],
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Saliency maps for several classes from one set of forward passes.
 
@@ -401,31 +338,13 @@ class RISE(MaskAttribution):
         """
         is_inputs_tuple = _is_tuple(inputs)
         formatted_inputs = format_inputs(inputs, None)
-        scorer = ClassScorer(
-            self.forward_func,
-            formatted_inputs[0].shape[0],
-            _format_additional_forward_args(additional_forward_args),
-            classes=_class_index(classes, formatted_inputs[0].device),
-        )
+        args = _format_additional_forward_args(additional_forward_args)
+        class_index = _class_index(classes, formatted_inputs[0].device)
+        scorer = ClassScorer(self.forward_func, formatted_inputs[0].shape[0], args, class_index)
         maps, _ = self._estimate(
-            formatted_inputs,
-            baselines,
-            scorer,
-            feature_mask,
-            n_masks,
-            grid_size,
-            p_keep,
-            perturbations_per_eval,
-            show_progress,
-            seed,
-            normalization,
-            process_group,
-            tolerance,
-            False,
-            mask_sampling,
-            concurrent_calls,
-            retries,
-        )
+            formatted_inputs, baselines, scorer, feature_mask, n_masks, grid_size, p_keep, seed,
+            normalization, mask_sampling, tolerance, False, execution,
+        )  # fmt: skip
         attributions = tuple(
             saliency.expand(inp.shape[0], saliency.shape[1], *inp.shape[1:])
             for saliency, inp in zip(maps, formatted_inputs)
@@ -441,116 +360,71 @@ class RISE(MaskAttribution):
         n_masks: int,
         grid_size: GridSize | None,
         p_keep: float,
-        perturbations_per_eval: int | None,
-        show_progress: bool,
         seed: int | None,
         normalization: str | None,
-        process_group: ProcessGroup,
+        mask_sampling: str,
         tolerance: float | None,
         track_error: bool,
-        mask_sampling: str,
-        concurrent_calls: int,
-        retries: int,
+        execution: ExecutionOptions,
     ) -> tuple[list[Tensor], Tensor | None]:
-        """Runs the masked forwards (in rounds of :data:`ROUND_MASKS` until the
-        relative standard error is at most ``tolerance``, when given).
+        """The sampler and the sink of RISE, handed to one pipeline run (in rounds of
+        :data:`ROUND_MASKS` until the relative standard error is at most
+        ``tolerance``, when given).
 
         Returns ``(B, K, *mask_rest_i)`` per input in the inputs' dtype, ``K``
         being the number of scores ``scorer`` returns per example, and the
         ``(B, K)`` relative standard errors when ``tolerance`` or
         ``track_error`` is set (else None). Sets :attr:`n_masks_used`."""
         n_masks = check_int("n_masks", n_masks)
-        perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
         p_keep = check_probability("p_keep", p_keep)
         if normalization is None:
             normalization = getattr(self.forward_func, "default_normalization", "expectation")
         check_normalization(normalization, p_keep)  # before any forward
-        if tolerance is not None:
-            tolerance = check_positive("tolerance", tolerance)
+        run = Execution.of(execution)
+        tolerance = None if tolerance is None else check_positive("tolerance", tolerance)
         track_error = track_error or tolerance is not None
         replicates, min_masks = _error_replicates(mask_sampling, n_masks, track_error)
-        device, dtype = inputs[0].device, attribution_dtype(inputs[0])
-        coverage = choose_coverage(
-            inputs,
-            feature_mask,
-            grid_size,
-            getattr(self.forward_func, "default_grid_size", DEFAULT_GRID_SIZE),
-        )
-        sampler = _make_sampler(inputs, coverage, p_keep, device, dtype)
-        always_kept = None
-        if isinstance(sampler, GroupMaskSampler) and sampler.groups.has_always_kept:
-            always_kept = sampler.groups.always_kept()
-        stream = ParamStream(
-            sampler,
-            make_generator(agree_on_seed(seed, process_group)),
-            mask_sampling,
-            replicates=replicates if track_error else 1,
-        )
-        sums = MaskSums(inputs[0].shape[0], sampler.mask_shapes, device, dtype, stream, track_error)
+        default_grid = getattr(self.forward_func, "default_grid_size", DEFAULT_GRID_SIZE)
+        coverage = choose_coverage(inputs, feature_mask, grid_size, default_grid)
+        sampler = _make_sampler(inputs, coverage, p_keep, attribution_dtype(inputs[0]))
+        generator = make_generator(agree_on_seed(seed, run.process_group))
+        stream = ParamStream(sampler, generator, mask_sampling, replicates if track_error else 1)
+        sums = MaskSums(inputs[0].shape[0], sampler, stream, track_error, p_keep, normalization)
         pipeline = Perturbations(
-            self.forward_func,
-            inputs,
-            baselines,
-            scorer,
-            lambda lo, hi: sampler.render(stream.params(lo, hi)),
-            perturbations_per_eval,
-            process_group,
-            show_progress,
-            self.get_name(),
-            unit="mask",
-            concurrent_calls=concurrent_calls,
-            block=sums.block,
-            retries=retries,
-        )
-        # Rounds of the global masks 0 .. N - 1 (one round without a tolerance); every rank
-        # runs its contiguous share of each round, so any group gives the one-process masks.
-        rounds = [(0, n_masks)] if tolerance is None else _rounds(0, n_masks)
-        shares = [pipeline.share(lo, hi) for lo, hi in rounds]
-        bar = pipeline.progress(sum(hi - lo for lo, hi in shares))
-        summed: SaliencyAccumulator | None = None
-        for (_, stop), (lo, hi) in zip(rounds, shares):
-            pipeline.run(lo, hi, sums, bar)
-            summed = None
-            if tolerance is not None and stop >= min_masks:
-                summed = sums.gathered(process_group)  # every rank sees the same error
-                error = summed.relative_standard_error(p_keep, normalization, always_kept)
-                if float(error.max()) <= tolerance:
-                    break
-        bar.close()
-        accumulator = summed or sums.gathered(process_group)
+            self.forward_func, inputs, baselines, scorer,
+            lambda lo, hi: sampler.render(stream.params(lo, hi)), run, self.get_name(), "mask",
+        )  # fmt: skip
+        accumulator = pipeline.run(sums, n_masks, sums.stop_rule(tolerance, min_masks), ROUND_MASKS)
         self.n_masks_used = accumulator.n_masks
-        errors = (
-            accumulator.relative_standard_error(p_keep, normalization, always_kept)
-            if track_error
-            else None
-        )
-        maps = accumulator.saliency(p_keep, normalization)
-        if always_kept is not None:  # never masked: nothing is known of them
-            maps = [m.masked_fill(kept[:, None], 0) for m, kept in zip(maps, always_kept)]
-        maps = [m.to(attribution_dtype(inp)) for m, inp in zip(maps, inputs)]
-        return maps, errors
+        errors = sums.errors(accumulator) if track_error else None
+        return sums.maps(accumulator, inputs), errors
 
 
 class MaskSums:
-    """RISE's sink (:data:`captum_rise._pipeline.Sink`): every chunk's score-weighted
-    masks are added to a :class:`SaliencyAccumulator`, made at the first chunk (when
-    the number of scores per example is known), with each mask's replicate when the
-    error is tracked."""
+    """RISE's sink (:class:`captum_rise._pipeline.Sink`) and estimator: every chunk's
+    score-weighted masks are added to a :class:`SaliencyAccumulator`, made at the
+    first chunk (when the number of scores per example is known), with each mask's
+    replicate when the error is tracked; the maps and their errors are read from it
+    with ``normalization``."""
 
     def __init__(
         self,
         batch_size: int,
-        mask_shapes: Sequence[tuple[int, ...]],
-        device: torch.device,
-        dtype: torch.dtype,
+        sampler: MaskSampler,
         stream: ParamStream,
         track_error: bool,
+        p_keep: float,
+        normalization: str,
     ) -> None:
-        self.batch_size, self.mask_shapes = batch_size, mask_shapes
-        self.device, self.dtype = device, torch.promote_types(dtype, torch.float32)
+        self.batch_size, self.mask_shapes = batch_size, sampler.mask_shapes
+        self.device, self.dtype = sampler.device, torch.promote_types(sampler.dtype, torch.float32)
         self.stream, self.replicates = stream, stream.replicates if track_error else 0
-        self.block = sum_block(mask_shapes, self.dtype, BUFFER_BYTES)
+        self.p_keep, self.normalization = p_keep, normalization
+        self.block = sum_block(self.mask_shapes, self.dtype, BUFFER_BYTES)
         self.accumulator: SaliencyAccumulator | None = None
+        self.always_kept = None  # features never masked: nothing is known of them
+        if isinstance(sampler, GroupMaskSampler) and sampler.groups.has_always_kept:
+            self.always_kept = sampler.groups.always_kept()
 
     def __call__(self, lo: int, hi: int, chunk: tuple[Tensor, tuple[Tensor, ...]]) -> None:
         scores, masks = chunk
@@ -583,6 +457,28 @@ class MaskSums:
             summed.merge(self.accumulator)  # a copy: this rank's masks go on after
         return summed.all_reduce(process_group)
 
+    def errors(self, summed: SaliencyAccumulator) -> Tensor:
+        """``(B, K)`` relative standard errors of the maps of ``summed``."""
+        return summed.relative_standard_error(self.p_keep, self.normalization, self.always_kept)
+
+    def stop_rule(
+        self, tolerance: float | None, min_masks: int
+    ) -> Callable[[SaliencyAccumulator], bool] | None:
+        """Whether a run may stop at the sums it gathered: once they hold ``min_masks``
+        and every map's error is at most ``tolerance`` (None: no tolerance, no rule)."""
+        if tolerance is None:
+            return None
+        return lambda summed: (
+            summed.n_masks >= min_masks and float(self.errors(summed).max()) <= tolerance
+        )
+
+    def maps(self, summed: SaliencyAccumulator, inputs: tuple[Tensor, ...]) -> list[Tensor]:
+        """``(B, K, *mask_rest_i)`` per input, in the inputs' dtypes (0 where always kept)."""
+        maps = summed.saliency(self.p_keep, self.normalization)
+        if self.always_kept is not None:
+            maps = [m.masked_fill(kept[:, None], 0) for m, kept in zip(maps, self.always_kept)]
+        return [m.to(attribution_dtype(inp)) for m, inp in zip(maps, inputs)]
+
 
 def _error_replicates(mask_sampling: str, n_masks: int, track_error: bool) -> tuple[int, int]:
     """``(replicates, min_masks)``: the replicates of the masks that the error estimate
@@ -610,18 +506,12 @@ def _class_index(classes: Sequence[int] | Tensor | None, device: torch.device) -
     return class_index
 
 
-def _rounds(first: int, last: int) -> list[tuple[int, int]]:
-    """Masks ``first .. last - 1`` in rounds of :data:`ROUND_MASKS`."""
-    return [(lo, min(lo + ROUND_MASKS, last)) for lo in range(first, last, ROUND_MASKS)]
-
-
 def _make_sampler(
-    inputs: tuple[Tensor, ...],
-    coverage: Coverage,
-    p_keep: float,
-    device: torch.device,
-    dtype: torch.dtype,
+    inputs: tuple[Tensor, ...], coverage: Coverage, p_keep: float, dtype: torch.dtype
 ) -> MaskSampler:
+    """RISE's sampler on the inputs' device: the paper's smooth grid masks, or binary
+    masks of ``feature_mask`` groups."""
+    device = inputs[0].device
     if coverage.feature_mask is None:
         if any(is_integer_input(inp) for inp in inputs):
             raise ValueError(

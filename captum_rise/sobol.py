@@ -21,19 +21,21 @@ forwards, and Jansen's estimator gives (:func:`jansen_total_indices`)
 """
 
 import torch
-from captum._utils.common import _format_output, _is_tuple
+from captum._utils.common import _is_tuple
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from scipy.stats import qmc
 from torch import Tensor
+from typing_extensions import Unpack
 
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import choose_coverage
 from captum_rise._pipeline import (
-    Perturbations,
-    design_attributions,
+    DesignRun,
+    Execution,
+    ExecutionOptions,
     design_sampler,
     format_inputs,
-    target_scorer,
+    run_designs,
 )
 from captum_rise._validation import (
     attribution_dtype,
@@ -41,8 +43,7 @@ from captum_rise._validation import (
     check_positive,
     is_integer_input,
 )
-from captum_rise.batching import DEFAULT_RETRIES, check_chunk_size
-from captum_rise.distributed import ProcessGroup, agree_on_seed
+from captum_rise.distributed import agree_on_seed
 from captum_rise.masks import DesignMaskSampler, GridSize
 from captum_rise.meaningful_perturbation import gaussian_blur
 
@@ -135,10 +136,10 @@ class SobolAttribution(MaskAttribution):
     Conventions are those of :class:`captum_rise.RISE`: targets, baselines,
     ``additional_forward_args``, tuple inputs (sharing one grid),
     ``feature_mask`` (with :data:`captum_rise.masks.ALWAYS_KEPT` features never
-    masked, attribution 0), ``perturbations_per_eval`` (automatic by default),
-    ``show_progress``, ``seed``, ``process_group`` (every rank runs its share
-    of the forwards and the scores are summed), float16/bfloat16 and
-    ``channels_last`` inputs. Results do not depend on ``perturbations_per_eval``.
+    masked, attribution 0), ``seed``, the execution options
+    (:class:`captum_rise.ExecutionOptions`: ``process_group``, every rank runs
+    its share of the forwards), float16/bfloat16 and ``channels_last`` inputs.
+    Results do not depend on ``perturbations_per_eval``.
     """
 
     method_name = "Sobol"
@@ -155,22 +156,17 @@ class SobolAttribution(MaskAttribution):
         grid_size: GridSize | None = None,
         perturbation: str = "inpainting",
         blur_sigma: float = DEFAULT_BLUR_SIGMA,
-        perturbations_per_eval: int | None = None,
         smooth_map: bool = True,
-        show_progress: bool = False,
         seed: int | None = None,
-        process_group: ProcessGroup = None,
-        concurrent_calls: int = 1,
-        retries: int = DEFAULT_RETRIES,
+        **execution: Unpack[ExecutionOptions],
     ) -> TensorOrTupleOfTensorsGeneric:
         r"""Total-order Sobol' index of every grid cell (or feature group) for ``target``.
 
         Args:
             inputs: as in :meth:`captum_rise.RISE.attribute`, and so are
                 ``baselines`` (with ``perturbation="inpainting"``), ``target``,
-                ``additional_forward_args``, ``feature_mask``,
-                ``perturbations_per_eval``, ``show_progress``,
-                ``process_group``, ``concurrent_calls`` and ``retries``.
+                ``additional_forward_args``, ``feature_mask`` and
+                ``**execution`` (:class:`captum_rise.ExecutionOptions`).
             n_designs: ``N``, a power of two: the model runs ``N (d + 2)``
                 times per example for ``d`` regions (paper: 32, so 2,112
                 forwards on an 8x8 grid).
@@ -187,36 +183,25 @@ class SobolAttribution(MaskAttribution):
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``.
         """
-        is_inputs_tuple = _is_tuple(inputs)
-        formatted_inputs = format_inputs(inputs, target)
+        formatted = format_inputs(inputs, target)
         n_designs = check_int("n_designs", n_designs, minimum=2)
         if n_designs & (n_designs - 1):
             raise ValueError(f"n_designs must be a power of two (Sobol' points), got {n_designs}")
-        perturbations_per_eval = check_chunk_size("perturbations_per_eval", perturbations_per_eval)
-        references = _references(formatted_inputs, baselines, perturbation, blur_sigma)
-        seed = agree_on_seed(seed, process_group)
-        device, dtype = formatted_inputs[0].device, attribution_dtype(formatted_inputs[0])
-        coverage = choose_coverage(formatted_inputs, feature_mask, grid_size, DEFAULT_GRID_SIZE)
-        sampler = design_sampler(formatted_inputs, coverage, 0.5, device, dtype)
+        options = Execution.of(execution)
+        references = _references(formatted, baselines, perturbation, blur_sigma)
+        seed = agree_on_seed(seed, options.process_group)
+        device, dtype = formatted[0].device, attribution_dtype(formatted[0])
+        coverage = choose_coverage(formatted, feature_mask, grid_size, DEFAULT_GRID_SIZE)
+        sampler = design_sampler(formatted, coverage, 0.5, device, dtype)
         design = SaltelliDesign(n_designs, sampler.n_params, seed, device)
-        binary = any(is_integer_input(inp) for inp in formatted_inputs)
-        pipeline = Perturbations(
-            self.forward_func,
-            formatted_inputs,
-            references,
-            target_scorer(self.forward_func, formatted_inputs, additional_forward_args, target),
-            lambda lo, hi: _masks(sampler, design.rows(lo, hi), binary),
-            perturbations_per_eval,
-            process_group,
-            show_progress,
-            self.get_name(),
-            unit="forward",
-            concurrent_calls=concurrent_calls,
-            retries=retries,
-        )
-        indices = jansen_total_indices(pipeline.scores(design.n_rows), n_designs)
-        attributions = design_attributions(indices, sampler, formatted_inputs, smooth_map)
-        return _format_output(is_inputs_tuple, attributions)
+        binary = any(is_integer_input(inp) for inp in formatted)
+        scores = run_designs(
+            self.forward_func, self.get_name(), formatted, references, target,
+            additional_forward_args, lambda lo, hi: _masks(sampler, design.rows(lo, hi), binary),
+            design.n_rows, options, "forward",
+        )  # fmt: skip
+        run = DesignRun(_is_tuple(inputs), formatted, sampler, None, scores)
+        return run.attributions(jansen_total_indices(scores, n_designs), smooth_map)
 
 
 def _masks(sampler: DesignMaskSampler, values: Tensor, binary: bool) -> tuple[Tensor, ...]:
