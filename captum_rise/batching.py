@@ -20,9 +20,14 @@ a cost model of the calls the work itself makes (every forward counts). The
 rule is the same on every device; the device sets only the first size and the
 memory bound (:func:`chunk_bounds`):
 
-1. start at one item per call on the CPU; on an accelerator at the largest
-   chunk within :data:`ACCELERATOR_START_BYTES` of perturbed inputs and the
-   memory bound, where a GPU is near its best time per item;
+1. start on the CPU at the memory bound, or at the even split of the work in
+   as many calls as the bound needs (2,000 items under a bound of 1,365: two
+   calls of 1,000), and descend from there; on an accelerator start at the
+   largest chunk within :data:`ACCELERATOR_START_BYTES` of perturbed inputs and
+   the memory bound, where a GPU is near its best time per item, and climb.
+   Starting high costs a CPU little (a few calls at a slower size per item, of
+   thousands) and saves a GPU-shaped model (CPU inputs sent to a GPU, a
+   compiled runtime, a server) the warm-ups and latencies of small calls;
 2. time :data:`TIMED_CALLS_PER_SIZE` calls at that size: the fastest is its
    steady time; a first call's excess over it is the one-off cost of a new
    size (:attr:`ChunkSizer.new_size_seconds`);
@@ -41,7 +46,12 @@ memory bound (:func:`chunk_bounds`):
    its one-off cost beats staying (:meth:`ChunkSizer.remaining_seconds`), and
    goes straight there, unless climbing by doubling costs at most
    :data:`MAX_PROBE_SHARE` of it (then every size on the way is measured:
-   cheap insurance on a CPU, whose curves turn up);
+   cheap insurance on a CPU, whose curves turn up). Descending from the
+   bound, the probe measures half the size while its one-off cost and its
+   timed calls' excess, were a call as slow as the smallest measured (a
+   latency), fit within :data:`MAX_PROBE_SHARE` of the remaining work
+   (:meth:`ChunkSizer._smaller_size`): a CPU's curve is measured down to its
+   best size, a GPU's warm-up or a server's latency keeps the start;
 4. a size measured is kept as the best only if it lowers the time per item
    by more than :data:`MIN_GAIN`, or at all when the cost model chose it from
    two sizes or more (its prediction already weighed the gain against the
@@ -215,11 +225,12 @@ def chunk_bounds(item_bytes: int, device: torch.device) -> tuple[int, int]:
         item_bytes: bytes of the perturbed inputs that one item sends to the
             model (e.g. one mask applied to a batch of ``B`` examples).
         device: where the model runs. The limit is :func:`memory_limit`; the
-            start is 1 on the CPU and :func:`accelerator_start` elsewhere.
+            start is the limit on the CPU (the probe descends from there) and
+            :func:`accelerator_start` elsewhere.
     """
     limit = memory_limit(item_bytes, device)
     if device.type == "cpu":
-        return 1, limit
+        return limit, limit
     return accelerator_start(item_bytes, limit), limit
 
 
@@ -246,7 +257,12 @@ class ChunkSizer:
 
     Args:
         limit: the largest chunk allowed (memory bound).
-        start: the first size tried (clipped to ``limit``).
+        start: the first size tried (clipped to ``limit``). Below the limit the
+            probe climbs (rule 3 of the module's docstring); at the limit it
+            descends by halving while that pays (:meth:`_smaller_size`).
+        fixed: the size of every call when the chunk may not come from timings
+            (:func:`deterministic_chunk`); default: the largest power of two
+            within ``start``.
 
     Attributes:
         size: items per call for full chunks.
@@ -255,9 +271,11 @@ class ChunkSizer:
         seen: the batch sizes the model has met (in items).
     """
 
-    def __init__(self, limit: int, start: int = 1) -> None:
+    def __init__(self, limit: int, start: int = 1, fixed: int | None = None) -> None:
         self.limit = check_int("limit", limit)
         self.size = self.start = min(check_int("start", start), self.limit)
+        self.fixed = _power_of_two_within(self.start if fixed is None else fixed)
+        self.descending = self.start == self.limit > 1
         self.probing = True
         self.best_size = self.size
         self.seen: set[int] = set()
@@ -268,6 +286,13 @@ class ChunkSizer:
         self._spread_seconds: dict[int, float] = {}  # timing noise: 2nd fastest - fastest
         self._second_look = False  # a size after one that did not help is being measured
         self._predicted = False  # the size being measured is the cost model's choice
+
+    def split_evenly(self, n_items: int) -> None:
+        """Before the first call, descending: start at the even split of ``n_items`` in
+        as many calls as the limit needs (2,000 items under a limit of 1,365: two
+        calls of 1,000, not 1,365 and a tail), so no call is padded or of a new size."""
+        if self.descending and not self.seen and n_items > 0:
+            self.size = self.best_size = -(-n_items // -(-n_items // self.limit))
 
     def next_chunk(self, remaining: int) -> tuple[int, int]:
         """``(items, batch)`` of the next call: ``items`` of the ``remaining`` ones,
@@ -302,23 +327,50 @@ class ChunkSizer:
             self.best_size, self._best_seconds_per_item = batch, seconds_per_item
             self._second_look = False
             self._predicted = len(self._steady_seconds) >= 2  # the next move is the model's
-            following = self._following_size(remaining)
+            following = self._next_size(remaining)
             if following is not None:
                 self.size = following
                 return
         elif not self._second_look and self._second_look_pays(remaining):
             self._second_look = True  # one size that did not help may be noise: look once more
             self._predicted = False
-            self.size = min(2 * self.size, self.limit)
+            self.size = (
+                max(self.size // 2, 1) if self.descending else min(2 * self.size, self.limit)
+            )
             return
         self.size = self.best_size
         self.probing = False
 
+    def _next_size(self, remaining: int) -> int | None:
+        """The size to measure after :attr:`size` (the best so far), or None to keep it."""
+        if self.descending:
+            return self._smaller_size(remaining)
+        return self._following_size(remaining)
+
+    def _smaller_size(self, remaining: int) -> int | None:
+        """Half of :attr:`size`, when measuring it is worth it: its one-off cost and
+        its timed calls' excess over the best time per item, were it as slow per
+        call as the smallest size measured (a call costs no more for fewer items:
+        the worst case, a latency), at most :data:`MAX_PROBE_SHARE` of the
+        remaining work at the best size. A GPU's one-off cost or a server's latency
+        keeps the start; a CPU's curve is measured down to its best size."""
+        half = self.size // 2
+        if half < 1 or remaining <= 0:
+            return None
+        slowest = self._steady_seconds[min(self._steady_seconds)]
+        excess = TIMED_CALLS_PER_SIZE * max(slowest - half * self._best_seconds_per_item, 0.0)
+        one_off = 0.0 if half in self.seen else self.new_size_seconds
+        budget = MAX_PROBE_SHARE * self.work_seconds(self.best_size, remaining)
+        return half if one_off + excess <= budget else None
+
     def _second_look_pays(self, remaining: int) -> bool:
-        """Whether twice the size just measured (which did not beat the best) is worth
-        measuring: it is within the memory bound and its one-off cost plus its timed
-        calls' excess over the best time per item is at most :data:`MAX_PROBE_SHARE`
-        of the remaining work at the best size."""
+        """Whether the next size after the one just measured (which did not beat the
+        best) is worth measuring: descending, as :meth:`_smaller_size` judges it;
+        climbing, twice it within the memory bound, when its one-off cost plus its
+        timed calls' excess over the best time per item is at most
+        :data:`MAX_PROBE_SHARE` of the remaining work at the best size."""
+        if self.descending:
+            return self._smaller_size(remaining) is not None
         doubled = min(2 * self.size, self.limit)
         if doubled == self.size or remaining <= 0:
             return False
@@ -460,7 +512,8 @@ def sizer_for(forward_func: object, item: Sequence[torch.Tensor]) -> ChunkSizer:
         cap = model.max_batch_size if isinstance(model, RuntimeForward) else None
         if cap is not None:
             limit = min(limit, max(1, cap // max(item[0].shape[0], 1)))
-        return ChunkSizer(limit, start)
+        on_cpu = item[0].device.type == "cpu"
+        return ChunkSizer(limit, start, min(limit, DETERMINISTIC_CPU_CHUNK) if on_cpu else None)
 
     try:
         per_model = _SIZERS.setdefault(model, {})
@@ -485,13 +538,17 @@ def synchronize(device: torch.device) -> None:
 
 def deterministic_chunk(sizer: ChunkSizer) -> int:
     """Items per call when the chunk may not come from timings (under
-    ``torch.use_deterministic_algorithms(True)``): the largest power of two within
-    the first size of an accelerator, or within :data:`DETERMINISTIC_CPU_CHUNK` and
-    the memory bound on the CPU. It depends on the kind of item and the device only
-    (and on the free memory of a GPU that is nearly full), so every call and every
-    process runs the same calls; a power of two, so calls tile the sums' blocks and
-    the ranks' shares."""
-    size = max(sizer.start, min(sizer.limit, DETERMINISTIC_CPU_CHUNK))
+    ``torch.use_deterministic_algorithms(True)``): :attr:`ChunkSizer.fixed`, the
+    largest power of two within the first size of an accelerator, or within
+    :data:`DETERMINISTIC_CPU_CHUNK` and the memory bound on the CPU
+    (:func:`sizer_for`). It depends on the kind of item and the device only (and
+    on the free memory of a GPU that is nearly full), so every call and every
+    process runs the same calls; a power of two, so calls tile the sums' blocks
+    and the ranks' shares."""
+    return sizer.fixed
+
+
+def _power_of_two_within(size: int) -> int:
     return 2 ** (size.bit_length() - 1)
 
 
@@ -594,6 +651,7 @@ def _run_in_chunks(
         run_calls(calls, begin, consume, progress, concurrent_calls, retries)
         return
     state = sizer()
+    state.split_evenly(end - start)
     lo = start
     while lo < end and (state.probing or concurrent_calls == 1):
         items, batch = state.next_chunk(end - lo)

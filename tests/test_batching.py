@@ -124,8 +124,9 @@ def test_fixed_chunk_size_is_used_as_given():
 
 
 def test_probing_grows_when_each_call_has_a_fixed_cost(tiny_convnet, monkeypatch):
-    # 10 ms per call whatever its size: larger chunks are always cheaper per mask,
-    # up to the memory bound (here 32 masks of a 3x16x16 float32 input).
+    # 10 ms per call whatever its size: larger chunks are always cheaper per mask, up to
+    # the memory bound (here 32 masks of a 3x16x16 float32 input). The probe starts at the
+    # bound's even split of the 300 masks (10 calls of 30) and a latency keeps it there.
     monkeypatch.setattr(batching, "CPU_BUDGET_BYTES", 32 * 3 * 16 * 16 * 4)
     clock = FakeClock()  # deterministic: the test must not depend on the machine's load
     monkeypatch.setattr(batching, "clock", clock)
@@ -138,8 +139,7 @@ def test_probing_grows_when_each_call_has_a_fixed_cost(tiny_convnet, monkeypatch
 
     x = torch.rand(1, 3, 16, 16)
     attr = RISE(slow_model).attribute(x, target=1, n_masks=300, seed=0)
-    assert max(seen) == 32 and seen[-2] == 32
-    assert set(seen) == {1, 2, 32}  # straight to the memory bound once the latency is seen
+    assert seen == [30] * 10
     reference = RISE(tiny_convnet).attribute(
         x, target=1, n_masks=300, seed=0, perturbations_per_eval=7
     )
@@ -412,9 +412,9 @@ def test_gpu_shaped_stand_in_first_second_and_new_function_calls(monkeypatch):
     first, second, new_function, n_sizes = calls(None)
     best_first = min(f[0] for f in fixed.values())
     best_steady = min(f[1] for f in fixed.values())
-    assert first <= 1.5 * best_first, (first, best_first)
-    assert second <= 1.15 * best_steady, (second, best_steady)
-    assert new_function <= 1.15 * best_steady, (new_function, best_steady)
+    assert first <= 1.25 * best_first, (first, best_first)
+    assert second <= 1.10 * best_steady, (second, best_steady)
+    assert new_function <= 1.10 * best_steady, (new_function, best_steady)
     assert n_sizes == 1  # one batch size met in three calls
 
 
@@ -465,6 +465,7 @@ def simulated_calls(monkeypatch, shape, chunk_size, n_items=8000, runs=3):
     monkeypatch.setattr(batching, "clock", clock)
     item_bytes = 3 * shape.image_size**2 * 4  # one float32 RGB image
     start, limit = batching.chunk_bounds(item_bytes, torch.device("cpu"))
+    limit = min(limit, shape.max_batch_size or limit)  # a cap known in advance, as sizer_for
     sizer = ChunkSizer(limit, start)  # one per model, as sizer_for remembers it
     model = shape.model(clock)
     items = torch.zeros(max(limit, n_items), 3, 1, 1)  # the costs do not depend on the pixels
@@ -484,27 +485,37 @@ def simulated_calls(monkeypatch, shape, chunk_size, n_items=8000, runs=3):
     return seconds, sizes, limit
 
 
-@pytest.mark.parametrize("name", sorted(COST_SHAPES))
-def test_default_is_near_the_best_fixed_chunk_on_every_cost_shape(monkeypatch, name):
-    """Issue 25's targets, exact on a fake clock: the first call within 1.5x the best
-    fixed chunk's first call, the second within 1.15x the best steady call, a third
-    (a new closure over the same model) within 1.5x. Fixed chunks: the powers of two
-    up to the memory bound (the sizes that fit, for the memory-bound shape)."""
-    shape = COST_SHAPES[name]
-    default, new_sizes, limit = simulated_calls(monkeypatch, shape, None)
-    bound = min(limit, shape.max_batch or limit)
-    fixed = [simulated_calls(monkeypatch, shape, 2**k)[0] for k in range(bound.bit_length())]
-    best = [min(seconds[call] for seconds in fixed) for call in range(3)]
-    assert default[0] <= 1.5 * best[0], (default, best)
-    assert default[1] <= 1.15 * best[1], (default, best)
-    assert default[2] <= 1.5 * best[2], (default, best)
-    assert new_sizes[1:] == [0, 0] or shape.new_size_seconds == 0  # later calls meet none
+@pytest.mark.parametrize("n_items", [2000, 8000])
+def test_default_is_near_the_best_fixed_chunk_on_every_cost_shape_at_once(monkeypatch, n_items):
+    """Issue 37's targets, exact on a fake clock, for every cost shape in one test (a change
+    made for one shape cannot move another unseen): the first call within 1.25x the best
+    fixed chunk's first call, the second within 1.10x the best steady call, a third (a
+    new closure over the same model) within 1.10x, and no new size after the first call
+    where a new size costs a GPU's warm-up.
+    Fixed chunks: the powers of two up to the memory bound (the sizes that fit, for the
+    memory-bound shape)."""
+    ratios = {}
+    for name, shape in sorted(COST_SHAPES.items()):
+        default, new_sizes, limit = simulated_calls(monkeypatch, shape, None, n_items)
+        bound = min(limit, shape.max_batch or limit)
+        fixed = [
+            simulated_calls(monkeypatch, shape, 2**k, n_items)[0] for k in range(bound.bit_length())
+        ]
+        best = [min(seconds[call] for seconds in fixed) for call in range(3)]
+        ratios[name] = [d / b for d, b in zip(default, best)]
+        # a GPU's one-off cost is never paid again; a CPU's few ms may buy a cheaper tail
+        assert new_sizes[1:] == [0, 0] or shape.new_size_seconds < 0.1, name
+    first_ok = all(r[0] <= 1.25 for r in ratios.values())
+    steady_ok = all(r[1] <= 1.10 and r[2] <= 1.10 for r in ratios.values())
+    assert first_ok and steady_ok, ratios
 
 
 def test_gpu_shaped_costs_on_a_cpu_device_jump_to_a_large_chunk(monkeypatch):
     """The issue's case, through RISE: CPU inputs, a model with a GPU's costs (3.5 ms
-    per call + 0.05 ms per item, 0.5 s per new size). The old rule kept 4 items per
-    call (12x slower than the best fixed chunk on the first call)."""
+    per call + 0.05 ms per item, 0.5 s per new size), N = 8,000. Issue 25's rule kept 4
+    items per call (12x slower than the best fixed chunk on the first call); issue 32's
+    met sizes 1, 2, 4 and 1,365 (1.79x); starting at the memory bound's even split, the
+    probe meets one size."""
     shape = COST_SHAPES["gpu-shaped"]
     x = torch.rand(1, 3, 32, 32)
 
@@ -527,9 +538,9 @@ def test_gpu_shaped_costs_on_a_cpu_device_jump_to_a_large_chunk(monkeypatch):
     fixed = [calls(2**k)[0] for k in range(4, 13)]
     (first, second, new_function), model = calls(None)
     best = [min(f[i] for f in fixed) for i in range(3)]
-    assert first <= 1.5 * best[0] and second <= 1.15 * best[1], (first, second, best)
-    assert new_function <= 1.5 * best[2]
-    assert max(model.calls) >= 512 and len(model.batch_sizes) <= 3
+    assert first <= 1.25 * best[0] and second <= 1.10 * best[1], (first, second, best)
+    assert new_function <= 1.10 * best[2]
+    assert max(model.calls) >= 512 and len(model.batch_sizes) == 1  # one warm-up in all
 
 
 def test_a_short_tail_runs_at_a_smaller_met_size_when_padding_and_new_sizes_cost_more():
