@@ -1,6 +1,6 @@
 """Stand-ins and ground truth for checking the library: the automatic chunk size without a
 GPU, a model server on the loopback address (:class:`ModelServer`), a toy language model,
-and exact Banzhaf values (:func:`exact_banzhaf`).
+and exact Banzhaf and Shapley values (:func:`exact_banzhaf`, :func:`exact_shapley`).
 
 :class:`GPUShapedClassifier` is a small classifier whose forward calls take
 time on a :class:`FakeClock` as a GPU's do: a fixed latency per call, a small
@@ -357,10 +357,54 @@ def exact_banzhaf(
     Returns:
         ``(G,)`` float64 values, groups in increasing order of their ids.
     """
+    subsets, scores = _every_subset(forward_func, inputs, feature_mask, baselines, "exact_banzhaf")
+    return kept_minus_dropped(subsets, scores)
+
+
+def exact_shapley(
+    forward_func: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    feature_mask: Tensor,
+    baselines: float | int | Tensor = 0,
+) -> Tensor:
+    """Exact Shapley values of the feature groups of one example, over all ``2 ** G``
+    subsets: ``sum_S |S|! (G - |S| - 1)! / G! (f(S + i) - f(S))`` over the subsets
+    ``S`` of the other groups. Arguments as :func:`exact_banzhaf`.
+
+    Returns:
+        ``(G,)`` float64 values, groups in increasing order of their ids.
+    """
+    subsets, scores = _every_subset(forward_func, inputs, feature_mask, baselines, "exact_shapley")
+    n_groups = subsets.shape[1]
+    size = subsets.sum(dim=1, keepdim=True).double()
+
+    def weight(others: Tensor) -> Tensor:  # |S|! (G - |S| - 1)! / G!, 0 outside 0 .. G - 1
+        valid = (others >= 0) & (others <= n_groups - 1)
+        others = others.clamp(0, n_groups - 1)
+        log_weight = (
+            torch.lgamma(others + 1)
+            + torch.lgamma(n_groups - others)
+            - math.lgamma(n_groups + 1)
+        )
+        return log_weight.exp() * valid
+
+    kept = subsets.double()
+    coefficients = kept * weight(size - 1) - (1 - kept) * weight(size)
+    return coefficients.T @ scores.double()
+
+
+def _every_subset(
+    forward_func: Callable[[Tensor], Tensor],
+    inputs: Tensor,
+    feature_mask: Tensor,
+    baselines: float | int | Tensor,
+    name: str,
+) -> tuple[Tensor, Tensor]:
+    """``(2 ** G, G)`` every subset of the groups kept, and the ``(2 ** G,)`` scores."""
     groups = GroupIndex((feature_mask,), (inputs,))
     if groups.n_groups > EXACT_MAX_GROUPS:
         raise ValueError(
-            f"exact_banzhaf enumerates 2 ** G subsets: at most {EXACT_MAX_GROUPS} groups, "
+            f"{name} enumerates 2 ** G subsets: at most {EXACT_MAX_GROUPS} groups, "
             f"got {groups.n_groups}"
         )
     subsets = torch.tensor(
@@ -372,7 +416,7 @@ def exact_banzhaf(
         scores = forward_func(perturbed).reshape(len(subsets), -1)
     if scores.shape[1] != 1:
         raise ValueError(f"forward_func must return one score per input, got {scores.shape[1]}")
-    return kept_minus_dropped(subsets, scores[:, 0])
+    return subsets, scores[:, 0]
 
 
 class ModelServer(http.server.ThreadingHTTPServer):

@@ -68,8 +68,10 @@ def deterministic():
 
 @pytest.fixture
 def random_clock(monkeypatch):
-    """The automatic chunk timed by :data:`CLOCK`: it varies from call to call."""
+    """The automatic chunk timed by :data:`CLOCK`, under a memory bound of 32 masks of
+    two 3x16x16 images (so that the probe has sizes to try): it varies from call to call."""
     monkeypatch.setattr(batching, "clock", CLOCK)
+    monkeypatch.setattr(batching, "CPU_BUDGET_BYTES", 32 * 2 * 3 * 16 * 16 * 4)
 
 
 METHODS = {
@@ -85,14 +87,15 @@ METHODS = {
 }
 
 
-def fresh_calls(method, n_calls=5):
+def fresh_calls(method, n_calls=5, explain=None):
     """``n_calls`` calls, each as in a fresh process: a new model object (no sizes
     remembered) with the same weights."""
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    explain = explain or METHODS[method]
     maps, sizes = [], []
     for _ in range(n_calls):
         model = BatchSensitive()
-        maps.append(METHODS[method](lambda inp, model=model: model(inp), x))
+        maps.append(explain(lambda inp, model=model: model(inp), x))
         sizes.append(sorted(set(model.sizes)))
     return maps, sizes
 
@@ -109,7 +112,10 @@ def test_without_deterministic_mode_the_chunks_come_from_timings(random_clock):
     """The control: the random clock makes the automatic chunks, and so the bits, vary.
     The maps differ by what the scores do (at most 6e-6 here, the model's batch term, over
     ``p_keep`` = 0.5: 1.2e-5), not by their sums."""
-    maps, sizes = fresh_calls("rise-random")
+    explain = lambda f, x: RISE(f).attribute(  # noqa: E731
+        x, target=1, n_masks=3000, seed=0, mask_sampling="random"
+    )  # enough masks for the probe to measure smaller sizes than its start
+    maps, sizes = fresh_calls("rise-random", explain=explain)
     assert len({tuple(s) for s in sizes}) > 1
     assert not all(torch.equal(m, maps[0]) for m in maps[1:])
     for m in maps[1:]:
