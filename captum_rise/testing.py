@@ -382,9 +382,7 @@ def exact_shapley(
         valid = (others >= 0) & (others <= n_groups - 1)
         others = others.clamp(0, n_groups - 1)
         log_weight = (
-            torch.lgamma(others + 1)
-            + torch.lgamma(n_groups - others)
-            - math.lgamma(n_groups + 1)
+            torch.lgamma(others + 1) + torch.lgamma(n_groups - others) - math.lgamma(n_groups + 1)
         )
         return log_weight.exp() * valid
 

@@ -112,7 +112,7 @@ def test_without_deterministic_mode_the_chunks_come_from_timings(random_clock):
     """The control: the random clock makes the automatic chunks, and so the bits, vary.
     The maps differ by what the scores do (at most 6e-6 here, the model's batch term, over
     ``p_keep`` = 0.5: 1.2e-5), not by their sums."""
-    explain = lambda f, x: RISE(f).attribute(  # noqa: E731
+    explain = lambda f, x: RISE(f).attribute(
         x, target=1, n_masks=3000, seed=0, mask_sampling="random"
     )  # enough masks for the probe to measure smaller sizes than its start
     maps, sizes = fresh_calls("rise-random", explain=explain)
