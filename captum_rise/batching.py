@@ -20,20 +20,19 @@ a cost model of the calls the work itself makes (every forward counts). The
 rule is the same on every device; the device sets only the first size and the
 memory bound (:func:`chunk_bounds`):
 
-1. start on the CPU at the memory bound, or at the even split of the work in
-   as many calls as the bound needs (2,000 items under a bound of 1,365: two
-   calls of 1,000), and descend from there; on an accelerator start at the
-   largest chunk within :data:`ACCELERATOR_START_BYTES` of perturbed inputs and
-   the memory bound, where a GPU is near its best time per item, and climb.
-   Starting high costs a CPU little (a few calls at a slower size per item, of
-   thousands) and saves a GPU-shaped model (CPU inputs sent to a GPU, a
-   compiled runtime, a server) the warm-ups and latencies of small calls;
+1. start at one item per call on the CPU; on an accelerator at the largest
+   chunk within :data:`ACCELERATOR_START_BYTES` of perturbed inputs and the
+   memory bound, where a GPU is near its best time per item;
 2. time :data:`TIMED_CALLS_PER_SIZE` calls at that size: the fastest is its
    steady time; a first call's excess over it is the one-off cost of a new
    size (:attr:`ChunkSizer.new_size_seconds`);
-3. with one size measured, measure twice that size only if a new size's
-   one-off cost is at most :data:`MAX_PROBE_SHARE` of the remaining work's
-   time (on a GPU this keeps the start size). With two or more, a call of
+3. with one size measured, when a new size costs more than
+   :data:`JUMP_CALLS` calls at it (a GPU's warm-up, as for CPU inputs sent to a
+   GPU inside the forward) and the calls it would save pay for it, jump
+   straight to the memory bound's even split of the remaining work: one more
+   size met in all. Otherwise measure twice that
+   size only if a new size's one-off cost is at most :data:`MAX_PROBE_SHARE`
+   of the remaining work's time (on a GPU this keeps the start size). With two or more, a call of
    ``b`` items is predicted to cost a latency plus a time per item
    (:meth:`ChunkSizer.call_seconds`: the line through the largest two sizes
    measured, where a rise within the spread of their timed calls counts as
@@ -46,12 +45,7 @@ memory bound (:func:`chunk_bounds`):
    its one-off cost beats staying (:meth:`ChunkSizer.remaining_seconds`), and
    goes straight there, unless climbing by doubling costs at most
    :data:`MAX_PROBE_SHARE` of it (then every size on the way is measured:
-   cheap insurance on a CPU, whose curves turn up). Descending from the
-   bound, the probe measures half the size while its one-off cost and its
-   timed calls' excess, were a call as slow as the smallest measured (a
-   latency), fit within :data:`MAX_PROBE_SHARE` of the remaining work
-   (:meth:`ChunkSizer._smaller_size`): a CPU's curve is measured down to its
-   best size, a GPU's warm-up or a server's latency keeps the start;
+   cheap insurance on a CPU, whose curves turn up);
 4. a size measured is kept as the best only if it lowers the time per item
    by more than :data:`MIN_GAIN`, or at all when the cost model chose it from
    two sizes or more (its prediction already weighed the gain against the
@@ -117,6 +111,14 @@ MAX_PROBE_SHARE = 0.1
 """The probe spends at most this share of the predicted time of the remaining work on
 insurance: a second size when only one is measured, and a climb by doubling (rather
 than a jump straight to the predicted best) that only measurement can justify."""
+
+JUMP_CALLS = 16
+"""With one size measured, a new size that costs more than this many calls at it (a GPU's
+warm-up: 0.5 to 1.4 s against a few ms a call; a CPU's: about 2 calls) makes the probe
+jump straight to the memory bound's even split of the remaining work (2,000 items under
+a bound of 1,365: calls of 1,000), instead of climbing by doubling, which would meet a
+new size at every step, when the calls saved, were a call's time all latency, pay for
+the one more warm-up (from 1 item a call, yes; from a GPU's 512 images, no)."""
 
 CPU_BUDGET_BYTES = 16 * 2**20
 """Off CUDA: the most bytes of perturbed inputs one forward call may hold (27 ImageNet
@@ -225,12 +227,11 @@ def chunk_bounds(item_bytes: int, device: torch.device) -> tuple[int, int]:
         item_bytes: bytes of the perturbed inputs that one item sends to the
             model (e.g. one mask applied to a batch of ``B`` examples).
         device: where the model runs. The limit is :func:`memory_limit`; the
-            start is the limit on the CPU (the probe descends from there) and
-            :func:`accelerator_start` elsewhere.
+            start is 1 on the CPU and :func:`accelerator_start` elsewhere.
     """
     limit = memory_limit(item_bytes, device)
     if device.type == "cpu":
-        return limit, limit
+        return 1, limit
     return accelerator_start(item_bytes, limit), limit
 
 
@@ -257,9 +258,7 @@ class ChunkSizer:
 
     Args:
         limit: the largest chunk allowed (memory bound).
-        start: the first size tried (clipped to ``limit``). Below the limit the
-            probe climbs (rule 3 of the module's docstring); at the limit it
-            descends by halving while that pays (:meth:`_smaller_size`).
+        start: the first size tried (clipped to ``limit``).
         fixed: the size of every call when the chunk may not come from timings
             (:func:`deterministic_chunk`); default: the largest power of two
             within ``start``.
@@ -275,7 +274,6 @@ class ChunkSizer:
         self.limit = check_int("limit", limit)
         self.size = self.start = min(check_int("start", start), self.limit)
         self.fixed = _power_of_two_within(self.start if fixed is None else fixed)
-        self.descending = self.start == self.limit > 1
         self.probing = True
         self.best_size = self.size
         self.seen: set[int] = set()
@@ -286,13 +284,6 @@ class ChunkSizer:
         self._spread_seconds: dict[int, float] = {}  # timing noise: 2nd fastest - fastest
         self._second_look = False  # a size after one that did not help is being measured
         self._predicted = False  # the size being measured is the cost model's choice
-
-    def split_evenly(self, n_items: int) -> None:
-        """Before the first call, descending: start at the even split of ``n_items`` in
-        as many calls as the limit needs (2,000 items under a limit of 1,365: two
-        calls of 1,000, not 1,365 and a tail), so no call is padded or of a new size."""
-        if self.descending and not self.seen and n_items > 0:
-            self.size = self.best_size = -(-n_items // -(-n_items // self.limit))
 
     def next_chunk(self, remaining: int) -> tuple[int, int]:
         """``(items, batch)`` of the next call: ``items`` of the ``remaining`` ones,
@@ -327,50 +318,23 @@ class ChunkSizer:
             self.best_size, self._best_seconds_per_item = batch, seconds_per_item
             self._second_look = False
             self._predicted = len(self._steady_seconds) >= 2  # the next move is the model's
-            following = self._next_size(remaining)
+            following = self._following_size(remaining)
             if following is not None:
                 self.size = following
                 return
         elif not self._second_look and self._second_look_pays(remaining):
             self._second_look = True  # one size that did not help may be noise: look once more
             self._predicted = False
-            self.size = (
-                max(self.size // 2, 1) if self.descending else min(2 * self.size, self.limit)
-            )
+            self.size = min(2 * self.size, self.limit)
             return
         self.size = self.best_size
         self.probing = False
 
-    def _next_size(self, remaining: int) -> int | None:
-        """The size to measure after :attr:`size` (the best so far), or None to keep it."""
-        if self.descending:
-            return self._smaller_size(remaining)
-        return self._following_size(remaining)
-
-    def _smaller_size(self, remaining: int) -> int | None:
-        """Half of :attr:`size`, when measuring it is worth it: its one-off cost and
-        its timed calls' excess over the best time per item, were it as slow per
-        call as the smallest size measured (a call costs no more for fewer items:
-        the worst case, a latency), at most :data:`MAX_PROBE_SHARE` of the
-        remaining work at the best size. A GPU's one-off cost or a server's latency
-        keeps the start; a CPU's curve is measured down to its best size."""
-        half = self.size // 2
-        if half < 1 or remaining <= 0:
-            return None
-        slowest = self._steady_seconds[min(self._steady_seconds)]
-        excess = TIMED_CALLS_PER_SIZE * max(slowest - half * self._best_seconds_per_item, 0.0)
-        one_off = 0.0 if half in self.seen else self.new_size_seconds
-        budget = MAX_PROBE_SHARE * self.work_seconds(self.best_size, remaining)
-        return half if one_off + excess <= budget else None
-
     def _second_look_pays(self, remaining: int) -> bool:
-        """Whether the next size after the one just measured (which did not beat the
-        best) is worth measuring: descending, as :meth:`_smaller_size` judges it;
-        climbing, twice it within the memory bound, when its one-off cost plus its
-        timed calls' excess over the best time per item is at most
-        :data:`MAX_PROBE_SHARE` of the remaining work at the best size."""
-        if self.descending:
-            return self._smaller_size(remaining) is not None
+        """Whether twice the size just measured (which did not beat the best) is worth
+        measuring: it is within the memory bound and its one-off cost plus its timed
+        calls' excess over the best time per item is at most :data:`MAX_PROBE_SHARE`
+        of the remaining work at the best size."""
         doubled = min(2 * self.size, self.limit)
         if doubled == self.size or remaining <= 0:
             return False
@@ -387,7 +351,12 @@ class ChunkSizer:
         if current >= self.limit or remaining <= 0:
             return None
         doubled = min(2 * current, self.limit)
-        if len(self._steady_seconds) == 1:  # one point: no slope yet; explore if cheap
+        if len(self._steady_seconds) == 1:  # one point: no slope yet
+            call = self._steady_seconds[current]
+            jump = -(-remaining // -(-remaining // self.limit))  # the bound's even split
+            saved = (-(-remaining // current) - -(-remaining // jump)) * call  # if a latency
+            if self.new_size_seconds > JUMP_CALLS * call and saved > self.new_size_seconds:
+                return jump  # a GPU's warm-up: climbing would pay it at every size
             affordable = self.new_size_seconds <= MAX_PROBE_SHARE * self.work_seconds(
                 current, remaining
             )
@@ -424,7 +393,8 @@ class ChunkSizer:
         return self.work_seconds(size, remaining) + one_off
 
     def call_seconds(self, batch: int) -> float:
-        """Predicted steady time of a call of ``batch`` items: measured; between
+        """Predicted steady time of a call of ``batch`` items: measured; met in one
+        call only, that call's time less the one-off cost of a new size; between
         two measured sizes, on the line through them; above them, on the line (a
         latency plus a time per item, neither negative) through the largest two,
         where a rise within the timing noise (the spread of the calls timed at
@@ -433,6 +403,9 @@ class ChunkSizer:
         measured = sorted(self._steady_seconds)
         if batch in self._steady_seconds:
             return self._steady_seconds[batch]
+        if batch in self._first_seconds:  # met once (a jump): its first call less a one-off
+            first = self._first_seconds[batch]
+            return first - self.new_size_seconds if first > self.new_size_seconds else first
         if not measured:
             return 0.0
         if len(measured) == 1 or batch < measured[0]:
@@ -651,7 +624,6 @@ def _run_in_chunks(
         run_calls(calls, begin, consume, progress, concurrent_calls, retries)
         return
     state = sizer()
-    state.split_evenly(end - start)
     lo = start
     while lo < end and (state.probing or concurrent_calls == 1):
         items, batch = state.next_chunk(end - lo)

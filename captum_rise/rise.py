@@ -86,7 +86,10 @@ class RISE(MaskAttribution):
     ``n_masks``; their random parameters come from a private CPU
     :class:`torch.Generator`. The same ``seed`` gives the same result for any
     ``perturbations_per_eval`` (automatic or fixed), for a batch as for its
-    examples one by one, and on the CPU as on a GPU (to rounding).
+    examples one by one, and on the CPU as on a GPU (to rounding); under
+    ``torch.use_deterministic_algorithms(True)``, the same bits on every call,
+    with calls in flight, anytime and from a process group (sums in fixed blocks
+    and a fixed tree, :class:`captum_rise.SaliencyAccumulator`; the chunk fixed).
 
     float16 and bfloat16 inputs (with a model in the same dtype) are blended
     in their dtype while the sums are kept in float32; the maps come back in

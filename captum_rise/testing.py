@@ -254,6 +254,73 @@ COST_SHAPES: dict[str, CostShape] = {
 """
 
 
+def simulate_calls(
+    shape: CostShape,
+    chunk_size: int | None,
+    n_items: int = 8000,
+    runs: int = 3,
+    set_attribute: Callable[[object, str, object], None] = setattr,
+) -> tuple[list[float], list[int], int]:
+    """``runs`` calls of :func:`captum_rise.batching.run_in_chunks` over ``n_items``
+    items, one after the other, on one model of the given cost shape (a fresh process:
+    it has met no batch size; one sizer, as :func:`~captum_rise.batching.sizer_for`
+    remembers it), timed on a :class:`FakeClock` that ``set_attribute`` installs.
+
+    Returns:
+        ``(seconds, new_sizes, limit)``: each call's seconds, the batch sizes each met
+        for the first time, and the memory bound of the shape's images on the CPU.
+    """
+    from captum._utils.progress import NullProgress
+
+    from captum_rise import batching
+
+    clock = FakeClock()
+    set_attribute(batching, "clock", clock)
+    item_bytes = 3 * shape.image_size**2 * 4  # one float32 RGB image
+    start, limit = batching.chunk_bounds(item_bytes, torch.device("cpu"))
+    limit = min(limit, shape.max_batch_size or limit)  # a cap known in advance
+    sizer = batching.ChunkSizer(limit, start)
+    model = shape.model(clock)
+    items = torch.zeros(max(limit, n_items), 3, 1, 1)  # the costs do not depend on the pixels
+
+    def begin(lo: int, hi: int, batch: int) -> Callable[[], None]:
+        def call() -> None:
+            model(items[:batch])
+
+        return call
+
+    seconds, new_sizes = [], []
+    for _ in range(runs):
+        before, met_before = clock(), len(model.batch_sizes)
+        batching.run_in_chunks(
+            n_items, begin, lambda *_: None, chunk_size, lambda: sizer,
+            torch.device("cpu"), NullProgress(),
+        )  # fmt: skip
+        seconds.append(clock() - before)
+        new_sizes.append(len(model.batch_sizes) - met_before)
+    return seconds, new_sizes, limit
+
+
+def default_against_fixed(
+    shape: CostShape,
+    n_items: int,
+    set_attribute: Callable[[object, str, object], None] = setattr,
+) -> tuple[list[float], list[int]]:
+    """The automatic chunk against every fixed power-of-two chunk that fits (up to the
+    memory bound, or the sizes that fit for a shape that runs out of memory), on
+    :func:`simulate_calls`: the ratios of the default's first, second and third call
+    (a new closure over the same model) to the best fixed chunk's, and the sizes the
+    default met for the first time in each call."""
+    default, new_sizes, limit = simulate_calls(shape, None, n_items, set_attribute=set_attribute)
+    bound = min(limit, shape.max_batch or limit)
+    fixed = [
+        simulate_calls(shape, 2**k, n_items, set_attribute=set_attribute)[0]
+        for k in range(bound.bit_length())
+    ]
+    best = [min(seconds[call] for seconds in fixed) for call in range(len(default))]
+    return [d / b for d, b in zip(default, best)], new_sizes
+
+
 NAMES = ("anna", "bob", "carla", "dan")
 CITIES = {"paris": "french", "rome": "italian", "berlin": "german", "madrid": "spanish"}
 DRINKS = ("tea", "coffee")
