@@ -1,9 +1,9 @@
 """The automatic chunk on every cost shape at once, exact on a fake clock (no real time is
 measured: the table is the same on any machine, however busy).
 
-For each shape of :data:`captum_rise.testing.COST_SHAPES` and each N, the default's first,
-second and third call (a new closure over the same model) against the best fixed
-power-of-two chunk's, and the batch sizes the default met for the first time in each call
+For each shape of :data:`captum_rise.testing.COST_SHAPES` and each N, the default's first
+and second call (or a new closure over the same model: the same sizer) against the best
+fixed power-of-two chunk's, and the batch sizes the default met for the first time in each call
 (:func:`captum_rise.testing.default_against_fixed`). Targets (issue 37, held by
 ``tests/test_batching.py``): first call at most 1.25x, later calls at most 1.10x.
 
@@ -19,8 +19,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n-items", default="2000,8000")
     args = parser.parse_args()
-    print("| shape | N | first / best | second / best | third / best | new sizes per call |")
-    print("|---|---|---|---|---|---|")
+    print("| shape | N | first / best | second / best | new sizes per call |")
+    print("|---|---|---|---|---|")
     for n_items in (int(n) for n in args.n_items.split(",")):
         for name, shape in sorted(COST_SHAPES.items()):
             ratios, new_sizes = default_against_fixed(shape, n_items)

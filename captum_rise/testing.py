@@ -144,7 +144,12 @@ class CostShapedClassifier(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.shape[0]
+        self.spend(x.shape[0])
+        pooled = nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
+        return torch.softmax(pooled @ self.weight.to(x.dtype), dim=1)
+
+    def spend(self, rows: int) -> None:
+        """Takes the time of a call of ``rows`` images (or raises out of memory)."""
         if self.max_batch is not None and rows > self.max_batch:
             raise OutOfMemoryError(f"{rows} images do not fit (at most {self.max_batch})")
         seconds = self.call_seconds(rows)
@@ -153,8 +158,6 @@ class CostShapedClassifier(nn.Module):
         self.batch_sizes.add(rows)
         self.calls.append(rows)
         self.clock.advance(seconds)
-        pooled = nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
-        return torch.softmax(pooled @ self.weight.to(x.dtype), dim=1)
 
 
 class GPUShapedClassifier(CostShapedClassifier):
@@ -281,13 +284,9 @@ def simulate_calls(
     limit = min(limit, shape.max_batch_size or limit)  # a cap known in advance
     sizer = batching.ChunkSizer(limit, start)
     model = shape.model(clock)
-    items = torch.zeros(max(limit, n_items), 3, 1, 1)  # the costs do not depend on the pixels
 
     def begin(lo: int, hi: int, batch: int) -> Callable[[], None]:
-        def call() -> None:
-            model(items[:batch])
-
-        return call
+        return lambda: model.spend(batch)  # the costs do not depend on the pixels
 
     seconds, new_sizes = [], []
     for _ in range(runs):
@@ -308,14 +307,13 @@ def default_against_fixed(
 ) -> tuple[list[float], list[int]]:
     """The automatic chunk against every fixed power-of-two chunk that fits (up to the
     memory bound, or the sizes that fit for a shape that runs out of memory), on
-    :func:`simulate_calls`: the ratios of the default's first, second and third call
-    (a new closure over the same model) to the best fixed chunk's, and the sizes the
-    default met for the first time in each call."""
-    default, new_sizes, limit = simulate_calls(shape, None, n_items, set_attribute=set_attribute)
+    :func:`simulate_calls`: the ratios of the default's first and second call (a
+    later call, or a new closure over the same model: it finds the same sizer) to the
+    best fixed chunk's, and the sizes the default met for the first time in each."""
+    default, new_sizes, limit = simulate_calls(shape, None, n_items, 2, set_attribute)
     bound = min(limit, shape.max_batch or limit)
     fixed = [
-        simulate_calls(shape, 2**k, n_items, set_attribute=set_attribute)[0]
-        for k in range(bound.bit_length())
+        simulate_calls(shape, 2**k, n_items, 2, set_attribute)[0] for k in range(bound.bit_length())
     ]
     best = [min(seconds[call] for seconds in fixed) for call in range(len(default))]
     return [d / b for d, b in zip(default, best)], new_sizes
