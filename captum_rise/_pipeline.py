@@ -16,7 +16,6 @@ are defined once (:class:`ExecutionOptions`) and every method takes them as
 ``**execution``.
 """
 
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict, TypeVar
@@ -30,11 +29,6 @@ from captum._utils.common import (
 from captum._utils.progress import NullProgress, Progress
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from torch import Tensor
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # torch depends on typing_extensions
-    pass
 
 from captum_rise._coverage import Coverage
 from captum_rise._forward import Blender, ModelScorer, check_finite_scores
@@ -93,8 +87,9 @@ class ExecutionOptions(TypedDict, total=False):
     * ``perturbations_per_eval``: perturbations per forward call (each call
       sees that many times the batch); None (the default, unlike Captum's 1)
       chooses it while they run (:mod:`captum_rise.batching`): on the CPU from
-      the memory bound down, on a GPU from 512 ImageNet images' worth of
-      inputs (each new batch size costs a one-off plan there); the last
+      1 up (or, when a new batch size costs a GPU's warm-up, straight to the
+      memory bound), on a GPU from 512 ImageNet images' worth of inputs (each
+      new batch size costs a one-off plan there); the last
       chunk runs padded at a size the model has met; an out-of-memory error
       halves it. What was measured is remembered for the model and this
       input shape. Under ``torch.use_deterministic_algorithms(True)`` it is

@@ -261,6 +261,7 @@ class HSICAttribution(MaskAttribution):
                 ``process_group``, ``concurrent_calls``, ``retries``); under a
                 process group every rank draws the same designs, runs its share
                 and returns the whole map.
+
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``.
         """
