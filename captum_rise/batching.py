@@ -593,63 +593,45 @@ def run_in_chunks(
             memory is not shared out among concurrent calls).
     """
     retries = Retries() if retries is None else retries
+    end = start + n_items
     try:
-        _run_in_chunks(
-            start, start + n_items, begin, consume, chunk_size, sizer, device, progress,
-            concurrent_calls, retries,
-        )  # fmt: skip
+        padded = chunk_size is None and torch.are_deterministic_algorithms_enabled()
+        if padded:
+            chunk_size = deterministic_chunk(sizer())
+        if chunk_size is not None:
+            calls = fixed_calls(start, end, chunk_size, padded)
+            run_calls(calls, begin, consume, progress, concurrent_calls, retries)
+            return
+        state = sizer()
+        lo = start
+        while lo < end and (state.probing or concurrent_calls == 1):
+            items, batch = state.next_chunk(end - lo)
+            timed = state.wants_timing(batch)
+            if timed:
+                synchronize(device)
+                began = clock()
+            try:
+                result = retries.call(begin(lo, lo + items, batch), lo, lo + items)
+                out_of_memory = False
+            except OutOfMemoryError:
+                if batch == 1:
+                    raise
+                out_of_memory = True
+            if out_of_memory:  # outside the handler, so the failed chunk's tensors are freed
+                state.out_of_memory(batch)
+                continue
+            consume(lo, lo + items, result)
+            lo += items
+            if timed:
+                synchronize(device)
+                state.record(batch, clock() - began, remaining=end - lo)
+            progress.update(items)
+        if lo < end:  # measured: the rest in steady calls, several in flight
+            calls = _steady_calls(state, lo, end)
+            run_calls(calls, begin, consume, progress, concurrent_calls, retries)
     except ForwardError as error:
         error.finished = error.items[0] - start
         raise
-
-
-def _run_in_chunks(
-    start: int,
-    end: int,
-    begin: Callable[[int, int, int], Callable[[], ChunkResult]],
-    consume: Callable[[int, int, ChunkResult], None],
-    chunk_size: int | None,
-    sizer: Callable[[], ChunkSizer],
-    device: torch.device,
-    progress: Progress,
-    concurrent_calls: int,
-    retries: Retries,
-) -> None:
-    """:func:`run_in_chunks` of items ``start .. end - 1``."""
-    padded = chunk_size is None and torch.are_deterministic_algorithms_enabled()
-    if padded:
-        chunk_size = deterministic_chunk(sizer())
-    if chunk_size is not None:
-        calls = fixed_calls(start, end, chunk_size, padded)
-        run_calls(calls, begin, consume, progress, concurrent_calls, retries)
-        return
-    state = sizer()
-    lo = start
-    while lo < end and (state.probing or concurrent_calls == 1):
-        items, batch = state.next_chunk(end - lo)
-        timed = state.wants_timing(batch)
-        if timed:
-            synchronize(device)
-            began = clock()
-        try:
-            result = retries.call(begin(lo, lo + items, batch), lo, lo + items)
-            out_of_memory = False
-        except OutOfMemoryError:
-            if batch == 1:
-                raise
-            out_of_memory = True
-        if out_of_memory:  # outside the handler, so the failed chunk's tensors are freed
-            state.out_of_memory(batch)
-            continue
-        consume(lo, lo + items, result)
-        lo += items
-        if timed:
-            synchronize(device)
-            state.record(batch, clock() - began, remaining=end - lo)
-        progress.update(items)
-    if lo < end:  # measured: the rest in steady calls, several in flight
-        calls = _steady_calls(state, lo, end)
-        run_calls(calls, begin, consume, progress, concurrent_calls, retries)
 
 
 def _steady_calls(state: ChunkSizer, lo: int, end: int) -> Iterator[tuple[int, int, int]]:
