@@ -45,6 +45,7 @@ from captum_rise.batching import (
     ChunkSizer,
     Retries,
     check_chunk_size,
+    check_retries,
     deterministic_chunk,
     run_in_chunks,
     sizer_for,
@@ -143,7 +144,7 @@ class Execution:
         execution = cls(**options)
         check_chunk_size("perturbations_per_eval", execution.perturbations_per_eval)
         check_int("concurrent_calls", execution.concurrent_calls)
-        Retries(execution.retries)  # checks it
+        check_retries(execution.retries)
         group_rank_and_size(execution.process_group)  # a clear error for a group not set up
         return execution
 

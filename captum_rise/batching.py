@@ -199,9 +199,7 @@ class Retries:
     """
 
     def __init__(self, retries: int = DEFAULT_RETRIES, unit: str = "item") -> None:
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-        self.retries, self.unit = retries, unit
+        self.retries, self.unit = check_retries(retries), unit
         self.failures = 0
         self._lock = threading.Lock()
 
@@ -462,6 +460,17 @@ _SIZERS: "weakref.WeakKeyDictionary[object, dict[Hashable, ChunkSizer]]" = (
 )
 
 
+def new_sizer(item_bytes: int, device: torch.device, cap: int | None = None) -> ChunkSizer:
+    """A sizer that has measured nothing, for items of ``item_bytes`` on ``device``:
+    within :func:`chunk_bounds` and at most ``cap`` items a call (a runtime's or a
+    server's batch cap; None: none), with :func:`deterministic_chunk`'s size (on the
+    CPU, :data:`DETERMINISTIC_CPU_CHUNK` within the bounds)."""
+    start, limit = chunk_bounds(item_bytes, device)
+    limit = limit if cap is None else min(limit, cap)
+    fixed = min(limit, DETERMINISTIC_CPU_CHUNK) if device.type == "cpu" else None
+    return ChunkSizer(limit, start, fixed)
+
+
 def sizer_for(forward_func: object, item: Sequence[torch.Tensor]) -> ChunkSizer:
     """The :class:`ChunkSizer` remembered for the model of ``forward_func`` and this
     kind of item, or a fresh one within :func:`chunk_bounds`.
@@ -481,12 +490,10 @@ def sizer_for(forward_func: object, item: Sequence[torch.Tensor]) -> ChunkSizer:
     model = model_of(forward_func)
 
     def fresh() -> ChunkSizer:
-        start, limit = chunk_bounds(sum(t.numel() * t.element_size() for t in item), item[0].device)
+        item_bytes = sum(t.numel() * t.element_size() for t in item)
         cap = model.max_batch_size if isinstance(model, RuntimeForward) else None
-        if cap is not None:
-            limit = min(limit, max(1, cap // max(item[0].shape[0], 1)))
-        on_cpu = item[0].device.type == "cpu"
-        return ChunkSizer(limit, start, min(limit, DETERMINISTIC_CPU_CHUNK) if on_cpu else None)
+        items_cap = None if cap is None else max(1, cap // max(item[0].shape[0], 1))
+        return new_sizer(item_bytes, item[0].device, items_cap)
 
     try:
         per_model = _SIZERS.setdefault(model, {})
@@ -691,6 +698,13 @@ def _consume_first(
     lo, hi, future = in_flight.popleft()
     consume(lo, hi, future.result())
     progress.update(hi - lo)
+
+
+def check_retries(value: object) -> int:
+    """``value`` as retries: an int >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"retries must be an int >= 0, got {value!r}")
+    return value
 
 
 def check_chunk_size(name: str, value: int | None) -> int | None:

@@ -280,9 +280,8 @@ def simulate_calls(
     clock = FakeClock()
     set_attribute(batching, "clock", clock)
     item_bytes = 3 * shape.image_size**2 * 4  # one float32 RGB image
-    start, limit = batching.chunk_bounds(item_bytes, torch.device("cpu"))
-    limit = min(limit, shape.max_batch_size or limit)  # a cap known in advance
-    sizer = batching.ChunkSizer(limit, start)
+    sizer = batching.new_sizer(item_bytes, torch.device("cpu"), shape.max_batch_size)
+    limit = sizer.limit
     model = shape.model(clock)
 
     def begin(lo: int, hi: int, batch: int) -> Callable[[], None]:
