@@ -78,11 +78,17 @@ def reset_peak_memory(device: str) -> None:
         pass
 
 
-def run_child(script: str, arguments: list[str], timeout: float | None = None) -> dict:
+def run_child(
+    script: str,
+    arguments: list[str],
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
+) -> dict:
     """Runs ``script`` in a fresh Python process and parses the JSON of its last output line.
 
     Peak-memory figures need a process of their own, since the high-water mark only grows.
-    Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds.
+    Raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds. ``env``: the child's
+    environment (``None``: this one).
     """
     out = subprocess.run(
         [sys.executable, script, *arguments],
@@ -90,6 +96,7 @@ def run_child(script: str, arguments: list[str], timeout: float | None = None) -
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 

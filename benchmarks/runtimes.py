@@ -15,7 +15,11 @@ Three sections, each printing its table (issue 32):
    default / best fixed chunk, the best fixed chunk's time taken as its second run (the
    minimum of several noisy runs is biased low: on this machine one variant's runs in
    one process differ by up to 8 %; the minimum of both runs is printed too); then their
-   spread over the processes. Targets: OpenVINO
+   spread over the processes. OpenVINO runs as ``openvino`` (through
+   :class:`~captum_rise.runtimes.OpenVINOForward`) and ``openvino-direct`` (the compiled
+   model called on the masked images' numpy array), each with the current release or, as
+   ``openvino2025`` and ``openvino2025-direct``, with 2025.3 from ``benchmarks/.peers``
+   (installed on first use). Targets: OpenVINO
    and ONNX Runtime at most 1.15x the limit and 1.10x the best fixed chunk in every
    process; torch eager within 1.10x of the best fixed chunk.
 2. ``server``: a model server on the loopback address (:class:`captum_rise.testing.
@@ -34,7 +38,7 @@ Three sections, each printing its table (issue 32):
 Threads: torch 2, OpenVINO ``INFERENCE_NUM_THREADS`` 2, ONNX Runtime 2 intra-op threads.
 
 Usage: ``python benchmarks/runtimes.py [speed|server|faithfulness ...] [--processes 5]
-[--runtimes openvino,onnxruntime,torch] [--n-masks 2000] [--torch-masks 1000]``
+[--runtimes openvino,openvino-direct,...] [--n-masks 2000] [--torch-masks 1000]``
 """
 
 import argparse
@@ -83,11 +87,15 @@ def compile_openvino(model: torch.nn.Module):
 
 
 def make_forward(runtime: str, model: torch.nn.Module, folder: Path):
-    """The forward of ``runtime`` for ``model``: the module itself, or an adapter."""
+    """The forward of ``runtime`` for ``model``: the module itself, an adapter, or (``-direct``)
+    the compiled model called on the masked images' numpy array, as a user might write it."""
     if runtime == "torch":
         return model
-    if runtime == "openvino":
-        return OpenVINOForward(compile_openvino(model))
+    if runtime.startswith("openvino"):
+        compiled = compile_openvino(model)
+        if runtime.endswith("-direct"):
+            return lambda pixels: torch.from_numpy(compiled(pixels.numpy())[0])
+        return OpenVINOForward(compiled)
     import onnxruntime
 
     path = folder / "model.onnx"
@@ -135,7 +143,28 @@ def speed_child(runtime: str, n_masks: int, sizes: list[int]) -> dict:
         fixed = {size: rise(size) for size in sizes}
         best = min(fixed, key=fixed.__getitem__)
         again = rise(best)
-    return {"default": default, "limit": limit, "fixed": fixed, "best": best, "best_again": again}
+    version = runtime_version(runtime)
+    return {
+        "default": default, "limit": limit, "fixed": fixed, "best": best, "best_again": again,
+        "version": version,
+    }  # fmt: skip
+
+
+def runtime_version(runtime: str) -> str:
+    """The version of the package that runs ``runtime``'s forwards in this process."""
+    import importlib
+
+    package = "openvino" if runtime.startswith("openvino") else runtime
+    return importlib.import_module(package).__version__.split("-")[0]
+
+
+def child_environment(runtime: str) -> dict[str, str] | None:
+    """The environment of a child for ``runtime``: OpenVINO 2025.3 from the peers folder for
+    ``openvino2025`` and ``openvino2025-direct``, else this one (``None``)."""
+    if not runtime.startswith("openvino2025"):
+        return None
+    install_openvino_2025()
+    return {**os.environ, "PYTHONPATH": str(OPENVINO_2025)}
 
 
 def speed(args: argparse.Namespace) -> None:
@@ -148,13 +177,15 @@ def speed(args: argparse.Namespace) -> None:
         to_limit, to_fixed = [], []
         for process in range(1, args.processes + 1):
             arguments = ["--child", "speed", "--runtime", runtime, "--n-masks", str(n)]
-            result = run_child(__file__, [*arguments, "--sizes", ",".join(map(str, args.sizes))])
+            arguments += ["--sizes", ",".join(map(str, args.sizes))]
+            result = run_child(__file__, arguments, env=child_environment(runtime))
             best_size = result["best"]
             swept, again = result["fixed"][str(best_size)], result["best_again"]
             to_limit.append(result["default"] / result["limit"])
             to_fixed.append(result["default"] / again)
             print(
-                f"| {runtime} | {n} | {process} | {result['default']:.2f} | {result['limit']:.2f} "
+                f"| {runtime} {result['version']} | {n} | {process} | {result['default']:.2f} "
+                f"| {result['limit']:.2f} "
                 f"| ({best_size}): {swept:.2f}, {again:.2f} | {to_limit[-1]:.3f} "
                 f"| {to_fixed[-1]:.3f}; {result['default'] / min(swept, again):.3f} |",
                 flush=True,
@@ -309,7 +340,12 @@ def main() -> None:
     )
     parser.add_argument("sections", nargs="*", help=f"some of {', '.join(SECTIONS)} (all)")
     parser.add_argument("--processes", type=int, default=5)
-    parser.add_argument("--runtimes", default="openvino,onnxruntime,torch")
+    parser.add_argument(
+        "--runtimes",
+        default="openvino,openvino-direct,openvino2025,openvino2025-direct,onnxruntime,torch",
+        help="openvino[2025][-direct]: the current OpenVINO or 2025.3, through OpenVINOForward "
+        "or the compiled model called directly; onnxruntime; torch",
+    )
     parser.add_argument("--n-masks", type=int, default=2000)
     parser.add_argument("--torch-masks", type=int, default=1000, help="N for torch eager")
     parser.add_argument("--sizes", default="4,8,16,32", help="fixed chunks to compare")
