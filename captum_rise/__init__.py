@@ -35,7 +35,7 @@ from captum_rise.sobol import SobolAttribution
 
 register_with_quantus()
 
-__version__ = "0.2.0"
+__version__ = "1.0.0"
 
 __all__ = [
     "ALWAYS_KEPT",

@@ -17,7 +17,7 @@ RISE masks the chip, so the map lives in the aligned face's coordinates.
 The descriptor costs about 75 ms per chip on one CPU core and gains nothing
 from batching; RISE's automatic chunk settles at one chip per call.
 
-dlib is an optional dependency (``pip install 'captum_rise[faces]'``:
+dlib is an optional dependency (``pip install 'captum-perturbation[faces]'``:
 ``dlib-bin`` and ``face-recognition-models``, whose files hold the models);
 it is imported only when :func:`load_dlib_models`, :func:`align_face` or
 :func:`facial_features_mask` is called, never by ``import captum_rise``.
@@ -55,7 +55,7 @@ def _dlib() -> Any:
         return importlib.import_module("dlib")
     except ImportError:
         raise ImportError(
-            "captum_rise.faces needs dlib: pip install 'captum_rise[faces]' "
+            "captum_rise.faces needs dlib: pip install 'captum-perturbation[faces]' "
             "(dlib-bin and face-recognition-models)"
         ) from None
 
@@ -76,7 +76,8 @@ def model_folder() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
-            "dlib's models come from face-recognition-models: pip install 'captum_rise[faces]'"
+            "dlib's models come from face-recognition-models: "
+            "pip install 'captum-perturbation[faces]'"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "models"
 

@@ -34,7 +34,7 @@ mask costs one forward of the model per answer token with Captum's default
 ``forward_in_tokens=True``: a few hundred masks (``n_masks``, ``n_designs``)
 are plenty for tens of features. The model needs no ``transformers`` import
 here: any Hugging Face style causal LM works (``pip install
-captum_rise[llm]`` installs ``transformers``).
+captum-perturbation[llm]`` installs ``transformers``).
 """
 
 from typing import Any

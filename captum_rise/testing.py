@@ -339,7 +339,7 @@ def toy_language_model(seed: int = 0, steps: int = 250) -> tuple[Any, Any]:
     sentences.
 
     For testing and tutorials of LLM attribution offline: no hub, no download.
-    Needs ``transformers`` and ``tokenizers`` (``pip install captum_rise[llm]``).
+    Needs ``transformers`` and ``tokenizers`` (``pip install captum-perturbation[llm]``).
 
     Returns:
         ``(model, tokenizer)``: a ``GPT2LMHeadModel`` in eval mode and a
@@ -350,7 +350,8 @@ def toy_language_model(seed: int = 0, steps: int = 250) -> tuple[Any, Any]:
         from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
     except ImportError as error:
         raise ImportError(
-            "toy_language_model needs transformers and tokenizers: pip install 'captum_rise[llm]'"
+            "toy_language_model needs transformers and tokenizers: "
+            "pip install 'captum-perturbation[llm]'"
         ) from error
     words = ["<pad>", "<unk>", *NAMES, *CITIES, *CITIES.values(), *DRINKS, *PRONOUNS]
     words += [*NEUTRAL_WORDS, "lives", "in", "and", "drinks", ".", "speaks", "fluently"]

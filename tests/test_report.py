@@ -89,7 +89,7 @@ def run_dir(tmp_path) -> Path:
 
 
 def test_a_saved_map_keeps_its_range_and_its_order(tmp_path):
-    saliency = torch.linspace(-0.3, 2.0, 48 * 40).reshape(48, 40) ** 3
+    saliency = torch.linspace(0.3, 2.0, 48 * 40).reshape(48, 40) ** 3
     save_map(tmp_path, "a/b c.png", "rise", saliency)
     values, low, high = read_map(map_path(tmp_path, "a/b c.png", "rise"))
     assert values.dtype == np.uint8 and values.shape == (48, 40)
@@ -101,6 +101,18 @@ def test_a_saved_map_keeps_its_range_and_its_order(tmp_path):
     save_map(tmp_path, "flat", "rise", torch.full((5, 5), 0.25))
     values, low, high = read_map(map_path(tmp_path, "flat", "rise"))
     assert (low, high) == (0.25, 0.25) and not values.any()
+
+
+def test_a_signed_map_is_saved_over_a_range_symmetric_about_0(tmp_path):
+    saliency = torch.linspace(-0.5, 2.0, 48 * 40).reshape(48, 40)
+    save_map(tmp_path, "signed", "ig", saliency)
+    values, low, high = read_map(map_path(tmp_path, "signed", "ig"))
+    assert (low, high) == pytest.approx((-2.0, 2.0), rel=1e-5)
+    # 0 is the middle gray (half a step of rounding), so the page can centre its scale there
+    zero = np.abs(saliency.numpy()).argmin()
+    assert abs(int(values.ravel()[zero]) - 127.5) <= 0.5 + 255 * 2.5 / (48 * 40) / 4
+    restored = low + values / 255 * (high - low)
+    assert np.abs(restored - saliency.numpy()).max() <= (high - low) / 510 + 1e-6
 
 
 def test_thumbnails_are_small_and_photos_are_shown_as_pixels(tmp_path):

@@ -17,12 +17,13 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from test_report import read_script, run_dir  # noqa: F401 (a fixture)
 
 from captum_rise import evaluation
 from captum_rise.evaluation.report import PAGE_FILES
-from captum_rise.evaluation.thumbnails import image_key
+from captum_rise.evaluation.thumbnails import image_key, save_map
 
 CHROMIUM = os.environ.get("CAPTUM_RISE_CHROMIUM", "/usr/bin/chromium")
 # Headless on a closed network: no background connections, no GPU, a fresh profile.
@@ -233,6 +234,75 @@ def test_the_report_of_a_small_run_in_a_browser(page, run_dir, tmp_path):  # noq
     shutil.copy(run_dir / "results.csv", tmp_path / "copied")
     shutil.rmtree(run_dir / "report")
     check_report(page, tmp_path / "copied")
+
+
+def _legend(page, method: str) -> dict:
+    """What a map's panel shows of its colour scale: the bar, its labels, the map's filter."""
+    return page.eval_on_selector(
+        f"#image-panels [data-panel={method}]",
+        """panel => {
+            const bar = panel.querySelector('.colour-bar');
+            const box = bar.getBoundingClientRect();
+            const centre = panel.querySelector('.colour-labels .centre');
+            const middle = centre ? centre.getBoundingClientRect() : null;
+            return {
+                scale: bar.dataset.scale,
+                labels: [...panel.querySelectorAll('.colour-labels span')].map(s => s.textContent),
+                barCentre: box.left + box.width / 2,
+                labelCentre: middle ? middle.left + middle.width / 2 : null,
+                filter: getComputedStyle(panel.querySelector('img.map')).filter,
+                gradient: getComputedStyle(bar).backgroundImage,
+            };
+        }""",
+    )
+
+
+def _stop(gradient: str, percent: str) -> list[int]:
+    """The ``rgb(...)`` of a CSS linear gradient's stop at ``percent``."""
+    for part in gradient.split("rgb(")[1:]:
+        colour, position = part.split(")")[0], part.split(")")[1].strip(" ,")
+        if position == percent:
+            return [int(v) for v in colour.split(",")]
+    raise AssertionError(f"no stop at {percent} in {gradient}")
+
+
+def test_signed_maps_are_drawn_on_a_diverging_scale(page, run_dir):  # noqa: F811
+    """A map with both signs: a diverging scale whose ends are -m and m and whose centre, 0, is
+    under the bar's middle; maps of one sign keep the sequential scale and their own range."""
+    image = next(r["image"] for r in _results(run_dir) if not r["error"])
+    report_dir = run_dir / "report"
+    save_map(report_dir, image, "rise", torch.linspace(-1.0, 3.0, 32 * 32).reshape(32, 32))
+    evaluation.write_report(run_dir)
+    data = read_script(report_dir / "data" / "run.js")
+    _open(page, report_dir, f"#image={image_key(image)}")
+    page.wait_for_selector("#image-panels [data-panel=rise] .colour-bar")
+
+    signed = _legend(page, "rise")
+    assert signed["scale"] == "diverging" and signed["labels"] == ["-3.00", "0", "3.00"]
+    assert abs(signed["labelCentre"] - signed["barCentre"]) < 1  # pixels
+    assert "colour-scale-diverging" in signed["filter"]
+    stops = [[round(v * 255) for v in stop] for stop in data["diverging_colour_map"]]
+    assert _stop(signed["gradient"], "0%") == stops[0]  # RdBu_r: blue below 0
+    assert _stop(signed["gradient"], "100%") == stops[-1]  # red above
+    assert _stop(signed["gradient"], "50%") == stops[len(stops) // 2]  # the centre's white
+    assert min(stops[len(stops) // 2]) > 240
+
+    fields = data["row_fields"]
+    index = next(i for i, entry in enumerate(data["images"]) if entry["id"] == image)
+    sequential = 0
+    for entry in data["rows"]:
+        row = dict(zip(fields, entry, strict=True))
+        method = data["methods"][row["method"]]
+        if row["image"] != index or method == "rise" or row["map_low"] is None:
+            continue
+        shown = _legend(page, method)
+        both_signs = row["map_low"] < 0 < row["map_high"]
+        assert shown["scale"] == ("diverging" if both_signs else "sequential")
+        assert len(shown["labels"]) == (3 if both_signs else 2)
+        assert ("colour-scale-diverging" in shown["filter"]) == both_signs
+        sequential += not both_signs
+    assert sequential >= 1  # Grad-CAM's map (a ReLU's) has one sign
+    assert page.problems == []
 
 
 def test_a_report_without_its_data_says_so(page, tmp_path):

@@ -14,6 +14,9 @@ saliency map ``(1, 1, H, W)`` (higher = more important for the class):
                                inpainting towards 0
 ``meaningful_perturbation``    :class:`captum_rise.MeaningfulPerturbation`, deletion game,
                                its defaults (300 Adam iterations, blur sigma 10)
+``extremal_perturbation``      :class:`captum_rise.ExtremalPerturbation`, preservation game,
+                               areas 2.5, 5, 10 and 20 % (the masks summed, as TorchRay's
+                               pointing-game protocol does), 300 iterations
 ``gradcam``                    Captum ``LayerGradCam`` on the last convolutional layer,
                                ReLU, upsampled bilinearly
 ``ig``                         Captum ``IntegratedGradients`` from a zero (black) baseline,
@@ -39,6 +42,7 @@ from captum.attr import KernelShap, Occlusion
 from torch import Tensor, nn
 
 from captum_rise.comparison import gradcam_map, integrated_gradients_map, rise_map
+from captum_rise.extremal_perturbation import ExtremalPerturbation
 from captum_rise.hsic import HSICAttribution
 from captum_rise.masks import DEFAULT_MASK_SAMPLING
 from captum_rise.meaningful_perturbation import MeaningfulPerturbation
@@ -46,12 +50,15 @@ from captum_rise.quantus_explain import probabilities
 from captum_rise.sobol import SobolAttribution
 
 Explain = Callable[[Tensor, int, int], Tensor]
+EXTREMAL_AREAS = (0.025, 0.05, 0.1, 0.2)
+EXTREMAL_ITERATIONS = 300
 
 METHOD_NAMES = (
     "rise",
     "hsic",
     "sobol",
     "meaningful_perturbation",
+    "extremal_perturbation",
     "gradcam",
     "ig",
     "occlusion",
@@ -92,7 +99,7 @@ def last_convolution(model: nn.Module) -> nn.Module:
     return convolutions[-1]
 
 
-WHITE_BOX_METHODS = ("meaningful_perturbation", "gradcam", "ig")
+WHITE_BOX_METHODS = ("meaningful_perturbation", "extremal_perturbation", "gradcam", "ig")
 """Methods that take gradients (Grad-CAM also a layer's activations): torch models only."""
 
 
@@ -149,6 +156,12 @@ def make_methods(
     def meaningful(x: Tensor, target: int, seed: int) -> Tensor:
         return MeaningfulPerturbation(white_box()).attribute(x, target=target, seed=seed)[:, :1]
 
+    def extremal(x: Tensor, target: int, seed: int) -> Tensor:
+        masks = ExtremalPerturbation(white_box()).attribute(
+            x, target=target, areas=EXTREMAL_AREAS, n_iter=EXTREMAL_ITERATIONS
+        )
+        return masks[:, :, :1].sum(dim=1)
+
     def gradcam(x: Tensor, target: int, seed: int) -> Tensor:
         layer = gradcam_layer if gradcam_layer is not None else last_convolution(white_box())
         return gradcam_map(white_box(), x, target, layer)
@@ -186,6 +199,7 @@ def make_methods(
         "hsic": hsic,
         "sobol": sobol,
         "meaningful_perturbation": meaningful,
+        "extremal_perturbation": extremal,
         "gradcam": gradcam,
         "ig": integrated_gradients,
         "occlusion": occlusion,
@@ -207,6 +221,11 @@ def make_methods(
             "score": "softmax",
         },
         "meaningful_perturbation": {"variant": "delete", "n_iter": 300, "class_term": "log"},
+        "extremal_perturbation": {
+            "variant": "preserve",
+            "areas": list(EXTREMAL_AREAS),
+            "n_iter": EXTREMAL_ITERATIONS,
+        },
         "gradcam": {
             "layer": "last conv" if gradcam_layer is None else type(gradcam_layer).__name__
         },

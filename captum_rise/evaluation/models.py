@@ -185,7 +185,7 @@ def _from_file(path: Path, device: torch.device) -> Callable[..., Any]:
             import onnxruntime
         except ImportError:
             raise ModelLoadError(
-                f"--model {path} needs ONNX Runtime: pip install 'captum_rise[runtimes]'"
+                f"--model {path} needs ONNX Runtime: pip install 'captum-perturbation[runtimes]'"
             ) from None
         return OnnxRuntimeForward(onnxruntime.InferenceSession(str(path)))
     if _is_torchscript(path):

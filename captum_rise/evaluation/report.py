@@ -42,8 +42,9 @@ from captum_rise.evaluation.thumbnails import (
 
 PAGE_FILES = ("index.html", "report.js", "report.css")
 DATA_DIR = "data"
-COLOUR_MAP = "jet"
-COLOUR_STOPS = 17
+COLOUR_MAP = "jet"  # maps of one sign, low to high
+DIVERGING_COLOUR_MAP = "RdBu_r"  # maps of both signs, centred at 0 (as captum_rise.plotting)
+COLOUR_STOPS = 17  # odd: a diverging scale has a stop at its centre
 DISAGREEMENT_SIDE = 32
 ROW_FIELDS = (
     "image",  # index into the images
@@ -109,7 +110,8 @@ def write_report(out_dir: str | Path) -> Path:
         "images": images,
         "row_fields": list(ROW_FIELDS),
         "rows": entries,
-        "colour_map": _colour_stops(),
+        "colour_map": _colour_stops(COLOUR_MAP),
+        "diverging_colour_map": _colour_stops(DIVERGING_COLOUR_MAP),
     }
     _write_script(report_dir / DATA_DIR / "run.js", "captumRiseReportRun", run)
     return report_dir / "index.html"
@@ -250,9 +252,9 @@ def _row_entry(
     ]
 
 
-def _colour_stops() -> list[list[float]]:
-    """The colour scale of the maps: RGB stops in [0, 1], low to high."""
-    colours = colormaps[COLOUR_MAP](np.linspace(0, 1, COLOUR_STOPS))[:, :3]
+def _colour_stops(name: str) -> list[list[float]]:
+    """The colour scale ``name`` as :data:`COLOUR_STOPS` RGB stops in [0, 1], low to high."""
+    colours = colormaps[name](np.linspace(0, 1, COLOUR_STOPS))[:, :3]
     return [[round(float(v), 4) for v in colour] for colour in colours]
 
 

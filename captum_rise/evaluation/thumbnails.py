@@ -2,8 +2,10 @@
 
 For every image, ``DIR/report/assets/<shard>/<key>.jpg`` holds the model's
 input as a photo, and ``<key>.<method>.png`` each method's map, quantised to 8
-bits over its own range (kept in the PNG's text chunk ``captum_rise:range``),
-both at most :data:`THUMBNAIL_SIDE` pixels on their longer side. The browser
+bits over its own range (kept in the PNG's text chunk ``captum_rise:range``; a
+signed map, with values on both sides of 0, over a range symmetric about 0, so
+that 0 is the middle gray and the page can draw it on a diverging scale), both
+at most :data:`THUMBNAIL_SIDE` pixels on their longer side. The browser
 colours the maps itself, so a map is stored once, small, and drawn with any
 colour scale. The key is a hash of the image id: every rank names an image's
 files the same, whatever characters the id holds.
@@ -72,9 +74,15 @@ def save_photo(report_dir: Path, image_id: str, image: Tensor) -> None:
 
 
 def save_map(report_dir: Path, image_id: str, method: str, saliency: Tensor) -> None:
-    """Saves a ``(H, W)`` map as an 8-bit gray PNG over its range, the range in its text."""
+    """Saves a ``(H, W)`` map as an 8-bit gray PNG over its range, the range in its text.
+
+    The range is the map's ``[min, max]``, or ``[-m, m]`` with ``m`` its largest magnitude
+    when it has values on both sides of 0.
+    """
     values = _shrink(saliency.detach().float().cpu()[None])[0]
     low, high = float(values.min()), float(values.max())
+    if low < 0 < high:
+        low, high = -max(-low, high), max(-low, high)
     scaled = (values - low) / (high - low) if high > low else torch.zeros_like(values)
     info = PngImagePlugin.PngInfo()
     info.add_text(RANGE_KEY, f"{low:.6g} {high:.6g}")

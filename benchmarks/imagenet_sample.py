@@ -1,0 +1,218 @@
+"""The RISE paper's table on 100 labelled ImageNet photos (issue 38).
+
+Every photo of ``--data`` (default ``../shared/data/imagenet-sample-100``: one photo for every
+tenth ImageNet class, its true class in ``labels.csv``; read its README, the photos are never
+copied into the project) is explained for its **true class** by each method and scored with the
+paper's protocol: 224x224 centre crop (shorter side resized to 256 first), deletion to black and
+insertion from a blur, one pixel row a step, AUCs of the softmax probability.
+
+Each model runs ``captum-rise evaluate`` three times, with a report each, under
+``--out/<model>/``:
+
+- ``black-box``: RISE (4,000 masks), HSIC (1,536 designs), Sobol' attribution (its defaults),
+  Occlusion and KernelShap on superpixels, on the model compiled by OpenVINO (``--runtime
+  torch`` runs them on the torch module instead);
+- ``rise-2000``: RISE with 2,000 masks, on the same runtime;
+- ``white-box``: Grad-CAM, Integrated Gradients and extremal perturbation, on the torch module.
+
+The photos are linked into an ImageFolder (one folder per class index) with a class map, so
+the runs explain the true class. Then the table: per model and method, the mean deletion and
+insertion AUCs with 95 % bootstrap intervals and seconds of attribution per image; before it,
+the model's top-1 accuracy on the photos. The pointing game does not apply: there are no boxes.
+
+``--check-runtime K`` also compares RISE's maps (N=500) on the torch module and on the
+compiled model for K photos: the largest difference relative to the map's range and the
+Spearman correlation of the maps, so that the runtime's maps can stand for the model's.
+
+Usage: ``python benchmarks/imagenet_sample.py [--data DIR] [--out DIR] [--models
+mobilenet_v2,efficientnet_lite0] [--n-images K] [--runtime openvino|torch] [--check-runtime 3]``.
+A rerun resumes every run (``captum-rise evaluate`` resumes its folder).
+"""
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.stats import spearmanr
+
+from captum_rise import RISE
+from captum_rise.evaluation import bootstrap_interval
+from captum_rise.imagenet import resize_and_crop
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "imagenet-sample-100"
+MODELS = ("mobilenet_v2", "efficientnet_lite0")
+RUNS = {  # run folder: (methods, extra options, black box)
+    "black-box": ("rise,hsic,sobol,occlusion,kernelshap", ["--n-masks", "4000"], True),
+    "rise-2000": ("rise", ["--n-masks", "2000"], True),
+    "white-box": ("gradcam,ig,extremal_perturbation", [], False),
+}
+PAPER = {  # the RISE paper, Table 1: ResNet-50 on ImageNet, each photo's top class
+    "rise": (0.1076, 0.7267),
+    "gradcam": (0.1232, 0.6766),
+}
+
+
+def link_image_folder(data: Path, folder: Path) -> Path:
+    """``folder/images/<class index>/<photo>`` links to ``data``'s photos, and the class map
+    ``folder/classes.json`` (``{"<class index>": class index}``) that makes each photo's true
+    class its target. Returns the class map's path."""
+    with open(data / "labels.csv", newline="") as file:
+        labels = list(csv.DictReader(file))
+    if not labels:
+        raise ValueError(f"--data {data}: labels.csv lists no photos")
+    classes = {}
+    for label in labels:
+        photo = data / label["file"]
+        if not photo.is_file():
+            raise ValueError(f"--data {data}: {label['file']} is in labels.csv but not there")
+        target = folder / "images" / label["class_index"] / label["file"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to(photo.resolve())
+        classes[label["class_index"]] = int(label["class_index"])
+    (folder / "classes.json").write_text(json.dumps(classes))
+    return folder / "classes.json"
+
+
+def evaluate(model: str, runtime: str, run: str, folder: Path, args: argparse.Namespace) -> Path:
+    """One ``captum-rise evaluate`` run of :data:`RUNS`; returns its results folder."""
+    methods, options, black_box = RUNS[run]
+    factory = f"imagenet_models:{model}" + (
+        "_openvino" if black_box and runtime == "openvino" else ""
+    )
+    out = args.out / model / run
+    command = [
+        sys.executable, "-m", "captum_rise", "evaluate", str(folder / "images"),
+        "--out", str(out), "--model", factory, "--methods", methods,
+        "--class-map", str(folder / "classes.json"), "--seed", "0", "--device", "cpu", *options,
+    ]  # fmt: skip
+    if args.n_images:
+        command += ["--n-images", str(args.n_images)]
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=environment)
+    print(
+        f"{model} {run}: {time.perf_counter() - start:.0f} s, report {out}/report/index.html",
+        flush=True,
+    )
+    return out
+
+
+def labelled_photos(
+    data: Path, n_photos: int | None = None
+) -> Iterator[tuple[str, torch.Tensor, int]]:
+    """``(file, (1, 3, 224, 224) pixels in [0, 1], true class)`` of the first ``n_photos``."""
+    with open(data / "labels.csv", newline="") as file:
+        labels = list(csv.DictReader(file))[:n_photos]
+    for label in labels:
+        with Image.open(data / label["file"]) as photo:
+            yield label["file"], resize_and_crop(photo, 256, 224), int(label["class_index"])
+
+
+def check_model(model: str, data: Path, n_photos: int | None, n_checked: int) -> None:
+    """The torch module's top-1 accuracy on the photos; then RISE's maps (N=500) on the torch
+    module and on the OpenVINO-compiled model for ``n_checked`` of them."""
+    sys.path.insert(0, str(HERE))
+    import imagenet_models
+
+    module = getattr(imagenet_models, f"{model}_module")()
+    with torch.no_grad():
+        hits = [
+            int(module(x).argmax()) == target for _, x, target in labelled_photos(data, n_photos)
+        ]
+    print(f"\n{model}: top-1 accuracy on the {len(hits)} photos {statistics.mean(hits):.2f} "
+          "(they may be training images: this is no measure of the model)")  # fmt: skip
+    if not n_checked:
+        return
+    compiled = imagenet_models.compiled(module)
+    forwards = {
+        "torch": lambda x: torch.softmax(module(x), dim=1),
+        "openvino": lambda x: torch.softmax(torch.as_tensor(compiled(x)), dim=1),
+    }
+    print(f"RISE (N=500) on the torch module against OpenVINO, {n_checked} photos")
+    print("| photo | max difference / map range | Spearman |\n|---|---|---|")
+    for name, x, target in labelled_photos(data, n_checked):
+        with torch.no_grad():
+            maps = [
+                RISE(f).attribute(x, target=target, n_masks=500, seed=0)[0, 0].numpy()
+                for f in forwards.values()
+            ]
+        difference = np.abs(maps[0] - maps[1]).max() / (maps[0].max() - maps[0].min())
+        rho = spearmanr(maps[0].ravel(), maps[1].ravel()).statistic
+        print(f"| {name} | {difference:.1e} | {rho:.6f} |", flush=True)
+
+
+def read_results(out: Path) -> list[dict[str, str]]:
+    with open(out / "results.csv", newline="") as file:
+        return [row for row in csv.DictReader(file) if not row["error"]]
+
+
+def table(model: str, outs: dict[str, Path]) -> None:
+    print(f"\n## {model}\n")
+    print("| method | images | deletion AUC (95 % CI) ↓ | insertion AUC (95 % CI) ↑ | s / image |")
+    print("|---|---|---|---|---|")
+    for run, out in outs.items():
+        rows = read_results(out)
+        for method in dict.fromkeys(row["method"] for row in rows):
+            mine = [row for row in rows if row["method"] == method]
+            cells = []
+            for column in ("deletion_auc", "insertion_auc"):
+                values = [float(row[column]) for row in mine]
+                low, high = bootstrap_interval(values)
+                cells.append(f"{np.mean(values):.4f} ({low:.4f} to {high:.4f})")
+            name = {"black-box": "rise (4000)", "rise-2000": "rise (2000)"}.get(run, method)
+            name = name if method == "rise" else method
+            seconds = statistics.mean(float(row["seconds"]) for row in mine)
+            print(f"| {name} | {len(mine)} | {cells[0]} | {cells[1]} | {seconds:.1f} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "imagenet-sample")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"some of {', '.join(RUNS)}")
+    parser.add_argument("--n-images", type=int, default=None, help="the first K photos only")
+    parser.add_argument("--runtime", choices=("openvino", "torch"), default="openvino")
+    parser.add_argument("--check-runtime", type=int, default=3, metavar="K")
+    args = parser.parse_args()
+    models = args.models.split(",")
+    unknown = [m for m in models if m not in MODELS] + [
+        r for r in args.runs.split(",") if r not in RUNS
+    ]
+    if unknown:
+        parser.error(f"unknown models or runs: {', '.join(unknown)}")
+    torch.set_num_threads(2)
+    folder = args.out / "data"
+    link_image_folder(args.data, folder)
+    for model in models:
+        checked = args.check_runtime if args.runtime == "openvino" else 0
+        check_model(model, args.data, args.n_images, checked)
+        outs = {
+            run: evaluate(model, args.runtime, run, folder, args) for run in args.runs.split(",")
+        }
+        table(model, outs)
+    print("\nThe RISE paper (ResNet-50, 8,000 masks, each photo's top class): RISE deletion "
+          f"{PAPER['rise'][0]}, insertion {PAPER['rise'][1]}; Grad-CAM {PAPER['gradcam'][0]}, "
+          f"{PAPER['gradcam'][1]}.")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
