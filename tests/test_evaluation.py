@@ -100,7 +100,9 @@ def test_image_seed_depends_on_the_run_seed_and_the_image_only():
     assert 0 <= image_seed(123, "x") < 2**62
 
 
-def test_every_method_gives_one_row_per_image_and_failures_are_rows(images, tmp_path):
+def test_every_method_gives_one_row_per_image_and_failures_are_rows(images, tmp_path, monkeypatch):
+    # extremal perturbation's 300 iterations would be half of this test's time: 30 run the same code
+    monkeypatch.setattr("captum_rise.evaluation.methods.EXTREMAL_ITERATIONS", 30)
     (images / "broken.jpg").write_text("not a photo")
     y0, y1, x0, x1 = BOX
     boxes = {
