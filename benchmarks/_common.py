@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts: photos, timing, peak memory, a naive RISE."""
+"""Helpers shared by the benchmark scripts: photos, timing, peak memory, a naive RISE,
+OpenVINO's compiled models."""
 
 import json
 import resource
@@ -76,6 +77,22 @@ def reset_peak_memory(device: str) -> None:
             clear_refs.write("5")
     except OSError:  # not Linux: the peak includes what came before
         pass
+
+
+def convert_for_openvino(module: torch.nn.Module):
+    """``module`` (224x224 RGB images) as an OpenVINO model taking any batch size."""
+    import openvino as ov
+
+    converted = ov.convert_model(module, example_input=torch.rand(1, 3, 224, 224))
+    converted.reshape([-1, 3, 224, 224])
+    return converted
+
+
+def compile_openvino(converted, threads: int = 2):
+    """An OpenVINO model compiled for the CPU with ``threads`` inference threads."""
+    import openvino as ov
+
+    return ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": threads})
 
 
 def run_child(

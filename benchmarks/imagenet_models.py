@@ -18,7 +18,7 @@ float rounding, about 5 times faster here). Use them as
 ``PYTHONPATH``.
 """
 
-import torch
+from _common import compile_openvino, convert_for_openvino
 from torch import nn
 
 from captum_rise.evaluation import ModelSpec
@@ -50,14 +50,7 @@ def efficientnet_lite0_module() -> nn.Module:
 
 def compiled(module: nn.Module) -> OpenVINOForward:
     """``module`` compiled by OpenVINO for the CPU, any batch size of 224x224 images."""
-    import openvino as ov
-
-    converted = ov.convert_model(module, example_input=torch.rand(1, 3, 224, 224))
-    converted.reshape([-1, 3, 224, 224])
-    core = ov.Core()
-    return OpenVINOForward(
-        core.compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": OPENVINO_THREADS})
-    )
+    return OpenVINOForward(compile_openvino(convert_for_openvino(module), OPENVINO_THREADS))
 
 
 def mobilenet_v2() -> ModelSpec:

@@ -40,13 +40,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import imagenet_models  # this folder's: the script's own directory is on sys.path
 import numpy as np
 import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
 from captum_rise import RISE
-from captum_rise.evaluation import bootstrap_interval
+from captum_rise.evaluation.results import read_rows
+from captum_rise.evaluation.summary import summarise
 from captum_rise.imagenet import resize_and_crop
 
 HERE = Path(__file__).resolve().parent
@@ -58,22 +60,28 @@ RUNS = {  # run folder: (methods, extra options, black box)
     "rise-2000": ("rise", ["--n-masks", "2000"], True),
     "white-box": ("gradcam,ig,extremal_perturbation", [], False),
 }
+CLASS_MAP = "classes.json"
 PAPER = {  # the RISE paper, Table 1: ResNet-50 on ImageNet, each photo's top class
     "rise": (0.1076, 0.7267),
     "gradcam": (0.1232, 0.6766),
 }
 
 
-def link_image_folder(data: Path, folder: Path) -> Path:
-    """``folder/images/<class index>/<photo>`` links to ``data``'s photos, and the class map
-    ``folder/classes.json`` (``{"<class index>": class index}``) that makes each photo's true
-    class its target. Returns the class map's path."""
+def read_labels(data: Path) -> list[dict[str, str]]:
+    """The rows of ``data/labels.csv`` (``file``, ``wnid``, ``class_index``, ``name``)."""
     with open(data / "labels.csv", newline="") as file:
         labels = list(csv.DictReader(file))
     if not labels:
         raise ValueError(f"--data {data}: labels.csv lists no photos")
+    return labels
+
+
+def link_image_folder(data: Path, folder: Path) -> None:
+    """``folder/images/<class index>/<photo>`` links to ``data``'s photos, and the class map
+    ``folder/``:data:`CLASS_MAP` (``{"<class index>": class index}``) that makes each photo's
+    true class its target."""
     classes = {}
-    for label in labels:
+    for label in read_labels(data):
         photo = data / label["file"]
         if not photo.is_file():
             raise ValueError(f"--data {data}: {label['file']} is in labels.csv but not there")
@@ -82,8 +90,7 @@ def link_image_folder(data: Path, folder: Path) -> Path:
         if not target.exists():
             target.symlink_to(photo.resolve())
         classes[label["class_index"]] = int(label["class_index"])
-    (folder / "classes.json").write_text(json.dumps(classes))
-    return folder / "classes.json"
+    (folder / CLASS_MAP).write_text(json.dumps(classes))
 
 
 def evaluate(model: str, runtime: str, run: str, folder: Path, args: argparse.Namespace) -> Path:
@@ -96,14 +103,12 @@ def evaluate(model: str, runtime: str, run: str, folder: Path, args: argparse.Na
     command = [
         sys.executable, "-m", "captum_rise", "evaluate", str(folder / "images"),
         "--out", str(out), "--model", factory, "--methods", methods,
-        "--class-map", str(folder / "classes.json"), "--seed", "0", "--device", "cpu", *options,
+        "--class-map", str(folder / CLASS_MAP), "--seed", "0", "--device", "cpu", *options,
     ]  # fmt: skip
     if args.n_images:
         command += ["--n-images", str(args.n_images)]
-    environment = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-    }
+    paths = [str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     start = time.perf_counter()
     subprocess.run(command, check=True, env=environment)
     print(
@@ -117,9 +122,7 @@ def labelled_photos(
     data: Path, n_photos: int | None = None
 ) -> Iterator[tuple[str, torch.Tensor, int]]:
     """``(file, (1, 3, 224, 224) pixels in [0, 1], true class)`` of the first ``n_photos``."""
-    with open(data / "labels.csv", newline="") as file:
-        labels = list(csv.DictReader(file))[:n_photos]
-    for label in labels:
+    for label in read_labels(data)[:n_photos]:
         with Image.open(data / label["file"]) as photo:
             yield label["file"], resize_and_crop(photo, 256, 224), int(label["class_index"])
 
@@ -127,9 +130,6 @@ def labelled_photos(
 def check_model(model: str, data: Path, n_photos: int | None, n_checked: int) -> None:
     """The torch module's top-1 accuracy on the photos; then RISE's maps (N=500) on the torch
     module and on the OpenVINO-compiled model for ``n_checked`` of them."""
-    sys.path.insert(0, str(HERE))
-    import imagenet_models
-
     module = getattr(imagenet_models, f"{model}_module")()
     with torch.no_grad():
         hits = [
@@ -157,28 +157,20 @@ def check_model(model: str, data: Path, n_photos: int | None, n_checked: int) ->
         print(f"| {name} | {difference:.1e} | {rho:.6f} |", flush=True)
 
 
-def read_results(out: Path) -> list[dict[str, str]]:
-    with open(out / "results.csv", newline="") as file:
-        return [row for row in csv.DictReader(file) if not row["error"]]
-
-
 def table(model: str, outs: dict[str, Path]) -> None:
+    """Per run and method: the means and 95 % bootstrap intervals of ``summary.md``."""
     print(f"\n## {model}\n")
     print("| method | images | deletion AUC (95 % CI) ↓ | insertion AUC (95 % CI) ↑ | s / image |")
     print("|---|---|---|---|---|")
     for run, out in outs.items():
-        rows = read_results(out)
-        for method in dict.fromkeys(row["method"] for row in rows):
-            mine = [row for row in rows if row["method"] == method]
-            cells = []
-            for column in ("deletion_auc", "insertion_auc"):
-                values = [float(row[column]) for row in mine]
-                low, high = bootstrap_interval(values)
-                cells.append(f"{np.mean(values):.4f} ({low:.4f} to {high:.4f})")
-            name = {"black-box": "rise (4000)", "rise-2000": "rise (2000)"}.get(run, method)
-            name = name if method == "rise" else method
-            seconds = statistics.mean(float(row["seconds"]) for row in mine)
-            print(f"| {name} | {len(mine)} | {cells[0]} | {cells[1]} | {seconds:.1f} |", flush=True)
+        for summary in summarise(list(read_rows(out).values())):
+            cells = [f"{mean:.4f} ({low:.4f} to {high:.4f})" for mean, low, high in
+                     (summary.deletion, summary.insertion)]  # fmt: skip
+            name = summary.method
+            if name == "rise":
+                name = {"black-box": "rise (4000)", "rise-2000": "rise (2000)"}.get(run, name)
+            print(f"| {name} | {summary.n_images} | {cells[0]} | {cells[1]} "
+                  f"| {summary.seconds_per_image:.1f} |", flush=True)  # fmt: skip
 
 
 def main() -> None:

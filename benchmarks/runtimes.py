@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import bundled_photos, run_child
+from _common import bundled_photos, compile_openvino, convert_for_openvino, run_child
 
 from captum_rise import RISE, deletion, insertion
 from captum_rise._forward import blend
@@ -77,22 +77,13 @@ def classifier_and_photo() -> tuple[ImageClassifier, torch.nn.Module, torch.Tens
     return classifier, probabilities, classifier.preprocess(load_image(demo_image_path()))
 
 
-def compile_openvino(model: torch.nn.Module):
-    """``model`` compiled by OpenVINO for the CPU, any batch size, 2 threads."""
-    import openvino as ov
-
-    converted = ov.convert_model(model, example_input=torch.rand(1, 3, 224, 224))
-    converted.reshape([-1, 3, 224, 224])
-    return ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": THREADS})
-
-
 def make_forward(runtime: str, model: torch.nn.Module, folder: Path):
     """The forward of ``runtime`` for ``model``: the module itself, an adapter, or (``-direct``)
     the compiled model called on the masked images' numpy array, as a user might write it."""
     if runtime == "torch":
         return model
     if runtime.startswith("openvino"):
-        compiled = compile_openvino(model)
+        compiled = compile_openvino(convert_for_openvino(model), THREADS)
         if runtime.endswith("-direct"):
             return lambda pixels: torch.from_numpy(compiled(pixels.numpy())[0])
         return OpenVINOForward(compiled)
@@ -275,11 +266,8 @@ def faithfulness_child(n_photos: int) -> dict:
 
     torch.set_num_threads(THREADS)
     classifier, model, _ = classifier_and_photo()
-    converted = ov.convert_model(model, example_input=torch.rand(1, 3, 224, 224))
-    converted.reshape([-1, 3, 224, 224])
-    forward = OpenVINOForward(
-        ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": THREADS})
-    )
+    converted = convert_for_openvino(model)
+    forward = OpenVINOForward(compile_openvino(converted, THREADS))
     counted = {"images": 0}
 
     def postprocess(output) -> np.ndarray:

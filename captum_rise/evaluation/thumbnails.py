@@ -82,7 +82,8 @@ def save_map(report_dir: Path, image_id: str, method: str, saliency: Tensor) -> 
     values = _shrink(saliency.detach().float().cpu()[None])[0]
     low, high = float(values.min()), float(values.max())
     if low < 0 < high:
-        low, high = -max(-low, high), max(-low, high)
+        magnitude = max(-low, high)
+        low, high = -magnitude, magnitude
     scaled = (values - low) / (high - low) if high > low else torch.zeros_like(values)
     info = PngImagePlugin.PngInfo()
     info.add_text(RANGE_KEY, f"{low:.6g} {high:.6g}")
