@@ -220,6 +220,39 @@ def test_a_half_written_row_is_dropped_and_writing_goes_on(tmp_path):
     assert sorted(read_rows(tmp_path)) == [("a", "rise"), ("c", "rise")]
 
 
+def test_each_row_records_the_models_top_class_and_its_probability(images, tmp_path):
+    class_map = {"cats": 1, "dogs": 1}  # explain class 1, whatever the model predicts
+    dataset = ImageFiles(images, TF.to_tensor, class_map=class_map)
+    rows = evaluate_dataset(BoxModel(), dataset, tmp_path / "out", ["rise"], **SETTINGS)
+    for row in rows:
+        x = TF.to_tensor(Image.open(images / row["image"]).convert("RGB"))[None]
+        probabilities = torch.softmax(BoxModel()(x), dim=1)[0]
+        assert row["target"] == "1"
+        assert row["predicted"] == str(int(probabilities.argmax()))
+        # written with 6 significant digits
+        assert float(row["predicted_score"]) == pytest.approx(float(probabilities.max()), rel=1e-5)
+
+
+def test_rows_of_an_earlier_version_are_read_and_its_part_file_is_resumed(tmp_path):
+    earlier = [c for c in COLUMNS if c not in ("predicted", "predicted_score")]
+    (tmp_path / "parts").mkdir()
+    row = dict.fromkeys(earlier, "1") | {"method": "rise", "error": "", "complete": "yes"}
+    for path in (tmp_path / "results.csv", tmp_path / "parts" / "rank-0.csv"):
+        with open(path, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=earlier)
+            writer.writeheader()
+            writer.writerow(row | {"image": path.stem})
+    rows = read_rows(tmp_path)
+    assert sorted(rows) == [("rank-0", "rise"), ("results", "rise")]
+    assert {(r["predicted"], r["predicted_score"]) for r in rows.values()} == {("", "")}
+    writer = PartWriter(tmp_path, rank=0)  # resuming rewrites the part file under the new header
+    writer.write(dict.fromkeys(COLUMNS, "2") | {"image": "b", "method": "rise", "error": ""})
+    writer.close()
+    assert _read(tmp_path / "parts" / "rank-0.csv")[0]["predicted"] == ""
+    assert sorted(read_rows(tmp_path)) == [("b", "rise"), ("rank-0", "rise"), ("results", "rise")]
+    assert read_rows(tmp_path)[("b", "rise")]["predicted"] == "2"
+
+
 def test_bad_data_and_methods_are_clear_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="not a folder"):
         ImageFiles(tmp_path / "missing", TF.to_tensor)

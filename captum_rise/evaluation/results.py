@@ -25,6 +25,8 @@ COLUMNS = (
     "insertion_auc",
     "pointing_hit",
     "seconds",
+    "predicted",
+    "predicted_score",
     "rank",
     "seed",
     "model",
@@ -38,8 +40,13 @@ COLUMNS = (
 explained; ``pointing_hit``: 1/0, empty without boxes; ``seconds``: wall time
 of the attribution alone; ``seed``: the image's seed; ``settings``: JSON of the
 method's settings; ``error``: empty, or why the row failed; the curves: scores
-at :data:`CURVE_FRACTIONS`, space separated; ``complete``: ``yes``, written last, so a
-row cut short by a crash is recognised."""
+at :data:`CURVE_FRACTIONS`, space separated; ``predicted``, ``predicted_score``: the
+model's top class on the whole image and its probability (its score, for a model whose
+outputs are already probabilities), the same on every row of an image; ``complete``:
+``yes``, written last, so a row cut short by a crash is recognised."""
+
+LATER_COLUMNS = ("predicted", "predicted_score")
+"""Columns that runs of earlier versions did not write: their rows read them as empty."""
 
 COMPLETE = "yes"
 
@@ -86,6 +93,8 @@ class PartWriter:
         self.path = out_dir / PARTS_DIR / f"rank-{rank}.csv"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         is_new = not self.path.exists() or self.path.stat().st_size == 0
+        if not is_new and _header(self.path) != list(COLUMNS):
+            _rewrite_with_columns(self.path)  # a part file of an earlier version, resumed
         needs_newline = not is_new and not self.path.read_bytes().endswith(b"\n")
         # kept open for the rows to come; close() closes it
         self._file = open(self.path, "a", newline="")  # noqa: SIM115
@@ -114,12 +123,39 @@ class PartWriter:
             self._file.close()
 
 
-def _rows_of(path: Path) -> Iterable[Row]:
+def _header(path: Path) -> list[str]:
     with open(path, newline="") as file:
-        for row in csv.DictReader(file):
+        return next(csv.reader(file), [])
+
+
+def _rows_of(path: Path) -> Iterable[Row]:
+    """The complete rows of a results or part file; a file of an earlier version (without
+    :data:`LATER_COLUMNS`) gives them empty."""
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        missing = dict.fromkeys(set(COLUMNS) - set(reader.fieldnames or ()), "")
+        if not set(missing) <= set(LATER_COLUMNS):
+            return
+        for row in reader:
+            row = {**missing, **row}
             complete = set(row) == set(COLUMNS) and row.get("complete") == COMPLETE
             if complete and all(row[c] is not None for c in COLUMNS):
                 yield row
+
+
+def _rewrite_with_columns(path: Path) -> None:
+    """Rewrites a file's complete rows under today's :data:`COLUMNS`."""
+    _write_rows(path, list(_rows_of(path)))
+
+
+def _write_rows(path: Path, rows: Sequence[Row]) -> None:
+    """Writes ``rows`` under :data:`COLUMNS` to a temporary file, then renames it over ``path``."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
 
 
 def read_rows(out_dir: Path) -> dict[Key, Row]:
@@ -142,12 +178,7 @@ def merge_parts(out_dir: Path) -> list[Row]:
     and returns the rows, sorted by image then method."""
     merged = read_rows(out_dir)
     rows = [merged[key] for key in sorted(merged)]
-    temporary = out_dir / f".{RESULTS_FILE}.tmp"
-    with open(temporary, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, out_dir / RESULTS_FILE)
+    _write_rows(out_dir / RESULTS_FILE, rows)
     for part in (out_dir / PARTS_DIR).glob("rank-*.csv"):
         part.unlink()
     if (out_dir / PARTS_DIR).is_dir() and not any((out_dir / PARTS_DIR).iterdir()):

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from captum_rise import __version__
-from captum_rise._forward import device_of, forward_output
+from captum_rise._forward import device_of, forward_output, needs_softmax
 from captum_rise._progress import progress_bar
 from captum_rise._validation import check_int
 from captum_rise.batching import synchronize
@@ -296,6 +296,9 @@ class _ImageRun:
         }
         try:
             x, target = self._load(dataset, index)
+            base.update(self._prediction(x))
+            if target is None:
+                target = int(base["predicted"])
             if self.report_dir is not None:
                 save_photo(self.report_dir, image_id, x[0])
         except Exception as error:  # an unreadable image is a failed row, not a failed run
@@ -309,17 +312,24 @@ class _ImageRun:
                 rows.append(self._failure(base, method, str(target), error))
         return rows
 
-    def _load(self, dataset: Dataset[Any], index: int) -> tuple[Tensor, int]:
+    def _load(self, dataset: Dataset[Any], index: int) -> tuple[Tensor, int | None]:
         image, target = dataset[index]
         if not isinstance(image, Tensor) or image.dim() != 3:
             raise ValueError(
                 f"dataset items must be (image (C, H, W), target), got {type(image).__name__}"
             )
         x = image.unsqueeze(0).to(self.device).contiguous(memory_format=self.memory_format)
-        if target is None:
-            with torch.no_grad():
-                target = int(forward_output(self.model(x), x.device).argmax(dim=1)[0])
-        return x, int(target)
+        return x, None if target is None else int(target)
+
+    def _prediction(self, x: Tensor) -> Row:
+        """The columns ``predicted`` and ``predicted_score``: the top class of the model on
+        ``x`` (1, C, H, W) and its probability (softmax of logits, as the curves score)."""
+        with torch.no_grad():
+            output = forward_output(self.model(x), x.device).float()
+        if needs_softmax(output):
+            output = torch.softmax(output, dim=1)
+        score, predicted = output[0].max(dim=0)
+        return {"predicted": str(int(predicted)), "predicted_score": f"{float(score):.6g}"}
 
     def _region(self, image_id: str, x: Tensor) -> Tensor | None:
         if image_id not in self.boxes:
