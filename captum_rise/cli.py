@@ -4,6 +4,7 @@
     captum-rise demo [--out FILE]            # Grace Hopper's portrait, MobileNetV2
     captum-rise evaluate DATA --out DIR [--methods rise,gradcam,...]   # a whole folder
     captum-rise report DIR [--open]          # its HTML report, rebuilt
+    captum-rise compare RUN_A RUN_B --out DIR [--methods rise,rise:hsic] [--force]  # drift
 
 The figure shows the photo, the three saliency overlays and the deletion and
 insertion curves with their AUCs; the AUCs are also printed as a table.
@@ -21,8 +22,10 @@ from captum_rise._argtypes import class_target, device_name, positive_int
 from captum_rise._progress import is_terminal, progress_bar
 from captum_rise.comparison import causal_curves, compare_methods
 from captum_rise.evaluation.command import (
+    add_compare_parser,
     add_evaluate_parser,
     add_report_parser,
+    run_compare,
     run_evaluate,
     run_report,
 )
@@ -60,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="explain a built-in photo (Grace Hopper, matplotlib)")
     add_evaluate_parser(commands)
     add_report_parser(commands)
+    add_compare_parser(commands)
     for sub, n_masks in ((explain, 4000), (demo, DEMO_N_MASKS)):
         sub.add_argument("--model", default=DEFAULT_MODEL, help="torchvision model name")
         sub.add_argument("--weights", default=DEFAULT_WEIGHTS, help="torchvision weights name")
@@ -93,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_evaluate(args)
         elif args.command == "report":
             run_report(args)
+        elif args.command == "compare":
+            run_compare(args)
         else:
             run(args, Path(args.image) if args.command == "explain" else demo_image_path())
     except (

@@ -14,7 +14,7 @@ from test_evaluation import BOX, SETTINGS, BoxModel, _dataset, _write_images
 
 from captum_rise.cli import main
 from captum_rise.evaluation import evaluate_dataset, write_report
-from captum_rise.evaluation.report import map_disagreement
+from captum_rise.evaluation.agreement import map_disagreement
 from captum_rise.evaluation.thumbnails import (
     THUMBNAIL_SIDE,
     image_key,

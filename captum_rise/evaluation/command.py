@@ -7,8 +7,14 @@
 
     captum-rise report DIR [--open]
 
+    captum-rise compare RUN_A RUN_B --out DIR [--methods rise,rise:hsic] [--force] [--open]
+
 The run writes the HTML report ``DIR/report/index.html``; ``captum-rise report``
 rebuilds it from a results folder (after a resumed or multi-process run).
+
+``captum-rise compare`` compares two runs image by image
+(:mod:`captum_rise.evaluation.drift`): it prints the agreement summary and writes
+``DIR/comparison.csv``, ``DIR/summary.md`` and the report ``DIR/report/index.html``.
 
 ``--model`` is a torchvision name, a factory, an ONNX file or a TorchScript file
 (:mod:`captum_rise.evaluation.models`; pickles are refused).
@@ -36,6 +42,8 @@ from captum_rise.evaluation.data import (
     read_class_map,
     resize_crop_boxes,
 )
+from captum_rise.evaluation.drift import compare_runs, write_comparison
+from captum_rise.evaluation.drift_report import write_comparison_report
 from captum_rise.evaluation.methods import check_method_names
 from captum_rise.evaluation.models import check_normalization, load_model
 from captum_rise.evaluation.report import write_report
@@ -200,6 +208,45 @@ def run_report(args: argparse.Namespace) -> None:
         raise ValueError(f"DIR must be a results folder, but {args.dir} is not a folder")
     index = write_report(args.dir).resolve()
     print(f"report: {index.as_uri()}")
+    if args.open:
+        webbrowser.open(index.as_uri())
+
+
+def add_compare_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="compare two evaluation runs image by image: did the explanations drift?",
+        description="Compare two runs of captum-rise evaluate over the same images (a model and "
+        "its compressed version, two runtimes, two seeds, two methods): per image, the Spearman "
+        "correlation of the maps and the overlap of their top 10 %% blocks, the change of the "
+        "deletion and insertion AUCs and of the predicted class. Prints the summary; writes "
+        "DIR/comparison.csv, DIR/summary.md and the report DIR/report/index.html. Runs of other "
+        "images, targets or settings are refused, saying which, unless --force.",
+    )
+    compare.add_argument("run_a", help="results folder of the first run (A)")
+    compare.add_argument("run_b", help="results folder of the second run (B)")
+    compare.add_argument("--out", required=True, help="folder for the comparison and its report")
+    compare.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated: METHOD (in both runs) or A_METHOD:B_METHOD (default: every method "
+        "of both runs)",
+    )
+    compare.add_argument(
+        "--force", action="store_true", help="compare even runs of other images or settings"
+    )
+    compare.add_argument("--open", action="store_true", help="open the report in a web browser")
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    for name in ("run_a", "run_b"):
+        if not Path(getattr(args, name)).is_dir():
+            raise ValueError(f"{name.upper()} must be a results folder, but {getattr(args, name)} is not")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    comparison = compare_runs(args.run_a, args.run_b, methods, force=args.force)
+    print(write_comparison(comparison, args.out).read_text())
+    index = write_comparison_report(comparison, args.out).resolve()
+    print(f"comparison: {Path(args.out) / 'comparison.csv'}\nreport: {index.as_uri()}")
     if args.open:
         webbrowser.open(index.as_uri())
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
-from scipy.stats import rankdata
 
+from captum_rise.evaluation.agreement import map_disagreement
 from captum_rise.evaluation.results import CONFIG_FILE, Row, is_success, parse_curve, read_rows
 from captum_rise.evaluation.summary import BOOTSTRAP_RESAMPLES, CONFIDENCE, summarise
 from captum_rise.evaluation.thumbnails import (
@@ -45,7 +45,6 @@ DATA_DIR = "data"
 COLOUR_MAP = "jet"  # maps of one sign, low to high
 DIVERGING_COLOUR_MAP = "RdBu_r"  # maps of both signs, centred at 0 (as captum_rise.plotting)
 COLOUR_STOPS = 17  # odd: a diverging scale has a stop at its centre
-DISAGREEMENT_SIDE = 32
 ROW_FIELDS = (
     "image",  # index into the images
     "method",  # index into the methods
@@ -110,8 +109,8 @@ def write_report(out_dir: str | Path) -> Path:
         "images": images,
         "row_fields": list(ROW_FIELDS),
         "rows": entries,
-        "colour_map": _colour_stops(COLOUR_MAP),
-        "diverging_colour_map": _colour_stops(DIVERGING_COLOUR_MAP),
+        "colour_map": colour_stops(COLOUR_MAP),
+        "diverging_colour_map": colour_stops(DIVERGING_COLOUR_MAP),
     }
     _write_script(report_dir / DATA_DIR / "run.js", "captumRiseReportRun", run)
     return report_dir / "index.html"
@@ -130,41 +129,6 @@ def _write_image_data(report_dir: Path, image_id: str, rows: Sequence[Row]) -> N
     path = sharded_path(report_dir / DATA_DIR / "images", image_id, ".js")
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_script(path, "captumRiseReportImage", {"key": image_key(image_id), "curves": curves})
-
-
-def map_disagreement(maps: Sequence[np.ndarray]) -> float | None:
-    """How much maps of one image disagree: 1 minus their mean pairwise Spearman correlation.
-
-    Each ``(H, W)`` map is averaged over square blocks to at most 32 blocks a
-    side first (224x224 to 32x32 blocks of 7x7), so that the
-    measure compares where the maps put their weight, not pixel noise. 0: the
-    maps rank the regions alike; 1: unrelated; 2: opposite. None for fewer
-    than two maps; a constant map counts as unrelated to the others.
-    """
-    if len(maps) < 2:
-        return None
-    ranks = [rankdata(_pooled(m).ravel()) for m in maps]  # ties share their mean rank
-    correlations = [_correlation(a, b) for a, b in itertools.combinations(ranks, 2)]
-    return float(1 - np.mean(correlations))
-
-
-def _pooled(values: np.ndarray) -> np.ndarray:
-    """Means over blocks of ``factor`` pixels a side, ``factor`` the least that brings the
-    longer side to at most :data:`DISAGREEMENT_SIDE` blocks."""
-    height, width = values.shape
-    factor = -(-max(height, width) // DISAGREEMENT_SIDE)
-    starts = [np.arange(0, n, factor) for n in (height, width)]
-    sums = np.add.reduceat(
-        np.add.reduceat(values.astype(float), starts[0], axis=0), starts[1], axis=1
-    )
-    counts = np.outer(*(np.diff(np.append(s, n)) for s, n in zip(starts, (height, width))))
-    return sums / counts
-
-
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    norm = float(np.sqrt((a @ a) * (b @ b)))
-    return float(a @ b) / norm if norm > 0 else 0.0
 
 
 def _read_config(out_dir: Path) -> dict[str, Any]:
@@ -252,7 +216,7 @@ def _row_entry(
     ]
 
 
-def _colour_stops(name: str) -> list[list[float]]:
+def colour_stops(name: str) -> list[list[float]]:
     """The colour scale ``name`` as :data:`COLOUR_STOPS` RGB stops in [0, 1], low to high."""
     colours = colormaps[name](np.linspace(0, 1, COLOUR_STOPS))[:, :3]
     return [[round(float(v), 4) for v in colour] for colour in colours]
