@@ -248,9 +248,10 @@
     panels.append(mapPanel(row, "b", "B · " + state.data.summaries[row.pair].method_b,
       [...photo(), map("b", isSigned(rangeB), "map B", true)], rangeB,
       "deletion AUC " + row.deletion_b.toFixed(4) + " · insertion AUC " + row.insertion_b.toFixed(4)));
-    panels.append(mapPanel(row, "difference", "B − A (each map over its range)",
+    panels.append(mapPanel(row, "difference", "B − A",
       [map("difference", true, "difference", false)], rangeDifference,
-      "deletion change " + signed(4)(row.deletion_change) + " · insertion change " + signed(4)(row.insertion_change)));
+      "each map over its own range · deletion change " + signed(4)(row.deletion_change) +
+      " · insertion change " + signed(4)(row.insertion_change)));
   }
 
   // ---------------------------------------------------------------- routes
