@@ -76,12 +76,14 @@ def read_labels(data: Path) -> list[dict[str, str]]:
     return labels
 
 
-def link_image_folder(data: Path, folder: Path) -> None:
-    """``folder/images/<class index>/<photo>`` links to ``data``'s photos, and the class map
-    ``folder/``:data:`CLASS_MAP` (``{"<class index>": class index}``) that makes each photo's
-    true class its target."""
+def link_image_folder(data: Path, folder: Path, files: list[str] | None = None) -> None:
+    """``folder/images/<class index>/<photo>`` links to ``data``'s photos (those named in
+    ``files``, or all), and the class map ``folder/``:data:`CLASS_MAP` (``{"<class index>":
+    class index}``) that makes each photo's true class its target."""
     classes = {}
     for label in read_labels(data):
+        if files is not None and label["file"] not in files:
+            continue
         photo = data / label["file"]
         if not photo.is_file():
             raise ValueError(f"--data {data}: {label['file']} is in labels.csv but not there")

@@ -19,8 +19,8 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def _table(page) -> list[dict[str, str]]:
-    return page.eval_on_selector_all(
+def _table(tab) -> list[dict[str, str]]:
+    return tab.eval_on_selector_all(
         "#images-table tbody tr",
         """rows => rows.map(tr => Object.assign({image: tr.dataset.image, pair: tr.dataset.pair},
             ...[...tr.querySelectorAll('td[data-column]')]
@@ -33,7 +33,7 @@ def _signed(text: str) -> str:
     return value if value.startswith("-") or float(value) == 0 else "+" + value
 
 
-def check_comparison_report(page, out: Path) -> None:
+def check_comparison_report(page, out: Path) -> None:  # noqa: F811
     rows = _rows(out)
     report = out / "report"
     _open(page, report)

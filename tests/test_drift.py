@@ -40,7 +40,8 @@ class ShiftedBoxModel(BoxModel):
 def _run(images: Path, out: Path, model=None, **options) -> Path:
     dataset = options.pop("dataset", None) or _dataset(images)
     settings = {**SETTINGS, **options}
-    evaluate_dataset(model or BoxModel(), dataset, out, settings.pop("methods", METHODS), **settings)
+    methods = settings.pop("methods", METHODS)
+    evaluate_dataset(model or BoxModel(), dataset, out, methods, **settings)
     return out
 
 
@@ -136,9 +137,11 @@ def test_thumbnails_give_the_figures_of_the_full_maps(runs, tmp_path):
 
 
 def test_runs_of_other_images_targets_or_settings_are_refused_naming_the_difference(runs):
-    with pytest.raises(RunMismatchError, match=r"gradcam, rise: other images \(4 in A, 2 in B; only in A: dogs/image0.png"):
+    other_images = r"gradcam, rise: other images \(4 in A, 2 in B; only in A: dogs/image0.png"
+    with pytest.raises(RunMismatchError, match=other_images):
         compare_runs(runs["a"], runs["fewer"])
-    with pytest.raises(RunMismatchError, match=r"gradcam, rise: other targets on 4 images \(cats/image1.png \(0 in A, 1 in B\)"):
+    other_targets = r"gradcam, rise: other targets on 4 images \(cats/image1.png \(0 in A, 1 in B\)"
+    with pytest.raises(RunMismatchError, match=other_targets):
         compare_runs(runs["a"], runs["other_target"])
     with pytest.raises(RunMismatchError, match=r"rise settings: .*'n_masks': 120.* in A"):
         compare_runs(runs["a"], runs["more_masks"])

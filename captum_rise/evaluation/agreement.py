@@ -59,9 +59,9 @@ def map_agreement(
     """``(spearman, top_overlap)`` of two ``(H, W)`` maps of one size, on blocks.
 
     ``spearman``: the Spearman rank correlation of the blocks (1: the same order; 0 where one
-    map is constant, 1 where both are: neither shows any evidence). ``top_overlap``: the share of the blocks in one map's top
-    ``top_fraction`` that are also in the other's (both hold the same number, at least one;
-    ties in order of position).
+    map is constant, 1 where both are: neither shows any evidence). ``top_overlap``: the
+    share of the blocks in one map's top ``top_fraction`` that are also in the other's (both
+    hold the same number, at least one; ties in order of position).
     """
     if map_a.shape != map_b.shape:
         raise ValueError(f"the maps must have one shape, got {map_a.shape} and {map_b.shape}")

@@ -240,8 +240,9 @@ def add_compare_parser(commands: "argparse._SubParsersAction[argparse.ArgumentPa
 
 def run_compare(args: argparse.Namespace) -> None:
     for name in ("run_a", "run_b"):
-        if not Path(getattr(args, name)).is_dir():
-            raise ValueError(f"{name.upper()} must be a results folder, but {getattr(args, name)} is not")
+        folder = getattr(args, name)
+        if not Path(folder).is_dir():
+            raise ValueError(f"{name.upper()} must be a results folder, but {folder} is not")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     comparison = compare_runs(args.run_a, args.run_b, methods, force=args.force)
     print(write_comparison(comparison, args.out).read_text())

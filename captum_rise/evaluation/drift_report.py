@@ -41,6 +41,7 @@ from captum_rise.evaluation.thumbnails import (
 PAGE_FILES = {"compare.html": "index.html", "compare.js": "compare.js", "report.css": "report.css"}
 DATA_FILE = "data/comparison.js"
 NUMBER_COLUMNS = COMPARISON_COLUMNS[4:12]
+PREDICTED = COMPARISON_COLUMNS[12:]  # the classes, then their probabilities
 ROW_FIELDS = (
     "image",  # index into the images
     "pair",  # index into the pairs
@@ -76,8 +77,8 @@ def write_comparison_report(comparison: Comparison, out_dir: str | Path) -> Path
                 image_ids.index(row["image"]),
                 pairs.index(pair),
                 *(float(row[c]) for c in NUMBER_COLUMNS),
-                *(int(row[c]) if row[c] else None for c in ("predicted_a", "predicted_b")),
-                *(float(row[c]) if row[c] else None for c in ("predicted_score_a", "predicted_score_b")),
+                *(int(row[c]) if row[c] else None for c in PREDICTED[:2]),
+                *(float(row[c]) if row[c] else None for c in PREDICTED[2:]),
                 ranges,
             ]
         )  # fmt: skip
