@@ -138,15 +138,12 @@ def compare_runs(
     rows = {side: _rows_by_method(folder) for side, folder in folders.items()}
     configs = {side: _config(folder) for side, folder in folders.items()}
     pairs = _method_pairs(methods, rows)
-    found: dict[str, list[str]] = {}  # what differs: the pairs it differs for
+    found: dict[str, list[str]] = {}  # how the images differ: the pairs they differ for
     for a, b in pairs:
-        for text in _mismatches(a, b, rows, configs):
+        for text in _image_mismatches(rows["a"][a], rows["b"][b]):
             found.setdefault(text, []).append(pair_name(a, b))
-    mismatches = [
-        text if text.startswith("curve_steps") or " settings: " in text else
-        f"{', '.join(names)}: {text}"
-        for text, names in found.items()
-    ]  # fmt: skip
+    mismatches = [f"{', '.join(names)}: {text}" for text, names in found.items()]
+    mismatches += _settings_mismatches(pairs, configs)
     if mismatches and not force:
         raise RunMismatchError(
             f"the runs {folders['a']} and {folders['b']} differ: " + "; ".join(mismatches)
@@ -215,13 +212,9 @@ def _examples(items: Sequence[str], n: int = 3) -> str:
     return shown + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def _mismatches(
-    a: str, b: str, rows: dict[str, dict[str, dict[str, Row]]], configs: dict[str, dict[str, Any]]
-) -> list[str]:
-    """What differs between A's method ``a`` and B's method ``b``, in words (the images and
-    targets without the pair's name: the caller names the pairs each difference holds for)."""
+def _image_mismatches(images_a: dict[str, Row], images_b: dict[str, Row]) -> list[str]:
+    """How one method pair's images and targets differ between the runs, in words."""
     found = []
-    images_a, images_b = rows["a"][a], rows["b"][b]
     only_a = sorted(set(images_a) - set(images_b))
     only_b = sorted(set(images_b) - set(images_a))
     if only_a or only_b:
@@ -239,13 +232,21 @@ def _mismatches(
             f"other targets on {len(other_targets)} images ({_examples(other_targets)}; "
             "runs without --class-map explain each model's own top class)"
         )
+    return found
+
+
+def _settings_mismatches(
+    pairs: Sequence[tuple[str, str]], configs: dict[str, dict[str, Any]]
+) -> list[str]:
+    """How the runs' curves and the settings of each method compared with itself differ."""
+    found = []
     steps = [configs[side].get("curve_steps") for side in ("a", "b")]
     if steps[0] != steps[1]:
         found.append(f"curve_steps: {steps[0]} in A, {steps[1]} in B")
-    if a == b:
-        settings = [configs[side].get("methods", {}).get(a) for side in ("a", "b")]
+    for method in (a for a, b in pairs if a == b):
+        settings = [configs[side].get("methods", {}).get(method) for side in ("a", "b")]
         if settings[0] != settings[1]:
-            found.append(f"{a} settings: {settings[0]} in A, {settings[1]} in B")
+            found.append(f"{method} settings: {settings[0]} in A, {settings[1]} in B")
     return found
 
 
