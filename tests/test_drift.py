@@ -143,7 +143,7 @@ def test_runs_of_other_images_targets_or_settings_are_refused_naming_the_differe
     other_targets = r"gradcam, rise: other targets on 4 images \(cats/image1.png \(0 in A, 1 in B\)"
     with pytest.raises(RunMismatchError, match=other_targets):
         compare_runs(runs["a"], runs["other_target"])
-    with pytest.raises(RunMismatchError, match=r"rise settings: .*'n_masks': 120.* in A"):
+    with pytest.raises(RunMismatchError, match="rise n_masks: 120 in A, 121 in B"):
         compare_runs(runs["a"], runs["more_masks"])
     with pytest.raises(ValueError, match="'hsic' is not in run A"):
         compare_runs(runs["a"], runs["a"], ["hsic"])

@@ -244,9 +244,12 @@ def _settings_mismatches(
     if steps[0] != steps[1]:
         found.append(f"curve_steps: {steps[0]} in A, {steps[1]} in B")
     for method in (a for a, b in pairs if a == b):
-        settings = [configs[side].get("methods", {}).get(method) for side in ("a", "b")]
-        if settings[0] != settings[1]:
-            found.append(f"{method} settings: {settings[0]} in A, {settings[1]} in B")
+        a, b = (configs[side].get("methods", {}).get(method) or {} for side in ("a", "b"))
+        found += [
+            f"{method} {key}: {a.get(key)} in A, {b.get(key)} in B"
+            for key in sorted(set(a) | set(b))
+            if a.get(key) != b.get(key)
+        ]
     return found
 
 
