@@ -160,3 +160,22 @@ def test_the_dataset_runner_records_a_failed_row_and_retries_it_on_resume(tmp_pa
     assert errors[0] == errors[2] == "" and "failed 4 times" in errors[1]
     rows = evaluate_dataset(model, images, tmp_path, **settings)
     assert all(row["error"] == "" for row in rows)
+
+
+def test_the_dataset_runners_prediction_call_is_retried_too(tmp_path, waits):
+    """The runner's first call on an image (its top class) fails once: retried, no row fails."""
+    from captum_rise.evaluation import evaluate_dataset
+
+    images = [(torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)), 0)]
+    model, calls = BoxModel(), []
+
+    def fails_first(x):
+        calls.append(len(x))
+        if len(calls) == 1:
+            raise TimeoutError("the server took too long")
+        return model(x)
+
+    settings = dict(methods=["rise"], n_masks=64, curve_steps=4, show_progress=False, report=False)
+    rows = evaluate_dataset(fails_first, images, tmp_path, **settings)
+    assert [row["error"] for row in rows] == [""] and calls[:2] == [1, 1]
+    assert rows[0]["predicted"] == str(int(model(images[0][0][None]).argmax()))

@@ -35,7 +35,7 @@ from captum_rise import __version__
 from captum_rise._forward import device_of, forward_output, needs_softmax
 from captum_rise._progress import progress_bar
 from captum_rise._validation import check_int
-from captum_rise.batching import synchronize
+from captum_rise.batching import Retries, synchronize
 from captum_rise.evaluation.data import Box, box_region, image_ids_of
 from captum_rise.evaluation.methods import Method, make_methods
 from captum_rise.evaluation.report import write_report
@@ -323,9 +323,12 @@ class _ImageRun:
 
     def _prediction(self, x: Tensor) -> Row:
         """The columns ``predicted`` and ``predicted_score``: the top class of the model on
-        ``x`` (1, C, H, W) and its probability (softmax of logits, as the curves score)."""
+        ``x`` (1, C, H, W) and its probability (softmax of logits, as the curves score). The
+        call is retried as the methods' calls are (a server's error fails the image only once
+        its retries run out)."""
         with torch.no_grad():
-            output = forward_output(self.model(x), x.device).float()
+            call = lambda: forward_output(self.model(x), x.device).float()
+            output = Retries(unit="image").call(call, 0, 1)
         if needs_softmax(output):
             output = torch.softmax(output, dim=1)
         score, predicted = output[0].max(dim=0)
