@@ -37,7 +37,7 @@ test: $(DEV_STAMP)
 	$(PYTHON) -m pytest -m "not slow"
 
 test-slow: $(DEV_STAMP)
-	$(PYTHON) -m pytest -m slow
+	$(PYTHON) -m pytest -m slow --nbmake-timeout=900
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
