@@ -8,24 +8,17 @@ import shutil
 from pathlib import Path
 
 from test_drift import runs  # noqa: F401 (a fixture)
-from test_report_browser import _fixed, _images_loaded, _open, browser, page  # noqa: F401
+from test_report_browser import _fixed, _images_loaded, _open, _table, browser, page  # noqa: F401
 
 from captum_rise.cli import main
 from captum_rise.evaluation.thumbnails import image_key
+
+ROW_KEYS = ("image", "pair")  # the data- attributes of a row of the images table
 
 
 def _rows(out: Path) -> list[dict[str, str]]:
     with open(out / "comparison.csv", newline="") as file:
         return list(csv.DictReader(file))
-
-
-def _table(tab) -> list[dict[str, str]]:
-    return tab.eval_on_selector_all(
-        "#images-table tbody tr",
-        """rows => rows.map(tr => Object.assign({image: tr.dataset.image, pair: tr.dataset.pair},
-            ...[...tr.querySelectorAll('td[data-column]')]
-                .map(td => ({[td.dataset.column]: td.textContent}))))""",
-    )
 
 
 def _signed(text: str) -> str:
@@ -52,7 +45,7 @@ def check_comparison_report(page, out: Path) -> None:  # noqa: F811
 
     # the table: the first pair's rows, the most changed maps first, the numbers of the CSV
     page.click("#drift-link")
-    shown = _table(page)
+    shown = _table(page, ROW_KEYS)
     first = [r for r in rows if r["method_a"] == pairs[0]]
     assert len(shown) == len(first) and {line["pair"] for line in shown} == {pairs[0]}
     by_image = {r["image"]: r for r in first}
@@ -69,15 +62,15 @@ def check_comparison_report(page, out: Path) -> None:  # noqa: F811
     # sorting by a column, both ways; the other pair
     for descending in (False, True):
         page.click("#images-table th[data-column=insertion_change]")
-        values = [float(line["insertion_change"]) for line in _table(page)]
+        values = [float(line["insertion_change"]) for line in _table(page, ROW_KEYS)]
         assert values == sorted(values, reverse=descending)
     page.select_option("#pair-filter", str(len(pairs) - 1))
-    assert {line["pair"] for line in _table(page)} == {pairs[-1]}
+    assert {line["pair"] for line in _table(page, ROW_KEYS)} == {pairs[-1]}
 
     # an image: the photo, map A, map B and their difference side by side
     page.select_option("#pair-filter", "0")
     page.click("#images-table th[data-column=spearman]")  # ascending: the most changed first
-    worst = _table(page)[0]["image"]
+    worst = _table(page, ROW_KEYS)[0]["image"]
     page.click(f"#images-table tbody tr[data-image='{worst}']")
     assert page.evaluate("location.hash") == f"#image={image_key(worst)}/0"
     page.wait_for_load_state("load")

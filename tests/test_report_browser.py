@@ -96,14 +96,16 @@ def _results(out_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def _table(page) -> list[dict[str, str]]:
-    """The images table's rows on the current page, by column."""
+def _table(page, keys: tuple[str, ...] = ("image", "method")) -> list[dict[str, str]]:
+    """The images table's rows on the current page, by column, with the rows' ``keys``
+    (their ``data-`` attributes)."""
     return page.eval_on_selector_all(
         "#images-table tbody tr",
-        """rows => rows.map(tr => Object.assign(
-            {image: tr.dataset.image, method: tr.dataset.method},
+        """(rows, keys) => rows.map(tr => Object.assign(
+            Object.fromEntries(keys.map(key => [key, tr.dataset[key]])),
             ...[...tr.querySelectorAll('td[data-column]')]
                 .map(td => ({[td.dataset.column]: td.textContent}))))""",
+        list(keys),
     )
 
 

@@ -41,6 +41,11 @@ def _block_ranks(values: np.ndarray) -> np.ndarray:
     return rankdata(pooled_blocks(values).ravel())  # ties share their mean rank
 
 
+def _top(blocks: np.ndarray, k: int) -> set[int]:
+    """The indices of the ``k`` largest blocks, ties in order of position."""
+    return set(np.argsort(-blocks, kind="stable")[:k].tolist())
+
+
 def map_disagreement(maps: Sequence[np.ndarray]) -> float | None:
     """How much maps of one image disagree: 1 minus their mean pairwise Spearman correlation
     on blocks. 0: the maps rank the regions alike; 1: unrelated; 2: opposite. None for fewer
@@ -65,10 +70,9 @@ def map_agreement(
     """
     if map_a.shape != map_b.shape:
         raise ValueError(f"the maps must have one shape, got {map_a.shape} and {map_b.shape}")
-    ranks = [_block_ranks(m) for m in (map_a, map_b)]
+    blocks = [pooled_blocks(m).ravel() for m in (map_a, map_b)]
+    ranks = [rankdata(b) for b in blocks]  # ties share their mean rank
     both_constant = all(np.ptp(r) == 0 for r in ranks)
     spearman = 1.0 if both_constant else _correlation(*ranks)
-    pooled = [pooled_blocks(m).ravel() for m in (map_a, map_b)]
-    k = max(1, round(top_fraction * pooled[0].size))
-    tops = [set(np.argsort(-p, kind="stable")[:k].tolist()) for p in pooled]
-    return spearman, len(tops[0] & tops[1]) / k
+    k = max(1, round(top_fraction * blocks[0].size))
+    return spearman, len(_top(blocks[0], k) & _top(blocks[1], k)) / k

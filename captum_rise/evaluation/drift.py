@@ -33,7 +33,6 @@ images of both runs are compared, and the differences are listed in the summary)
 """
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 
 from captum_rise.evaluation.agreement import TOP_FRACTION, map_agreement
-from captum_rise.evaluation.results import CONFIG_FILE, Row, is_success, read_rows
+from captum_rise.evaluation.results import Row, is_success, read_config, read_rows
 from captum_rise.evaluation.summary import BOOTSTRAP_RESAMPLES, CONFIDENCE, bootstrap_interval
 from captum_rise.evaluation.thumbnails import REPORT_DIR, map_path, read_map
 
@@ -70,6 +69,8 @@ COMPARISON_COLUMNS = (
 """The columns of ``comparison.csv``, one row per image and method pair; ``target``:
 run A's (``a|b`` where they differ, compared with ``force``); ``predicted_*``: empty for a
 run of an earlier version, which did not record them."""
+NUMBER_COLUMNS = COMPARISON_COLUMNS[4:12]  # from spearman to insertion_change
+PREDICTED_COLUMNS = COMPARISON_COLUMNS[12:]  # the classes, then their probabilities
 
 
 class RunMismatchError(ValueError):
@@ -137,7 +138,7 @@ def compare_runs(
     """
     folders = {"a": Path(run_a), "b": Path(run_b)}
     rows = {side: _rows_by_method(folder) for side, folder in folders.items()}
-    configs = {side: _config(folder) for side, folder in folders.items()}
+    configs = {side: read_config(folder) for side, folder in folders.items()}
     pairs = _method_pairs(methods, rows)
     found: dict[str, list[str]] = {}  # how the images differ: the pairs they differ for
     for a, b in pairs:
@@ -176,11 +177,6 @@ def _rows_by_method(folder: Path) -> dict[str, dict[str, Row]]:
     for (image, method), row in sorted(rows.items()):
         by_method.setdefault(method, {})[image] = row
     return by_method
-
-
-def _config(folder: Path) -> dict[str, Any]:
-    path = folder / CONFIG_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _method_pairs(
@@ -338,7 +334,7 @@ def _summarise(
 ) -> PairSummary:
     if not table:
         raise ValueError(f"{pair_name(a, b)}: no image succeeded in both runs")
-    numbers = {c: [float(r[c]) for r in table] for c in COMPARISON_COLUMNS[4:12]}
+    numbers = {c: [float(r[c]) for r in table] for c in NUMBER_COLUMNS}
     predicted = [r for r in table if r["predicted_a"] and r["predicted_b"]]
     kept = [r for r in predicted if r["predicted_a"] == r["predicted_b"]]
     score_changes = [float(r["predicted_score_b"]) - float(r["predicted_score_a"]) for r in kept]

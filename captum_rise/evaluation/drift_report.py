@@ -20,28 +20,25 @@ import numpy as np
 import torch
 
 from captum_rise.evaluation.drift import (
-    COMPARISON_COLUMNS,
+    NUMBER_COLUMNS,
+    PREDICTED_COLUMNS,
     Comparison,
     PairSummary,
     pair_maps,
     pair_name,
 )
 from captum_rise.evaluation.report import COLOUR_MAP, DIVERGING_COLOUR_MAP, colour_stops
-from captum_rise.evaluation.results import CONFIG_FILE
+from captum_rise.evaluation.results import read_config
 from captum_rise.evaluation.summary import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from captum_rise.evaluation.thumbnails import (
     REPORT_DIR,
     image_key,
-    map_path,
     photo_path,
-    read_map,
     save_map,
 )
 
 PAGE_FILES = {"compare.html": "index.html", "compare.js": "compare.js", "report.css": "report.css"}
 DATA_FILE = "data/comparison.js"
-NUMBER_COLUMNS = COMPARISON_COLUMNS[4:12]
-PREDICTED = COMPARISON_COLUMNS[12:]  # the classes, then their probabilities
 ROW_FIELDS = (
     "image",  # index into the images
     "pair",  # index into the pairs
@@ -64,21 +61,21 @@ def write_comparison_report(comparison: Comparison, out_dir: str | Path) -> Path
             shutil.copyfile(path, report_dir / name)
     folders = {side: Path(run["folder"]) for side, run in comparison.runs.items()}
     pairs = [s.name for s in comparison.summaries]
-    image_ids = list(dict.fromkeys(row["image"] for row in comparison.rows))
-    targets = {row["image"]: row["target"] for row in comparison.rows}
-    names = _class_names(folders["a"])
-    images = [_image_entry(report_dir, folders["a"], i, targets[i], names) for i in image_ids]
+    targets = {row["image"]: row["target"] for row in comparison.rows}  # images in order
+    image_index = {image: i for i, image in enumerate(targets)}
+    names = list(read_config(folders["a"]).get("class_names") or [])
+    images = [_image_entry(report_dir, folders["a"], i, targets[i], names) for i in targets]
     entries = []
     for row in comparison.rows:
         pair = pair_name(row["method_a"], row["method_b"])
         ranges = _save_maps(report_dir, folders, row, pair)
         entries.append(
             [
-                image_ids.index(row["image"]),
+                image_index[row["image"]],
                 pairs.index(pair),
                 *(float(row[c]) for c in NUMBER_COLUMNS),
-                *(int(row[c]) if row[c] else None for c in PREDICTED[:2]),
-                *(float(row[c]) if row[c] else None for c in PREDICTED[2:]),
+                *(int(row[c]) if row[c] else None for c in PREDICTED_COLUMNS[:2]),
+                *(float(row[c]) if row[c] else None for c in PREDICTED_COLUMNS[2:]),
                 ranges,
             ]
         )  # fmt: skip
@@ -99,11 +96,6 @@ def write_comparison_report(comparison: Comparison, out_dir: str | Path) -> Path
     text = json.dumps(data, separators=(",", ":"), sort_keys=True, allow_nan=False)
     (report_dir / DATA_FILE).write_text(f"window.captumRiseComparison({text});\n")
     return report_dir / "index.html"
-
-
-def _class_names(folder: Path) -> list[str]:
-    path = folder / CONFIG_FILE
-    return list(json.loads(path.read_text()).get("class_names") or []) if path.exists() else []
 
 
 def _image_entry(
@@ -131,13 +123,14 @@ def _save_maps(
     """Saves the pair's two maps and their difference; returns the three saved ranges."""
     maps = pair_maps(folders, row["image"], row["method_a"], row["method_b"])
     scaled = [(m - m.min()) / (np.ptp(m) or 1.0) for m in maps]
-    ranges = []
-    for suffix, values in (("a", maps[0]), ("b", maps[1]), ("difference", scaled[1] - scaled[0])):
-        method = f"{pair}.{suffix}"
-        save_map(report_dir, row["image"], method, torch.as_tensor(values, dtype=torch.float32))
-        _, low, high = read_map(map_path(report_dir, row["image"], method))
-        ranges.append([low, high])
-    return ranges
+    return [
+        list(save_map(report_dir, row["image"], f"{pair}.{suffix}", torch.as_tensor(values)))
+        for suffix, values in (
+            ("a", maps[0]),
+            ("b", maps[1]),
+            ("difference", scaled[1] - scaled[0]),
+        )
+    ]
 
 
 def _summary_entry(summary: PairSummary) -> dict[str, Any]:

@@ -29,7 +29,13 @@ import numpy as np
 from matplotlib import colormaps
 
 from captum_rise.evaluation.agreement import map_disagreement
-from captum_rise.evaluation.results import CONFIG_FILE, Row, is_success, parse_curve, read_rows
+from captum_rise.evaluation.results import (
+    Row,
+    is_success,
+    parse_curve,
+    read_config,
+    read_rows,
+)
 from captum_rise.evaluation.summary import BOOTSTRAP_RESAMPLES, CONFIDENCE, summarise
 from captum_rise.evaluation.thumbnails import (
     REPORT_DIR,
@@ -86,7 +92,7 @@ def write_report(out_dir: str | Path) -> Path:
             shutil.copyfile(source, report_dir / name)
 
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    config = _read_config(out_dir)
+    config = read_config(out_dir)
     images, entries = [], []
     for image_id, group in itertools.groupby(rows, key=lambda r: r["image"]):
         image_rows = list(group)
@@ -129,11 +135,6 @@ def _write_image_data(report_dir: Path, image_id: str, rows: Sequence[Row]) -> N
     path = sharded_path(report_dir / DATA_DIR / "images", image_id, ".js")
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_script(path, "captumRiseReportImage", {"key": image_key(image_id), "curves": curves})
-
-
-def _read_config(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / CONFIG_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _run_facts(config: dict[str, Any], rows: Sequence[Row], n_images: int) -> dict[str, Any]:

@@ -11,9 +11,11 @@ already done are skipped.
 
 import contextlib
 import csv
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +62,12 @@ RESULTS_FILE = "results.csv"
 CONFIG_FILE = "run.json"
 """The run's settings (compared on resuming), with the versions and class names."""
 PARTS_DIR = "parts"
+
+
+def read_config(out_dir: Path) -> dict[str, Any]:
+    """A results folder's :data:`CONFIG_FILE`, or ``{}`` where there is none yet."""
+    path = out_dir / CONFIG_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def format_curve(fractions: Sequence[float], scores: Sequence[float]) -> str:

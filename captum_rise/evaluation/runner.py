@@ -47,6 +47,7 @@ from captum_rise.evaluation.results import (
     format_curve,
     is_success,
     merge_parts,
+    read_config,
     read_rows,
 )
 from captum_rise.evaluation.summary import write_summary
@@ -296,7 +297,7 @@ class _ImageRun:
         }
         try:
             x, target = self._load(dataset, index)
-            base.update(self._prediction(x))
+            base.update(self._prediction(x, index))
             if target is None:
                 target = int(base["predicted"])
             if self.report_dir is not None:
@@ -321,14 +322,14 @@ class _ImageRun:
         x = image.unsqueeze(0).to(self.device).contiguous(memory_format=self.memory_format)
         return x, None if target is None else int(target)
 
-    def _prediction(self, x: Tensor) -> Row:
+    def _prediction(self, x: Tensor, index: int) -> Row:
         """The columns ``predicted`` and ``predicted_score``: the top class of the model on
-        ``x`` (1, C, H, W) and its probability (softmax of logits, as the curves score). The
-        call is retried as the methods' calls are (a server's error fails the image only once
-        its retries run out)."""
+        ``x`` (1, C, H, W), item ``index`` of the dataset, and its probability (softmax of
+        logits, as the curves score). The call is retried as the methods' calls are (a
+        server's error fails the image only once its retries run out)."""
         with torch.no_grad():
             call = lambda: forward_output(self.model(x), x.device).float()
-            output = Retries(unit="image").call(call, 0, 1)
+            output = Retries(unit="image").call(call, index, index + 1)
         if needs_softmax(output):
             output = torch.softmax(output, dim=1)
         score, predicted = output[0].max(dim=0)
@@ -434,8 +435,7 @@ def _write_config(
     out_dir: Path, config: RunSettings, class_names: Sequence[str] | None = None
 ) -> None:
     """Writes the settings, with the versions and class names the report shows."""
-    path = out_dir / CONFIG_FILE
-    previous = json.loads(path.read_text()) if path.exists() else {}
+    previous = read_config(out_dir)
     merged = {
         **previous,
         **config,
@@ -446,7 +446,7 @@ def _write_config(
         merged["class_names"] = list(class_names)
     temporary = out_dir / f".{CONFIG_FILE}.tmp"  # other ranks may be reading it
     temporary.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
-    temporary.replace(path)
+    temporary.replace(out_dir / CONFIG_FILE)
 
 
 def _versions() -> dict[str, str]:

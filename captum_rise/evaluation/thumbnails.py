@@ -73,8 +73,9 @@ def save_photo(report_dir: Path, image_id: str, image: Tensor) -> None:
     _save(photo, photo_path(report_dir, image_id), format="JPEG", quality=JPEG_QUALITY)
 
 
-def save_map(report_dir: Path, image_id: str, method: str, saliency: Tensor) -> None:
-    """Saves a ``(H, W)`` map as an 8-bit gray PNG over its range, the range in its text.
+def save_map(report_dir: Path, image_id: str, method: str, saliency: Tensor) -> tuple[float, float]:
+    """Saves a ``(H, W)`` map as an 8-bit gray PNG over its range, the range in its text;
+    returns the range as written (6 significant digits, as :func:`read_map` gives it).
 
     The range is the map's ``[min, max]``, or ``[-m, m]`` with ``m`` its largest magnitude
     when it has values on both sides of 0.
@@ -86,11 +87,14 @@ def save_map(report_dir: Path, image_id: str, method: str, saliency: Tensor) -> 
         low, high = -magnitude, magnitude
     scaled = (values - low) / (high - low) if high > low else torch.zeros_like(values)
     info = PngImagePlugin.PngInfo()
-    info.add_text(RANGE_KEY, f"{low:.6g} {high:.6g}")
+    written = f"{low:.6g} {high:.6g}"
+    info.add_text(RANGE_KEY, written)
     array = (scaled * 255).round().to(torch.uint8).numpy()
     _save(
         Image.fromarray(array), map_path(report_dir, image_id, method), format="PNG", pnginfo=info
     )
+    low_written, high_written = (float(v) for v in written.split())
+    return low_written, high_written
 
 
 def _save(image: Image.Image, path: Path, **options: Any) -> None:
