@@ -2,7 +2,8 @@
 report (:mod:`captum_rise.evaluation.report`): a static folder that opens from ``file://``
 and still works when copied elsewhere.
 
-- ``index.html``, ``compare.js``, ``report.css``: the page (``report.css`` is the run report's);
+- ``index.html``, ``compare.js``, ``common.js``, ``report.css``: the page (the last two are the
+  run report's);
 - ``data/comparison.js``: the runs, the summaries of :mod:`captum_rise.evaluation.drift` and one
   entry per image and method pair (the figures of ``comparison.csv``, the maps' ranges);
 - ``assets/<shard>/<key>.jpg``: the photo (run A's thumbnail), and per method pair
@@ -37,7 +38,12 @@ from captum_rise.evaluation.thumbnails import (
     save_map,
 )
 
-PAGE_FILES = {"compare.html": "index.html", "compare.js": "compare.js", "report.css": "report.css"}
+PAGE_FILES = {  # package file: name in the report
+    "compare.html": "index.html",
+    "common.js": "common.js",
+    "compare.js": "compare.js",
+    "report.css": "report.css",
+}
 DATA_FILE = "data/comparison.js"
 ROW_FIELDS = (
     "image",  # index into the images

@@ -46,7 +46,7 @@ from captum_rise.evaluation.thumbnails import (
     sharded_path,
 )
 
-PAGE_FILES = ("index.html", "report.js", "report.css")
+PAGE_FILES = ("index.html", "common.js", "report.js", "report.css")
 DATA_DIR = "data"
 COLOUR_MAP = "jet"  # maps of one sign, low to high
 DIVERGING_COLOUR_MAP = "RdBu_r"  # maps of both signs, centred at 0 (as captum_rise.plotting)

@@ -33,28 +33,7 @@
 
   // ---------------------------------------------------------------- helpers
 
-  function element(tag, attributes, children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attributes || {})) {
-      if (name === "text") node.textContent = value;
-      else if (name === "class") node.className = value;
-      else node.setAttribute(name, value);
-    }
-    for (const child of children || []) node.append(child);
-    return node;
-  }
-
-  // assets/<shard>/<key><suffix>, as thumbnails.sharded_path writes them
-  function assetPath(key, suffix) {
-    return "assets/" + key.slice(0, 2) + "/" + key + suffix;
-  }
-
-  function compare(a, b) {
-    if (a === null || a === undefined) return b === null || b === undefined ? 0 : 1;
-    if (b === null || b === undefined) return -1;
-    if (typeof a === "string") return a.localeCompare(b);
-    return a - b;
-  }
+  const { element, assetPath, compare, setColourScale, isSigned, colourLegend } = window.captumRiseCommon;
 
   function interval(values, digits, withSign) {
     const show = withSign ? signed(digits) : number(digits);
@@ -65,33 +44,6 @@
     if (index === null) return "?";
     const name = state.data.class_names[index];
     return name ? name + " (" + index + ")" : String(index);
-  }
-
-  function setColourScale(id, stops) {
-    const channels = document.querySelectorAll("#" + id + " feComponentTransfer > *");
-    channels.forEach((node, c) => node.setAttribute("tableValues", stops.map((s) => s[c]).join(" ")));
-  }
-
-  function gradient(stops) {
-    const css = stops.map((s, i) => {
-      const rgb = s.map((v) => Math.round(v * 255)).join(",");
-      return "rgb(" + rgb + ") " + ((100 * i) / (stops.length - 1)).toFixed(1) + "%";
-    });
-    return "linear-gradient(to right, " + css.join(", ") + ")";
-  }
-
-  // a map of both signs was saved over a range symmetric about 0: a diverging scale, 0 at its centre
-  function colourLegend(low, high) {
-    const isSigned = low < 0 && high > 0;
-    const labels = [element("span", { class: "low", text: low.toPrecision(3) })];
-    if (isSigned) labels.push(element("span", { class: "centre", text: "0" }));
-    labels.push(element("span", { class: "high", text: high.toPrecision(3) }));
-    const stops = isSigned ? state.data.diverging_colour_map : state.data.colour_map;
-    return [
-      element("div", { class: "colour-bar", "data-scale": isSigned ? "diverging" : "sequential",
-                       style: "background:" + gradient(stops) }),
-      element("div", { class: "colour-labels" }, labels),
-    ];
   }
 
   function prepare(data) {
@@ -209,7 +161,7 @@
 
   function mapPanel(row, name, title, layers, range, figures) {
     const panel = element("div", { class: "panel", "data-panel": name }, [element("h3", { text: title })]);
-    panel.append(element("div", { class: "overlay" }, layers), ...colourLegend(range[0], range[1]));
+    panel.append(element("div", { class: "overlay" }, layers), ...colourLegend(range[0], range[1], state.data));
     panel.append(element("div", { class: "figures", text: figures }));
     return panel;
   }
@@ -238,15 +190,14 @@
     const map = (suffix, signedScale, alt, overPhoto) => element("img", {
       class: signedScale ? "map signed" : "map", src: assetPath(key, "." + pair + "." + suffix + ".png"), alt,
       style: "opacity:" + (overPhoto && row.photo ? opacity : 1) });
-    const isSigned = (range) => range[0] < 0 && range[1] > 0;
     panels.append(element("div", { class: "panel", "data-panel": "photo" }, [
       element("h3", { text: "photo" }), element("div", { class: "overlay" }, photo())]));
     const [rangeA, rangeB, rangeDifference] = row.ranges;
     panels.append(mapPanel(row, "a", "A · " + state.data.summaries[row.pair].method_a,
-      [...photo(), map("a", isSigned(rangeA), "map A", true)], rangeA,
+      [...photo(), map("a", isSigned(...rangeA), "map A", true)], rangeA,
       "deletion AUC " + row.deletion_a.toFixed(4) + " · insertion AUC " + row.insertion_a.toFixed(4)));
     panels.append(mapPanel(row, "b", "B · " + state.data.summaries[row.pair].method_b,
-      [...photo(), map("b", isSigned(rangeB), "map B", true)], rangeB,
+      [...photo(), map("b", isSigned(...rangeB), "map B", true)], rangeB,
       "deletion AUC " + row.deletion_b.toFixed(4) + " · insertion AUC " + row.insertion_b.toFixed(4)));
     panels.append(mapPanel(row, "difference", "B − A",
       [map("difference", true, "difference", false)], rangeDifference,

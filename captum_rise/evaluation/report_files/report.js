@@ -35,19 +35,11 @@
 
   // ---------------------------------------------------------------- helpers
 
+  const { element, shardedPath, assetPath, compare, setColourScale, isSigned, colourLegend } =
+    window.captumRiseCommon;
+
   function fixed(value, digits) {
     return value === null || value === undefined ? "" : value.toFixed(digits);
-  }
-
-  function element(tag, attributes, children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attributes || {})) {
-      if (name === "text") node.textContent = value;
-      else if (name === "class") node.className = value;
-      else node.setAttribute(name, value);
-    }
-    for (const child of children || []) node.append(child);
-    return node;
   }
 
   function svgElement(tag, attributes) {
@@ -60,26 +52,9 @@
     return COLOURS[state.run.methods.indexOf(method) % COLOURS.length];
   }
 
-  // folder/<shard>/<key><suffix>, as thumbnails.sharded_path writes them
-  function shardedPath(folder, key, suffix) {
-    return folder + "/" + key.slice(0, 2) + "/" + key + suffix;
-  }
-
-  function assetPath(key, suffix) {
-    return shardedPath("assets", key, suffix);
-  }
-
   // Math.min(...values) overflows the stack for a large run's values
   function least(values, start) { return values.reduce((a, b) => Math.min(a, b), start); }
   function most(values, start) { return values.reduce((a, b) => Math.max(a, b), start); }
-
-  function compare(a, b) {
-    // empty values last, whatever the direction
-    if (a === null || a === undefined) return b === null || b === undefined ? 0 : 1;
-    if (b === null || b === undefined) return -1;
-    if (typeof a === "string") return a.localeCompare(b);
-    return a - b;
-  }
 
   // ---------------------------------------------------------------- data
 
@@ -112,38 +87,6 @@
   function targetLabel(image) {
     if (image.target === null) return "";
     return image.target_name ? image.target_name + " (" + image.target + ")" : String(image.target);
-  }
-
-  function setColourScale(id, stops) {
-    const channels = document.querySelectorAll("#" + id + " feComponentTransfer > *");
-    channels.forEach((node, c) => node.setAttribute("tableValues", stops.map((s) => s[c]).join(" ")));
-  }
-
-  // A map with values on both sides of 0 was saved over a range symmetric about 0: it is drawn
-  // on the diverging scale, 0 at its centre; a map of one sign on the sequential scale.
-  function isSigned(row) {
-    return row.low < 0 && row.high > 0;
-  }
-
-  function colourLegend(row) {
-    const signed = isSigned(row);
-    const stops = signed ? state.run.diverging_colour_map : state.run.colour_map;
-    const labels = [element("span", { class: "low", text: row.low.toPrecision(3) })];
-    if (signed) labels.push(element("span", { class: "centre", text: "0" }));
-    labels.push(element("span", { class: "high", text: row.high.toPrecision(3) }));
-    return [
-      element("div", { class: "colour-bar", "data-scale": signed ? "diverging" : "sequential",
-                       style: "background:" + gradient(stops) }),
-      element("div", { class: "colour-labels" }, labels),
-    ];
-  }
-
-  function gradient(stops) {
-    const css = stops.map((s, i) => {
-      const rgb = s.map((v) => Math.round(v * 255)).join(",");
-      return "rgb(" + rgb + ") " + ((100 * i) / (stops.length - 1)).toFixed(1) + "%";
-    });
-    return "linear-gradient(to right, " + css.join(", ") + ")";
   }
 
   // ---------------------------------------------------------------- overview
@@ -445,11 +388,11 @@
         const layers = [];
         if (image.photo) layers.push(element("img", { src: assetPath(key, ".jpg"), alt: "" }));
         if (row.low !== null) {
-          layers.push(element("img", { class: isSigned(row) ? "map signed" : "map", src: assetPath(key, "." + row.method + ".png"),
+          layers.push(element("img", { class: isSigned(row.low, row.high) ? "map signed" : "map", src: assetPath(key, "." + row.method + ".png"),
                                        alt: row.method + " map", style: "opacity:" + (image.photo ? opacity : 1) }));
         }
         panel.append(element("div", { class: "overlay" }, layers));
-        if (row.low !== null) panel.append(...colourLegend(row));
+        if (row.low !== null) panel.append(...colourLegend(row.low, row.high, state.run));
         panel.append(element("div", { class: "figures", text: "deletion AUC " + row.deletion.toFixed(4) +
           " · insertion AUC " + row.insertion.toFixed(4) + (row.hit === null ? "" : " · pointing " + (row.hit ? "hit" : "miss")) }));
       }
