@@ -66,5 +66,28 @@ window.captumRiseCommon = (function () {
     ];
   }
 
-  return { element, shardedPath, assetPath, compare, setColourScale, isSigned, colourLegend };
+  // shows the section ``view`` alone (an image's view under the Images tab), from the top
+  function showView(view) {
+    document.querySelectorAll("section.view").forEach((s) => { s.hidden = s.id !== view; });
+    document.querySelectorAll("nav a").forEach((a) => {
+      a.classList.toggle("active", a.id === "nav-" + (view === "image-view" ? "images" : view));
+    });
+    window.scrollTo(0, 0);
+  }
+
+  // once the page has loaded, says ``message`` unless ``loaded()``: the data script was missing
+  function whenDataMissing(loaded, message) {
+    window.addEventListener("load", () => {
+      if (loaded()) return;
+      const note = document.getElementById("load-error");
+      note.textContent = message;
+      note.hidden = false;
+      document.getElementById("subtitle").textContent = "";
+    });
+  }
+
+  return {
+    element, shardedPath, assetPath, compare, setColourScale, isSigned, colourLegend, showView,
+    whenDataMissing,
+  };
 })();

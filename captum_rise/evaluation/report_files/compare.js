@@ -33,7 +33,9 @@
 
   // ---------------------------------------------------------------- helpers
 
-  const { element, assetPath, compare, setColourScale, isSigned, colourLegend } = window.captumRiseCommon;
+  const {
+    element, assetPath, compare, setColourScale, isSigned, colourLegend, showView, whenDataMissing,
+  } = window.captumRiseCommon;
 
   function interval(values, digits, withSign) {
     const show = withSign ? signed(digits) : number(digits);
@@ -216,11 +218,7 @@
     } else if (hash === "images") {
       view = "images";
     }
-    document.querySelectorAll("section.view").forEach((s) => { s.hidden = s.id !== view; });
-    document.querySelectorAll("nav a").forEach((a) => {
-      a.classList.toggle("active", a.id === "nav-" + (view === "image-view" ? "images" : view));
-    });
-    window.scrollTo(0, 0);
+    showView(view);
   }
 
   window.captumRiseComparison = function (data) {
@@ -240,11 +238,5 @@
     document.body.dataset.ready = "true";
   };
 
-  window.addEventListener("load", () => {
-    if (state.data) return;
-    const message = document.getElementById("load-error");
-    message.textContent = "data/comparison.js did not load: write this report again with `captum-rise compare`.";
-    message.hidden = false;
-    document.getElementById("subtitle").textContent = "";
-  });
+  whenDataMissing(() => state.data !== null, "data/comparison.js did not load: write this report again with `captum-rise compare`.");
 })();

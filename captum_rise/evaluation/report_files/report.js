@@ -35,8 +35,10 @@
 
   // ---------------------------------------------------------------- helpers
 
-  const { element, shardedPath, assetPath, compare, setColourScale, isSigned, colourLegend } =
-    window.captumRiseCommon;
+  const {
+    element, shardedPath, assetPath, compare, setColourScale, isSigned, colourLegend, showView,
+    whenDataMissing,
+  } = window.captumRiseCommon;
 
   function fixed(value, digits) {
     return value === null || value === undefined ? "" : value.toFixed(digits);
@@ -441,11 +443,7 @@
     } else if (hash === "images" || hash === "failures") {
       view = hash;
     }
-    document.querySelectorAll("section.view").forEach((s) => { s.hidden = s.id !== view; });
-    document.querySelectorAll("nav a").forEach((a) => {
-      a.classList.toggle("active", a.id === "nav-" + (view === "image-view" ? "images" : view));
-    });
-    window.scrollTo(0, 0);
+    showView(view);
   }
 
   window.captumRiseReportRun = function (run) {
@@ -464,11 +462,5 @@
     document.body.dataset.ready = "true";
   };
 
-  window.addEventListener("load", () => {
-    if (state.run) return;
-    const message = document.getElementById("load-error");
-    message.textContent = "data/run.js did not load: rebuild this report with `captum-rise report DIR`.";
-    message.hidden = false;
-    document.getElementById("subtitle").textContent = "";
-  });
+  whenDataMissing(() => state.run !== null, "data/run.js did not load: rebuild this report with `captum-rise report DIR`.");
 })();
