@@ -10,10 +10,12 @@ Each model runs ``captum-rise evaluate`` three times, with a report each, under
 ``--out/<model>/``:
 
 - ``black-box``: RISE (4,000 masks), HSIC (1,536 designs), Sobol' attribution (its defaults),
-  Occlusion and KernelShap on superpixels, on the model compiled by OpenVINO (``--runtime
-  torch`` runs them on the torch module instead);
+  Occlusion and KernelShap on superpixels, on the model exported to ONNX Runtime
+  (``--runtime openvino`` runs them on the model compiled by OpenVINO, ``--runtime torch`` on
+  the torch module);
 - ``rise-2000``: RISE with 2,000 masks, on the same runtime;
-- ``white-box``: Grad-CAM, Integrated Gradients and extremal perturbation, on the torch module.
+- ``white-box``: Grad-CAM, Integrated Gradients and extremal perturbation, on the torch module
+  (``channels_last``).
 
 The photos are linked into an ImageFolder (one folder per class index) with a class map, so
 the runs explain the true class. Then the table: per model and method, the mean deletion and
@@ -21,18 +23,27 @@ insertion AUCs with 95 % bootstrap intervals and seconds of attribution per imag
 the model's top-1 accuracy on the photos. The pointing game does not apply: there are no boxes.
 
 ``--check-runtime K`` also compares RISE's maps (N=500) on the torch module and on the
-compiled model for K photos: the largest difference relative to the map's range and the
+runtime for K photos: the largest difference relative to the map's range and the
 Spearman correlation of the maps, so that the runtime's maps can stand for the model's.
 
 Usage: ``python benchmarks/imagenet_sample.py [--data DIR] [--out DIR] [--models
-mobilenet_v2,efficientnet_lite0] [--n-images K] [--runtime openvino|torch] [--check-runtime 3]``.
+mobilenet_v2,efficientnet_lite0] [--n-images K] [--runtime onnxruntime|openvino|torch]
+[--check-runtime 3]``.
 A rerun resumes every run (``captum-rise evaluate`` resumes its folder).
+
+The table takes longer than a working session on a 2-core host (about 4 minutes a photo for
+MobileNetV2 here), so its rows are kept in the project: after each run, its ``results.csv``
+and ``run.json`` (numbers only: the AUCs, curves and seconds of each photo and method; never
+the photos or their maps) are copied to ``--kept/<model>/<run>/``, and a run folder that has no
+results yet starts from them. After an interrupted run, ``--keep-only`` merges and copies what
+it finished. The reports of a run so resumed show the photos and maps of its own session only.
 """
 
 import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,13 +58,14 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from captum_rise import RISE
-from captum_rise.evaluation.results import read_rows
+from captum_rise.evaluation.results import CONFIG_FILE, RESULTS_FILE, merge_parts, read_rows
 from captum_rise.evaluation.summary import summarise
 from captum_rise.imagenet import resize_and_crop
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "imagenet-sample-100"
+DEFAULT_KEPT = HERE / "measured" / "imagenet-sample"
 MODELS = ("mobilenet_v2", "efficientnet_lite0")
 RUNS = {  # run folder: (methods, extra options, black box)
     "black-box": ("rise,hsic,sobol,occlusion,kernelshap", ["--n-masks", "4000"], True),
@@ -95,13 +107,35 @@ def link_image_folder(data: Path, folder: Path, files: list[str] | None = None) 
     (folder / CLASS_MAP).write_text(json.dumps(classes))
 
 
+def restore(out: Path, kept: Path) -> None:
+    """Starts the run folder ``out`` from the rows kept in ``kept``, unless it has results."""
+    if (kept / RESULTS_FILE).exists() and not (out / RESULTS_FILE).exists():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (RESULTS_FILE, CONFIG_FILE):
+            shutil.copyfile(kept / name, out / name)
+
+
+def keep(out: Path, kept: Path) -> None:
+    """Merges the run folder ``out``'s rows (an interrupted run leaves part files) and copies
+    its ``results.csv`` and ``run.json`` to ``kept``."""
+    if not (out / CONFIG_FILE).exists():
+        return
+    merge_parts(out)
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in (RESULTS_FILE, CONFIG_FILE):
+        shutil.copyfile(out / name, kept / name)
+    print(f"kept {len(read_rows(out))} rows of {out} in {kept}", flush=True)
+
+
 def evaluate(model: str, runtime: str, run: str, folder: Path, args: argparse.Namespace) -> Path:
-    """One ``captum-rise evaluate`` run of :data:`RUNS`; returns its results folder."""
+    """One ``captum-rise evaluate`` run of :data:`RUNS`, started from the kept rows and kept
+    after; returns its results folder."""
     methods, options, black_box = RUNS[run]
     factory = f"imagenet_models:{model}" + (
-        "_openvino" if black_box and runtime == "openvino" else ""
+        f"_{runtime}" if black_box and runtime != "torch" else ""
     )
     out = args.out / model / run
+    restore(out, args.kept / model / run)
     command = [
         sys.executable, "-m", "captum_rise", "evaluate", str(folder / "images"),
         "--out", str(out), "--model", factory, "--methods", methods,
@@ -113,6 +147,7 @@ def evaluate(model: str, runtime: str, run: str, folder: Path, args: argparse.Na
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     start = time.perf_counter()
     subprocess.run(command, check=True, env=environment)
+    keep(out, args.kept / model / run)
     print(
         f"{model} {run}: {time.perf_counter() - start:.0f} s, report {out}/report/index.html",
         flush=True,
@@ -129,9 +164,9 @@ def labelled_photos(
             yield label["file"], resize_and_crop(photo, 256, 224), int(label["class_index"])
 
 
-def check_model(model: str, data: Path, n_photos: int | None, n_checked: int) -> None:
+def check_model(model: str, runtime: str, data: Path, n_photos: int | None, n_checked: int) -> None:
     """The torch module's top-1 accuracy on the photos; then RISE's maps (N=500) on the torch
-    module and on the OpenVINO-compiled model for ``n_checked`` of them."""
+    module and on ``runtime`` (``onnxruntime`` or ``openvino``) for ``n_checked`` of them."""
     module = getattr(imagenet_models, f"{model}_module")()
     with torch.no_grad():
         hits = [
@@ -141,12 +176,13 @@ def check_model(model: str, data: Path, n_photos: int | None, n_checked: int) ->
           "(they may be training images: this is no measure of the model)")  # fmt: skip
     if not n_checked:
         return
-    compiled = imagenet_models.compiled(module)
+    converted = {"onnxruntime": imagenet_models.exported, "openvino": imagenet_models.compiled}
+    black_box = converted[runtime](module)
     forwards = {
         "torch": lambda x: torch.softmax(module(x), dim=1),
-        "openvino": lambda x: torch.softmax(torch.as_tensor(compiled(x)), dim=1),
+        runtime: lambda x: torch.softmax(torch.as_tensor(black_box(x)), dim=1),
     }
-    print(f"RISE (N=500) on the torch module against OpenVINO, {n_checked} photos")
+    print(f"RISE (N=500) on the torch module against {runtime}, {n_checked} photos")
     print("| photo | max difference / map range | Spearman |\n|---|---|---|")
     for name, x, target in labelled_photos(data, n_checked):
         with torch.no_grad():
@@ -181,10 +217,16 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "imagenet-sample")
+    parser.add_argument("--kept", type=Path, default=DEFAULT_KEPT, help="the rows kept")
+    parser.add_argument(
+        "--keep-only", action="store_true", help="keep what the runs in --out finished, then stop"
+    )
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--runs", default=",".join(RUNS), help=f"some of {', '.join(RUNS)}")
     parser.add_argument("--n-images", type=int, default=None, help="the first K photos only")
-    parser.add_argument("--runtime", choices=("openvino", "torch"), default="openvino")
+    parser.add_argument(
+        "--runtime", choices=("onnxruntime", "openvino", "torch"), default="onnxruntime"
+    )
     parser.add_argument("--check-runtime", type=int, default=3, metavar="K")
     args = parser.parse_args()
     models = args.models.split(",")
@@ -193,12 +235,17 @@ def main() -> None:
     ]
     if unknown:
         parser.error(f"unknown models or runs: {', '.join(unknown)}")
+    if args.keep_only:
+        for model in models:
+            for run in args.runs.split(","):
+                keep(args.out / model / run, args.kept / model / run)
+        return
     torch.set_num_threads(2)
     folder = args.out / "data"
     link_image_folder(args.data, folder)
     for model in models:
-        checked = args.check_runtime if args.runtime == "openvino" else 0
-        check_model(model, args.data, args.n_images, checked)
+        checked = args.check_runtime if args.runtime != "torch" else 0
+        check_model(model, args.runtime, args.data, args.n_images, checked)
         outs = {
             run: evaluate(model, args.runtime, run, folder, args) for run in args.runs.split(",")
         }

@@ -40,6 +40,24 @@ def build_spec() -> ModelSpec:
     return ModelSpec(BoxModel().eval(), preprocess=lambda image: TF.to_tensor(image)[:, :32, :32])
 
 
+class LayoutRecorder(BoxModel):
+    """A :class:`BoxModel` that records whether each batch it sees is ``channels_last``."""
+
+    layouts: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        LayoutRecorder.layouts.append(x.is_contiguous(memory_format=torch.channels_last))
+        return super().forward(x)
+
+
+def build_channels_last() -> ModelSpec:
+    """A factory that asks for ``channels_last`` images."""
+    return ModelSpec(
+        LayoutRecorder().eval().to(memory_format=torch.channels_last),
+        memory_format=torch.channels_last,
+    )
+
+
 @pytest.fixture
 def photos(tmp_path):
     folder = tmp_path / "photos"
@@ -75,6 +93,20 @@ def test_a_factory_model_runs_every_method_and_resumes(photos, tmp_path, monkeyp
     spec_out = tmp_path / "spec"
     assert _evaluate(photos, spec_out, "test_user_models:build_spec", "--methods", "rise") == 0
     assert len(_rows(spec_out)) == 3
+
+
+def test_a_factory_may_ask_for_channels_last_images(photos, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    assert load_model("test_user_models:build", torch.device("cpu")).memory_format == (
+        torch.contiguous_format
+    )
+    loaded = load_model("test_user_models:build_channels_last", torch.device("cpu"))
+    assert loaded.memory_format == torch.channels_last
+    LayoutRecorder.layouts.clear()
+    out = tmp_path / "channels-last"
+    assert _evaluate(photos, out, "test_user_models:build_channels_last", "--methods", "rise") == 0
+    # the masked batches of RISE and the curves' batches: channels_last, every one
+    assert len(LayoutRecorder.layouts) > 3 and all(LayoutRecorder.layouts)
 
 
 def test_normalisation_goes_in_front_of_the_model(monkeypatch):
