@@ -4,6 +4,7 @@ TorchScript file, resumable; pickles refused; white-box methods refused on black
 import csv
 import pickle
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def build_spec() -> ModelSpec:
 class LayoutRecorder(BoxModel):
     """A :class:`BoxModel` that records whether each batch it sees is ``channels_last``."""
 
-    layouts: list[bool] = []
+    layouts: ClassVar[list[bool]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         LayoutRecorder.layouts.append(x.is_contiguous(memory_format=torch.channels_last))
