@@ -1,5 +1,5 @@
 """Helpers shared by the benchmark scripts: photos, timing, peak memory, a naive RISE,
-OpenVINO's compiled models."""
+OpenVINO's compiled models, ONNX Runtime's sessions."""
 
 import json
 import resource
@@ -93,6 +93,29 @@ def compile_openvino(converted, threads: int = 2):
     import openvino as ov
 
     return ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": threads})
+
+
+def export_onnxruntime(module: torch.nn.Module, threads: int = 2):
+    """``module`` (224x224 RGB images, any batch size) exported to ONNX, as an ONNX Runtime
+    session on the CPU with ``threads`` intra-op threads."""
+    import tempfile
+    from pathlib import Path
+
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        torch.onnx.export(
+            module,
+            (torch.rand(1, 3, 224, 224),),
+            str(path),
+            dynamo=False,
+            input_names=["pixels"],
+            dynamic_axes={"pixels": {0: "batch"}},
+        )
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def run_child(

@@ -29,11 +29,8 @@ Use them as ``captum-rise evaluate DATA --model imagenet_models:mobilenet_v2_onn
 with this folder on ``PYTHONPATH``.
 """
 
-import tempfile
-from pathlib import Path
-
 import torch
-from _common import compile_openvino, convert_for_openvino
+from _common import compile_openvino, convert_for_openvino, export_onnxruntime
 from torch import nn
 
 from captum_rise.evaluation import ModelSpec
@@ -71,24 +68,7 @@ def compiled(module: nn.Module) -> OpenVINOForward:
 def exported(module: nn.Module) -> OnnxRuntimeForward:
     """``module`` exported to ONNX and run by ONNX Runtime on the CPU, any batch size of
     224x224 images."""
-    import onnxruntime
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.onnx"
-        torch.onnx.export(
-            module,
-            (torch.rand(1, 3, 224, 224),),
-            str(path),
-            dynamo=False,
-            input_names=["pixels"],
-            dynamic_axes={"pixels": {0: "batch"}},
-        )
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = RUNTIME_THREADS, 1
-        session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
-    return OnnxRuntimeForward(session)
+    return OnnxRuntimeForward(export_onnxruntime(module, RUNTIME_THREADS))
 
 
 def on_torch(module: nn.Module) -> ModelSpec:

@@ -47,13 +47,18 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import bundled_photos, compile_openvino, convert_for_openvino, run_child
+from _common import (
+    bundled_photos,
+    compile_openvino,
+    convert_for_openvino,
+    export_onnxruntime,
+    run_child,
+)
 
 from captum_rise import RISE, deletion, insertion
 from captum_rise._forward import blend
@@ -77,7 +82,7 @@ def classifier_and_photo() -> tuple[ImageClassifier, torch.nn.Module, torch.Tens
     return classifier, probabilities, classifier.preprocess(load_image(demo_image_path()))
 
 
-def make_forward(runtime: str, model: torch.nn.Module, folder: Path):
+def make_forward(runtime: str, model: torch.nn.Module):
     """The forward of ``runtime`` for ``model``: the module itself, an adapter, or (``-direct``)
     the compiled model called on the masked images' numpy array, as a user might write it."""
     if runtime == "torch":
@@ -87,30 +92,15 @@ def make_forward(runtime: str, model: torch.nn.Module, folder: Path):
         if runtime.endswith("-direct"):
             return lambda pixels: torch.from_numpy(compiled(pixels.numpy())[0])
         return OpenVINOForward(compiled)
-    import onnxruntime
-
-    path = folder / "model.onnx"
-    torch.onnx.export(
-        model,
-        (torch.rand(1, 3, 224, 224),),
-        str(path),
-        dynamo=False,
-        input_names=["pixels"],
-        dynamic_axes={"pixels": {0: "batch"}},
-    )
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
-    return OnnxRuntimeForward(
-        onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    )
+    return OnnxRuntimeForward(export_onnxruntime(model, THREADS))
 
 
 def speed_child(runtime: str, n_masks: int, sizes: list[int]) -> dict:
     """One fresh process: the defaults first, then the limit, then the fixed chunks."""
     torch.set_num_threads(THREADS)
     _, model, x = classifier_and_photo()
-    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
-        forward = make_forward(runtime, model, Path(folder))
+    with torch.no_grad():
+        forward = make_forward(runtime, model)
         target = int(torch.as_tensor(forward(x)).argmax())
         warm_up = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten()).eval()
         RISE(warm_up).attribute(torch.rand(1, 3, 32, 32), target=0, n_masks=256, seed=0)
