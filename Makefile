@@ -105,17 +105,18 @@ benchmarks: $(DEV_STAMP)
 	$(PYTHON) benchmarks/detection_speed.py
 	$(PYTHON) benchmarks/runtimes.py
 
-# On a machine with a CUDA device: the gpu tests, then the GPU benchmarks (fits one 8-minute call).
+# On a machine with a CUDA device: the gpu tests, then the GPU benchmarks.
 gpu: $(DEV_STAMP)
 	$(MAKE) gpu-checks PYTHON=$(abspath $(PYTHON))
 
 # The same with the Python at hand, no .venv (a lent device machine: tools/gpu_session.sh).
+# About 580 s on an H200 (2026-12-04); the peers, slowest and least needed, come last.
 gpu-checks:
 	$(PYTHON) -m pytest -m gpu tests -o addopts="-ra --strict-markers"
 	$(PYTHON) -u benchmarks/first_call.py --device cuda
 	$(PYTHON) -u benchmarks/first_call.py --device cuda --inputs cpu --sizes 64,256,1024,4096
-	$(PYTHON) -u benchmarks/speed_peers.py --device cuda --rounds 2
 	$(PYTHON) -u benchmarks/overhead.py --device cuda
+	$(PYTHON) -u benchmarks/speed_peers.py --device cuda --rounds 2
 
 # What a device machine without internet needs, made here: wheels in .whl, peers in benchmarks/.peers.
 gpu-prepare: $(DEV_STAMP)

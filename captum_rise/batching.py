@@ -8,9 +8,10 @@ the model. Two costs decide how to split them into forward calls:
   on a GPU a call costs a few milliseconds whatever its size up to dozens of
   images, so hundreds per call are fastest;
 * a one-off cost for every batch size the model meets for the first time: a
-  GPU's convolution library plans its kernels per input shape (about 1.4 s
-  per new size for MobileNetV2 on an H200 with cuDNN 9, against 3 to 25 ms
-  for a steady call of up to 512 images); on a CPU it is small.
+  GPU's convolution library plans its kernels per input shape (for MobileNetV2
+  on an H200 with cuDNN 9, 1.4 s per new size in 2026-10 and 0.14 s in
+  2026-12, against 3 to 40 ms for a steady call of up to 512 images); on a
+  CPU it is small.
 
 So the number of distinct batch sizes matters as much as the number of calls,
 and neither the device's name nor where the inputs sit tells the costs: CPU
@@ -30,10 +31,10 @@ memory bound (:func:`chunk_bounds`):
    :data:`JUMP_CALLS` calls at it (a GPU's warm-up, as for CPU inputs sent to a
    GPU inside the forward) and the calls it would save pay for it, jump
    straight to the memory bound's even split of the remaining work: one more
-   size met in all. Otherwise measure twice that
-   size only if a new size's one-off cost is at most :data:`MAX_PROBE_SHARE`
-   of the remaining work's time (on a GPU this keeps the start size). With two or more, a call of
-   ``b`` items is predicted to cost a latency plus a time per item
+   size met in all. Otherwise measure twice that size only if a new size's
+   one-off cost is at most :data:`MAX_PROBE_SHARE` of the remaining work's
+   time (where a GPU's new sizes are dear, this keeps the start size). With
+   two or more, a call of ``b`` items is predicted to cost a latency plus a time per item
    (:meth:`ChunkSizer.call_seconds`: the line through the largest two sizes
    measured, where a rise within the spread of their timed calls counts as
    none; interpolated between measured sizes). For the powers of two of the
