@@ -29,7 +29,8 @@ Spearman correlation of the maps, so that the runtime's maps can stand for the m
 Usage: ``python benchmarks/imagenet_sample.py [--data DIR] [--out DIR] [--models
 mobilenet_v2,efficientnet_lite0] [--n-images K] [--runtime onnxruntime|openvino|torch]
 [--check-runtime 3]``.
-A rerun resumes every run (``captum-rise evaluate`` resumes its folder).
+A rerun resumes every run (``captum-rise evaluate`` resumes its folder). ``--table-only``
+prints the table of the rows kept in the project (``--kept``) and runs nothing.
 
 The table takes longer than a working session on a 2-core host (about 4 minutes a photo for
 MobileNetV2 here), so its rows are kept in the project: after each run, its ``results.csv``
@@ -196,8 +197,13 @@ def check_model(model: str, runtime: str, data: Path, n_photos: int | None, n_ch
 
 
 def table(model: str, outs: dict[str, Path]) -> None:
-    """Per run and method: the means and 95 % bootstrap intervals of ``summary.md``."""
+    """Per run and method: the means and 95 % bootstrap intervals of ``summary.md``; before
+    them, the model's top-1 accuracy on the photos of the first run (from its rows)."""
     print(f"\n## {model}\n")
+    if outs:
+        rows = read_rows(next(iter(outs.values()))).values()
+        hits = {row["image"]: row["predicted"] == row["target"] for row in rows}
+        print(f"{len(hits)} photos, the true class on top for {sum(hits.values())}\n")
     print("| method | images | deletion AUC (95 % CI) ↓ | insertion AUC (95 % CI) ↑ | s / image |")
     print("|---|---|---|---|---|")
     for run, out in outs.items():
@@ -221,6 +227,9 @@ def main() -> None:
     parser.add_argument(
         "--keep-only", action="store_true", help="keep what the runs in --out finished, then stop"
     )
+    parser.add_argument(
+        "--table-only", action="store_true", help="print the table of the rows kept, run nothing"
+    )
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--runs", default=",".join(RUNS), help=f"some of {', '.join(RUNS)}")
     parser.add_argument("--n-images", type=int, default=None, help="the first K photos only")
@@ -240,6 +249,12 @@ def main() -> None:
             for run in args.runs.split(","):
                 keep(args.out / model / run, args.kept / model / run)
         return
+    if args.table_only:
+        for model in models:
+            runs = [run for run in args.runs.split(",") if (args.kept / model / run).is_dir()]
+            table(model, {run: args.kept / model / run for run in runs})
+        print_paper()
+        return
     torch.set_num_threads(2)
     folder = args.out / "data"
     link_image_folder(args.data, folder)
@@ -250,6 +265,11 @@ def main() -> None:
             run: evaluate(model, args.runtime, run, folder, args) for run in args.runs.split(",")
         }
         table(model, outs)
+    print_paper()
+
+
+def print_paper() -> None:
+    """The RISE paper's own figures, for the table's reader."""
     print("\nThe RISE paper (ResNet-50, 8,000 masks, each photo's top class): RISE deletion "
           f"{PAPER['rise'][0]}, insertion {PAPER['rise'][1]}; Grad-CAM {PAPER['gradcam'][0]}, "
           f"{PAPER['gradcam'][1]}.")  # fmt: skip
