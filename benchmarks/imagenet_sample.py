@@ -28,9 +28,13 @@ not apply: there are no boxes.
 runtime for K photos: the largest difference relative to the map's range and the
 Spearman correlation of the maps, so that the runtime's maps can stand for the model's.
 
+``--device cuda`` runs every method on the torch module on the GPU, and ``--processes K`` runs
+each ``captum-rise evaluate`` as K processes under torchrun that share the photos (on one GPU
+too: they keep a small model's GPU busy).
+
 Usage: ``python benchmarks/imagenet_sample.py [--data DIR] [--out DIR] [--models
 mobilenet_v2,efficientnet_lite0] [--n-images K] [--runtime onnxruntime|openvino|torch]
-[--check-runtime 3]``.
+[--check-runtime 3] [--device cpu|cuda] [--processes K]``.
 A rerun resumes every run (``captum-rise evaluate`` resumes its folder). ``--table-only``
 prints the table of the rows kept in the project (``--kept``) and runs nothing.
 
@@ -43,6 +47,7 @@ it finished. The reports of a run so resumed show the photos and maps of its own
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -110,10 +115,12 @@ def link_image_folder(data: Path, folder: Path, files: list[str] | None = None) 
             raise ValueError(f"--data {data}: {label['file']} is in labels.csv but not there")
         target = folder / "images" / label["class_index"] / label["file"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
+        with contextlib.suppress(FileExistsError):  # linked before, or by a run beside this
             target.symlink_to(photo.resolve())
         classes[label["class_index"]] = int(label["class_index"])
-    (folder / CLASS_MAP).write_text(json.dumps(classes))
+    written = folder / f"{CLASS_MAP}.{os.getpid()}"
+    written.write_text(json.dumps(classes))
+    written.replace(folder / CLASS_MAP)  # atomic: runs started side by side read it whole
 
 
 def restore(out: Path, kept: Path) -> None:
@@ -145,10 +152,15 @@ def evaluate(model: str, runtime: str, run: str, folder: Path, args: argparse.Na
     )
     out = args.out / model / run
     restore(out, args.kept / model / run)
+    launch = [sys.executable, "-m"]
+    if args.processes > 1:  # the runner shares the photos among them (gloo, any device)
+        launch += ["torch.distributed.run", "--standalone",
+                   f"--nproc-per-node={args.processes}", "-m"]  # fmt: skip
     command = [
-        sys.executable, "-m", "captum_rise", "evaluate", str(folder / "images"),
+        *launch, "captum_rise", "evaluate", str(folder / "images"),
         "--out", str(out), "--model", factory, "--methods", methods,
-        "--class-map", str(folder / CLASS_MAP), "--seed", "0", "--device", "cpu", *options,
+        "--class-map", str(folder / CLASS_MAP), "--seed", "0", "--device", args.device,
+        *options,
     ]  # fmt: skip
     if args.n_images:
         command += ["--n-images", str(args.n_images)]
@@ -275,7 +287,20 @@ def main() -> None:
         "--runtime", choices=("onnxruntime", "openvino", "torch"), default="onnxruntime"
     )
     parser.add_argument("--check-runtime", type=int, default=3, metavar="K")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: every method on the torch module on the GPU (--runtime does not apply)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="processes per run, sharing the photos (torchrun)"
+    )
     args = parser.parse_args()
+    if args.processes < 1:
+        parser.error(f"--processes must be at least 1, got {args.processes}")
+    if args.device == "cuda":
+        args.runtime = "torch"
     models = args.models.split(",")
     unknown = [m for m in models if m not in MODELS] + [
         r for r in args.runs.split(",") if r not in RUNS

@@ -1,11 +1,15 @@
 """CUDA paths: the same seed gives the same maps as on the CPU, memory is flat in N (one
 call's at the largest chunk), the automatic chunk keeps one batch size where new sizes are
-dear, and it survives a real out-of-memory error.
+dear, it survives a real out-of-memory error, and torchrun's ranks may share one GPU.
 
 Every test here is marked ``gpu`` and skipped where there is no CUDA device.
 """
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -255,3 +259,34 @@ def test_dataset_runner_on_cuda_matches_the_cpu(tmp_path):
     )
     assert all(row["error"] == "" for row in on_cuda)
     _assert_same_results(on_cuda, on_cpu)
+
+
+def test_two_processes_under_torchrun_share_one_gpu(tmp_path):
+    """``torchrun --nproc-per-node 2`` on a machine with one GPU: both ranks run on it (the
+    runner's barrier goes over gloo; NCCL refuses two ranks on one device) and write the AUCs
+    of a single process."""
+    from PIL import Image
+    from test_evaluation import _assert_same_results, _read
+    from test_user_models import ARGS
+
+    (tmp_path / "photos").mkdir()
+    for i in range(4):
+        pixels = torch.rand(40, 48, 3, generator=torch.Generator().manual_seed(i))
+        Image.fromarray((255 * pixels).byte().numpy()).save(tmp_path / "photos" / f"{i}.png")
+    tests = str(Path(__file__).parent)  # the factory test_user_models:build
+    paths = [tests, *filter(None, [os.environ.get("PYTHONPATH")])]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    evaluate = ["-m", "captum_rise", "evaluate", str(tmp_path / "photos"), "--device", "cuda",
+                "--model", "test_user_models:build", "--methods", "rise,gradcam",
+                *ARGS]  # fmt: skip
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    for launch, out in ((torchrun, "two"), ([], "one")):
+        done = subprocess.run(
+            [sys.executable, *launch, *evaluate, "--out", str(tmp_path / out)],
+            capture_output=True, text=True, timeout=300, env=environment,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    two, one = _read(tmp_path / "two" / "results.csv"), _read(tmp_path / "one" / "results.csv")
+    assert {r["rank"] for r in two} == {"0", "1"} and all(r["error"] == "" for r in two)
+    assert len(two) == 4 * 2
+    _assert_same_results(two, one)

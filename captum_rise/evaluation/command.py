@@ -262,13 +262,14 @@ def _set_up_processes(device_arg: str | None) -> tuple[torch.device, bool]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1 or dist.is_initialized():
         return torch.device(device_arg or ("cuda" if use_cuda else "cpu")), False
+    # The run's one collective is a barrier, which gloo gives whatever the device; NCCL would
+    # refuse two ranks on one GPU, and several processes per GPU keep a small model's GPU busy.
+    dist.init_process_group("gloo")
     if use_cuda:
         # One GPU per process; more processes than GPUs share them in turn.
         gpu = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
         torch.cuda.set_device(gpu)
-        dist.init_process_group("nccl")
         return torch.device("cuda", gpu), True
-    dist.init_process_group("gloo")
     return torch.device("cpu"), True
 
 
