@@ -36,7 +36,9 @@ Usage: ``python benchmarks/imagenet_sample.py [--data DIR] [--out DIR] [--models
 mobilenet_v2,efficientnet_lite0] [--n-images K] [--runtime onnxruntime|openvino|torch]
 [--check-runtime 3] [--device cpu|cuda] [--processes K]``.
 A rerun resumes every run (``captum-rise evaluate`` resumes its folder). ``--table-only``
-prints the table of the rows kept in the project (``--kept``) and runs nothing.
+prints the table of the rows kept in the project (``--kept``) and runs nothing; with
+``--compare DIR``, also the kept AUCs less those of DIR on the same photos (rows of another
+machine: ``benchmarks/measured/imagenet-sample-h200`` holds both models' rows from an H200).
 
 The table takes longer than a working session on a 2-core host (about 4 minutes a photo for
 MobileNetV2 here), so its rows are kept in the project: after each run, its ``results.csv``
@@ -237,16 +239,43 @@ def table(model: str, outs: dict[str, Path]) -> None:
                   f"| {summary.seconds_per_image:.1f} |", flush=True)  # fmt: skip
 
 
-def paired(model: str, outs: dict[str, Path], reference: tuple[str, str]) -> None:
-    """Per method: its AUCs less the ``reference`` method's (``(run, method)``) on the same
-    photos, means with 95 % bootstrap intervals over the photos: the pairing takes out what
-    the photos share (how easy each one is), which the intervals of the table keep in."""
+def read_aucs(outs: dict[str, Path]) -> dict[tuple[str, str], dict[str, tuple[float, float]]]:
+    """``{(run, method): {photo: (deletion AUC, insertion AUC)}}`` of the runs' successful rows."""
     aucs: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
     for run, out in outs.items():
         for (image, method), row in read_rows(out).items():
             if is_success(row):
                 auc = (float(row["deletion_auc"]), float(row["insertion_auc"]))
                 aucs.setdefault((run, method), {})[image] = auc
+    return aucs
+
+
+def compare(model: str, outs: dict[str, Path], others: dict[str, Path]) -> None:
+    """Per run and method: the AUCs of ``outs`` less those of ``others`` (the same runs made
+    elsewhere: another device or runtime) on the photos both hold, their mean with a 95 %
+    bootstrap interval and the largest on one photo, so that two machines' tables can stand
+    for each other."""
+    mine, theirs = read_aucs(outs), read_aucs(others)
+    print(f"\n{model}: these rows less the compared rows, on the photos both hold\n")
+    print("| run | method | photos | deletion: mean (95 % CI), largest "
+          "| insertion: mean (95 % CI), largest |\n|---|---|---|---|---|")  # fmt: skip
+    for key in sorted(set(mine) & set(theirs)):
+        images = sorted(set(mine[key]) & set(theirs[key]))
+        cells = []
+        for k in (0, 1):
+            differences = [mine[key][i][k] - theirs[key][i][k] for i in images]
+            low, high = bootstrap_interval(differences)
+            largest = max(differences, key=abs)
+            cells.append(f"{statistics.mean(differences):+.4f} ({low:+.4f} to {high:+.4f}), "
+                         f"{largest:+.4f}")  # fmt: skip
+        print(f"| {key[0]} | {key[1]} | {len(images)} | {cells[0]} | {cells[1]} |", flush=True)
+
+
+def paired(model: str, outs: dict[str, Path], reference: tuple[str, str]) -> None:
+    """Per method: its AUCs less the ``reference`` method's (``(run, method)``) on the same
+    photos, means with 95 % bootstrap intervals over the photos: the pairing takes out what
+    the photos share (how easy each one is), which the intervals of the table keep in."""
+    aucs = read_aucs(outs)
     if reference not in aucs:
         return
     print(f"\n{model}: each method less {reference[1]} ({reference[0]}), paired over photos\n")
@@ -279,6 +308,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--table-only", action="store_true", help="print the table of the rows kept, run nothing"
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --table-only: the kept rows' AUCs less those kept in DIR (another machine's)",
     )
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--runs", default=",".join(RUNS), help=f"some of {', '.join(RUNS)}")
@@ -318,6 +354,9 @@ def main() -> None:
             kept = {run: args.kept / model / run for run in runs}
             table(model, kept)
             paired(model, kept, ("black-box", "rise"))
+            if args.compare is not None:
+                others = {run: args.compare / model / run for run in runs}
+                compare(model, kept, {r: o for r, o in others.items() if o.is_dir()})
         print_paper()
         return
     torch.set_num_threads(2)
