@@ -454,7 +454,7 @@ class SaliencyAccumulator:
         replicate_maps = _map_from_sums(
             normalization,
             torch.cat([r.flatten(3) for r in self.replicate_sums], dim=3),
-            torch.cat([m.flatten(2) for m in self.replicate_mask_sums], dim=2)[:, :, None],
+            _features(self.replicate_mask_sums, batch_dim=1)[:, :, None],
             counts.reshape(shape),
             p_keep,
             mean_score,
@@ -464,7 +464,7 @@ class SaliencyAccumulator:
         variances = spread * self.replicates / (self.replicates - 1)
         counted = torch.ones_like(maps[:1, :1])  # (1, 1, P), or (Bm, 1, P) with ignore
         if ignore is not None:
-            counted = ~torch.cat([m.flatten(1) for m in ignore], dim=1)[:, None]
+            counted = ~_features(ignore, batch_dim=0)[:, None]
             counted = counted.to(maps.dtype)
         n_counted = counted.sum(dim=2)
         rms = ((variances * counted).sum(dim=2) / n_counted).sqrt()
@@ -473,6 +473,15 @@ class SaliencyAccumulator:
         ) * counted
         map_spread = (centred.pow(2).sum(dim=2) / (n_counted - 1).clamp_min(1)).sqrt()
         return rms / map_spread.clamp_min(torch.finfo(map_spread.dtype).tiny)
+
+
+def _features(tensors: Sequence[Tensor], batch_dim: int) -> Tensor:
+    """Per input ``(..., Bm_i, *rest_i)`` (``Bm_i`` 1 or ``B``, at ``batch_dim``): the
+    features of all inputs side by side, ``(..., Bm, P)``; an input whose masks the batch
+    shares is expanded to the others' ``Bm``."""
+    bm = max(t.shape[batch_dim] for t in tensors)
+    flat = [t.flatten(batch_dim + 1) for t in tensors]
+    return torch.cat([f.expand(*f.shape[:batch_dim], bm, f.shape[-1]) for f in flat], dim=-1)
 
 
 def _map_from_sums(

@@ -186,6 +186,30 @@ def test_replicate_error_matches_a_brute_force_spread():
         SaliencyAccumulator(1, 1, [(1, 6)], torch.device("cpu"), replicates=4).add(scores, (masks,))
 
 
+def test_error_of_inputs_with_shared_and_per_example_masks():
+    """A tuple of inputs, one with masks shared by the batch (``Bm = 1``) and one with a mask
+    per example: the error is the one of the same masks given per example to both inputs."""
+    torch.manual_seed(2)
+    n, batch = 40, 2
+    scores, labels = torch.rand(n, batch, 1), torch.arange(n) % 4
+    shared, per_example = torch.rand(n, 1, 5), torch.rand(n, batch, 3)
+    ignore = [torch.tensor([[True, False, False, False, False]]), torch.zeros(batch, 3) > 0]
+
+    def error(shapes, masks, ignored=None):
+        accumulator = SaliencyAccumulator(batch, 1, shapes, torch.device("cpu"), replicates=4)
+        accumulator.add(scores, masks, labels)
+        return accumulator.relative_standard_error(0.5, "centred", ignored)
+
+    spread = (shared.expand(-1, batch, -1), per_example)
+    for ignored in (None, ignore):
+        expected = error(
+            [(batch, 5), (batch, 3)], spread, ignored and [ignore[0].expand(2, -1), ignore[1]]
+        )
+        torch.testing.assert_close(
+            error([(1, 5), (batch, 3)], (shared, per_example), ignored), expected
+        )
+
+
 @pytest.mark.parametrize("normalization", ["coverage", "centred", "difference"])
 def test_estimated_error_is_honest_for_every_normalization(normalization):
     """Issue 24: every normalization has an error estimate, within a factor 2 of the true
