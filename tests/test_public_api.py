@@ -52,3 +52,21 @@ def test_the_version_is_1_0_0_and_the_metadata_agrees():
 
     assert captum_rise.__version__ == "1.0.0"
     assert version("captum-perturbation") == captum_rise.__version__
+
+
+def test_no_page_tells_anyone_to_install_the_other_project():
+    """The index's ``captum-rise`` (``captum_rise``, ``Captum.Rise``: one normalised name) is
+    another project: no text of ours may say ``pip install`` it."""
+    root = PAGE.parents[1]
+    other = re.compile(r"pip install\W*captum[-_.]+rise\b", re.IGNORECASE)
+    texts = [root / "README.md", root / "CHANGELOG.md", root / "Makefile", root / "pyproject.toml"]
+    for folder in ("docs", "tutorials", "examples", "tools", "benchmarks", "captum_rise"):
+        texts += [
+            p for p in (root / folder).rglob("*") if p.suffix in (".md", ".py", ".sh", ".rst")
+        ]
+    texts = [p for p in texts if "_build" not in p.parts and ".peers" not in p.parts]
+    assert len(texts) > 50
+    offending = [
+        str(p.relative_to(root)) for p in texts if other.search(p.read_text(errors="ignore"))
+    ]
+    assert offending == []
