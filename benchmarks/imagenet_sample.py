@@ -250,6 +250,18 @@ def read_aucs(outs: dict[str, Path]) -> dict[tuple[str, str], dict[str, tuple[fl
     return aucs
 
 
+def differences(
+    aucs: dict[str, tuple[float, float]], base: dict[str, tuple[float, float]], images: list[str]
+) -> list[tuple[float, float, float, float]]:
+    """Deletion, then insertion: ``(mean, low, high, largest)`` of ``aucs`` less ``base`` over
+    ``images`` (95 % bootstrap interval; the largest difference on one photo, signed)."""
+    summaries = []
+    for k in (0, 1):
+        each = [aucs[i][k] - base[i][k] for i in images]
+        summaries.append((statistics.mean(each), *bootstrap_interval(each), max(each, key=abs)))
+    return summaries
+
+
 def compare(model: str, outs: dict[str, Path], others: dict[str, Path]) -> None:
     """Per run and method: the AUCs of ``outs`` less those of ``others`` (the same runs made
     elsewhere: another device or runtime) on the photos both hold, their mean with a 95 %
@@ -261,13 +273,10 @@ def compare(model: str, outs: dict[str, Path], others: dict[str, Path]) -> None:
           "| insertion: mean (95 % CI), largest |\n|---|---|---|---|---|")  # fmt: skip
     for key in sorted(set(mine) & set(theirs)):
         images = sorted(set(mine[key]) & set(theirs[key]))
-        cells = []
-        for k in (0, 1):
-            differences = [mine[key][i][k] - theirs[key][i][k] for i in images]
-            low, high = bootstrap_interval(differences)
-            largest = max(differences, key=abs)
-            cells.append(f"{statistics.mean(differences):+.4f} ({low:+.4f} to {high:+.4f}), "
-                         f"{largest:+.4f}")  # fmt: skip
+        cells = [
+            f"{mean:+.4f} ({low:+.4f} to {high:+.4f}), {largest:+.4f}"
+            for mean, low, high, largest in differences(mine[key], theirs[key], images)
+        ]
         print(f"| {key[0]} | {key[1]} | {len(images)} | {cells[0]} | {cells[1]} |", flush=True)
 
 
@@ -288,11 +297,10 @@ def paired(model: str, outs: dict[str, Path], reference: tuple[str, str]) -> Non
         images = sorted(set(by_image) & set(base))
         if (run, method) == reference or not images:
             continue
-        cells = []
-        for k in (0, 1):
-            differences = [by_image[i][k] - base[i][k] for i in images]
-            low, high = bootstrap_interval(differences)
-            cells.append(f"{statistics.mean(differences):+.4f} ({low:+.4f} to {high:+.4f})")
+        cells = [
+            f"{mean:+.4f} ({low:+.4f} to {high:+.4f})"
+            for mean, low, high, _ in differences(by_image, base, images)
+        ]
         print(f"| {run} | {method} | {len(images)} | {cells[0]} | {cells[1]} |", flush=True)
 
 
@@ -335,6 +343,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.processes < 1:
         parser.error(f"--processes must be at least 1, got {args.processes}")
+    if args.compare is not None and not args.table_only:
+        parser.error("--compare goes with --table-only")
     if args.device == "cuda":
         args.runtime = "torch"
     models = args.models.split(",")
@@ -355,8 +365,8 @@ def main() -> None:
             table(model, kept)
             paired(model, kept, ("black-box", "rise"))
             if args.compare is not None:
-                others = {run: args.compare / model / run for run in runs}
-                compare(model, kept, {r: o for r, o in others.items() if o.is_dir()})
+                others = [(run, args.compare / model / run) for run in runs]
+                compare(model, kept, {run: other for run, other in others if other.is_dir()})
         print_paper()
         return
     torch.set_num_threads(2)
