@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from captum_rise._forward import check_finite_scores
-from captum_rise.distributed import all_reduce
+from captum_rise.distributed import all_reduce, broadcast
 
 NORMALIZATIONS = ("expectation", "coverage", "centred", "difference")
 """How the weighted sums become maps (:meth:`SaliencyAccumulator.saliency`)."""
@@ -43,16 +43,26 @@ def sum_block(mask_shapes: Sequence[tuple[int, ...]], dtype: torch.dtype, buffer
     return block
 
 
+_Chunk = tuple[Tensor, tuple[Tensor, ...], Tensor | None]
+"""Masks as they were added: ``(scores, masks, replicate labels or None)``."""
+
+
 @dataclass
 class _Node:
-    """The sums of masks ``lo .. hi - 1``: a block (``level`` 0), the sum of two sibling
-    nodes of ``level - 1`` (:func:`_siblings`), or, when not ``complete``, part of a block."""
+    """Masks ``lo .. hi - 1``. A complete node holds their ``sums``: a block (``level`` 0),
+    or the sum of two sibling nodes of ``level - 1`` (:func:`_siblings`). Part of a block
+    holds the masks themselves (``rows``), so that the parts of a block, however it was
+    cut, are summed by the block's one matmul once they meet (:meth:`SaliencyAccumulator._push`)."""
 
     lo: int
     hi: int
     level: int
-    complete: bool
-    sums: list[Tensor]
+    sums: list[Tensor] | None = None
+    rows: list[_Chunk] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.rows is None
 
 
 def _siblings(left: _Node, right: _Node, block: int) -> bool:
@@ -64,6 +74,16 @@ def _siblings(left: _Node, right: _Node, block: int) -> bool:
         and left.level == right.level
         and left.hi == right.lo
         and (left.lo // block) % (2 ** (left.level + 1)) == 0
+    )
+
+
+def _parts_of_one_block(left: _Node, right: _Node, block: int) -> bool:
+    """Whether ``left`` and ``right`` are adjacent parts of one block, ``left`` first."""
+    return (
+        not left.complete
+        and not right.complete
+        and left.hi == right.lo
+        and left.lo // block == (right.hi - 1) // block
     )
 
 
@@ -81,11 +101,17 @@ class SaliencyAccumulator:
     the scores gives the mask sums too), once the block is complete, whatever
     chunks brought them; and blocks are added in a fixed binary tree over their
     numbers (pairwise summation: blocks ``2j`` and ``2j + 1``, then pairs of
-    those, ...). So the sums do not depend on how the masks were chunked, nor on
-    which rank of a process group summed which blocks: :meth:`all_reduce` and
-    :meth:`merge` rebuild the same tree from the ranks' subtrees, and give the
-    single-process sums to the bit. The tree keeps at most one subtree per level,
-    ``log2(N / S) + 1`` sums in all; memory does not grow with ``N`` beyond that.
+    those, ...). A block's matmul always sees its masks and scores in fresh,
+    contiguous, aligned memory (BLAS kernels may round differently at another
+    address). Part of a block keeps its masks, not their sums, until the rest
+    of the block joins it. So the sums do not depend on how the masks were
+    chunked, nor on which rank of a process group ran which masks, cut at
+    blocks or not: :meth:`merge` and :meth:`all_reduce` rebuild the same tree
+    from contiguous ranges of masks, and give the single-process sums to the
+    bit. The tree keeps at most one subtree per level, ``log2(N / S) + 1`` sums
+    in all, and the masks of at most two parts of blocks (one at each end of a
+    range); memory does not grow with ``N`` beyond that. (The promise is one
+    host's: another CPU's kernels may round the same block otherwise.)
 
     Scores are checked to be finite when the sums are read (:meth:`saliency`,
     :meth:`relative_standard_error`): the accumulator never waits for the
@@ -134,7 +160,7 @@ class SaliencyAccumulator:
         self._scores_finite = torch.ones((), dtype=torch.bool, device=device)
         self._nodes: list[_Node] = []  # the tree's subtrees, in mask order
         # chunks of masks pending_lo .. pending_hi - 1 of a block not yet complete
-        self._pending: list[tuple[Tensor, tuple[Tensor, ...], Tensor | None]] = []
+        self._pending: list[_Chunk] = []
         self._pending_lo = self._pending_hi = 0
         self._total: list[Tensor] | None = None  # the sums, until the next add
 
@@ -207,8 +233,9 @@ class SaliencyAccumulator:
         return (index // self.block + 1) * self.block
 
     def _take(self, count: int) -> _Node:
-        """The sums of the first ``count`` pending masks, which leave the buffer."""
-        taken: list[tuple[Tensor, tuple[Tensor, ...], Tensor | None]] = []
+        """The first ``count`` pending masks, which leave the buffer, as a node: their
+        sums when they are a whole block, the masks themselves otherwise."""
+        taken: list[_Chunk] = []
         needed = count
         while needed:
             scores, masks, labels = self._pending[0]
@@ -226,20 +253,26 @@ class SaliencyAccumulator:
             needed = 0
         lo = self._pending_lo
         self._pending_lo += count
-        complete = lo % self.block == 0 and count == self.block
-        return _Node(lo, lo + count, 0, complete, self._block_sums(taken))
+        return self._node(lo, lo + count, taken)
 
-    def _block_sums(
-        self, chunks: list[tuple[Tensor, tuple[Tensor, ...], Tensor | None]]
-    ) -> list[Tensor]:
+    def _node(self, lo: int, hi: int, rows: list[_Chunk]) -> _Node:
+        """A node of masks ``lo .. hi - 1`` (``rows``): summed when they are a whole block,
+        else joined into one chunk of their own (not views that keep a whole chunk alive)."""
+        if lo % self.block == 0 and hi - lo == self.block:
+            return _Node(lo, hi, 0, sums=self._block_sums(rows))
+        return _Node(lo, hi, 0, rows=[_joined(rows, self.dtype)])
+
+    def _block_sums(self, chunks: list[_Chunk]) -> list[Tensor]:
         """The sums of the masks of ``chunks`` (weighted, mask and score sums per input,
-        then the replicates'), one matmul per input."""
-        scores = _cat([c[0] for c in chunks]).to(self.dtype)
-        masks = tuple(_cat(list(parts)) for parts in zip(*(c[1] for c in chunks)))
+        then the replicates'), one matmul per input, on fresh aligned copies where the
+        chunks' memory is not (:func:`_aligned`)."""
+        scores = _aligned(_cat([c[0] for c in chunks]).to(self.dtype))
+        masks = tuple(
+            _aligned(_cat(list(parts)).to(self.dtype)) for parts in zip(*(c[1] for c in chunks))
+        )
         self._scores_finite &= torch.isfinite(scores).all()
         weighted_sums, mask_sums = [], []
         for shape, mask in zip(self.mask_shapes, masks):
-            mask = mask.to(scores.dtype)
             weighted, summed = _weighted_and_plain_sums(scores, mask)
             weighted_sums.append(weighted.reshape(self.batch_size, self.n_outputs, *shape[1:]))
             mask_sums.append(summed.reshape(shape))
@@ -252,7 +285,6 @@ class SaliencyAccumulator:
         by_replicate = (scores[:, :, :, None] * one_hot[:, None, None, :]).flatten(2)
         replicate_sums, replicate_mask_sums = [], []
         for shape, mask in zip(self.mask_shapes, masks):
-            mask = mask.to(scores.dtype)
             weighted = _weighted_sum(by_replicate, mask)  # (B, K * R, P) or (B * K * R, P)
             weighted = weighted.reshape(self.batch_size, self.n_outputs, self.replicates, -1)
             replicate_sums.append(
@@ -264,30 +296,37 @@ class SaliencyAccumulator:
         return [*sums, *replicate_sums, *replicate_mask_sums, replicate_scores, one_hot.sum(dim=0)]
 
     def _push(self, node: _Node) -> None:
-        """Adds ``node`` after the others, joining siblings as they complete (the tree)."""
+        """Adds ``node`` after the others: a part of a block joins the part before it
+        (summed once the block is whole), and siblings join as they complete (the tree)."""
+        if self._nodes and _parts_of_one_block(self._nodes[-1], node, self.block):
+            left = self._nodes.pop()
+            assert left.rows is not None and node.rows is not None
+            node = self._node(left.lo, node.hi, left.rows + node.rows)
         self._nodes.append(node)
         while len(self._nodes) >= 2 and _siblings(self._nodes[-2], self._nodes[-1], self.block):
             right, left = self._nodes.pop(), self._nodes.pop()
+            assert left.sums is not None and right.sums is not None
             joined = [a + b for a, b in zip(left.sums, right.sums)]
-            self._nodes.append(_Node(left.lo, right.hi, left.level + 1, True, joined))
+            self._nodes.append(_Node(left.lo, right.hi, left.level + 1, sums=joined))
 
     def _with_pending(self) -> list[_Node]:
-        """The subtrees, and the pending masks' sums as a last, partial node (left pending)."""
+        """The subtrees, and the pending masks as a last part of a block (left pending)."""
         if not self._pending:
             return list(self._nodes)
-        chunks = list(self._pending)
-        pending = _Node(self._pending_lo, self._pending_hi, 0, False, self._block_sums(chunks))
+        pending = _Node(self._pending_lo, self._pending_hi, 0, rows=list(self._pending))
         return [*self._nodes, pending]
 
     def _sums(self) -> list[Tensor]:
-        """All the sums: the subtrees and the pending masks, added in mask order."""
+        """All the sums: the subtrees and the parts of blocks, added in mask order."""
         if self._total is None:
-            nodes = self._with_pending()
-            if not nodes:
+            sums = [
+                n.sums if n.rows is None else self._block_sums(n.rows) for n in self._with_pending()
+            ]
+            if not sums:
                 return self._zeros()
-            total = nodes[0].sums
-            for node in nodes[1:]:
-                total = [a + b for a, b in zip(total, node.sums)]
+            total = sums[0]
+            for node_sums in sums[1:]:
+                total = [a + b for a, b in zip(total, node_sums)]
             self._total = total
         return self._total
 
@@ -322,15 +361,7 @@ class SaliencyAccumulator:
         nodes = sorted(self._with_pending() + other._with_pending(), key=lambda n: n.lo)
         self._pending, self._nodes = [], []
         for node in nodes:
-            self._push(
-                _Node(
-                    node.lo,
-                    node.hi,
-                    node.level,
-                    node.complete,
-                    [s.to(self.device) for s in node.sums],
-                )
-            )
+            self._push(_on_device(node, self.device))
         self._scores_finite &= other._scores_finite.to(self.device)
         self.n_masks += other.n_masks
         self._total = None
@@ -340,7 +371,8 @@ class SaliencyAccumulator:
         """Sums over the ranks of ``group``, each of which accumulated its own masks;
         every rank ends with the sums of all masks, the single-process sums to the bit
         when the ranks' masks are contiguous ranges (:meth:`merge`). Returns self.
-        Every rank sends each of its subtrees; the others send zeros in its place."""
+        Every rank sends each of its subtrees (the others send zeros in its place) and
+        the masks of its parts of blocks, which meet the other parts of their block."""
         finite = all_reduce(self._scores_finite.int(), group, torch.distributed.ReduceOp.MIN)
         nodes = self._with_pending()
         counts = all_reduce(torch.tensor([len(nodes)]), group, torch.distributed.ReduceOp.MAX)
@@ -360,10 +392,12 @@ class SaliencyAccumulator:
                 lo, hi, level, complete = (int(v) for v in table[owner, i])
                 if hi == 0:
                     continue
-                # reduced in place: a copy of this rank's sums, fresh zeros for the others'
-                mine = [s.clone() for s in nodes[i].sums] if owner == rank else self._zeros()
-                sums = [all_reduce(s, group) for s in mine]
-                gathered.append(_Node(lo, hi, level, bool(complete), sums))
+                mine = nodes[i] if owner == rank else None
+                if complete:
+                    gathered.append(_Node(lo, hi, level, sums=self._summed(mine, group)))
+                else:
+                    rows = self._sent_rows(mine, hi - lo, owner, group)
+                    gathered.append(_Node(lo, hi, 0, rows=[rows]))
         count = all_reduce(torch.tensor([self.n_masks], dtype=torch.int64), group)
         self._pending, self._nodes = [], []
         for node in sorted(gathered, key=lambda n: n.lo):
@@ -372,6 +406,28 @@ class SaliencyAccumulator:
         self.n_masks = int(count.item())
         self._total = None
         return self
+
+    def _summed(self, node: _Node | None, group: "torch.distributed.ProcessGroup") -> list[Tensor]:
+        """A subtree's sums on every rank: its owner's (``node``), zeros from the others."""
+        mine = [s.clone() for s in node.sums] if node and node.sums else self._zeros()
+        return [all_reduce(s, group) for s in mine]
+
+    def _sent_rows(
+        self, node: _Node | None, n: int, owner: int, group: "torch.distributed.ProcessGroup"
+    ) -> _Chunk:
+        """A part of a block's ``n`` masks on every rank, sent by its owner (``node``)."""
+        if node is not None and node.rows is not None:
+            scores, masks, labels = _joined(node.rows, self.dtype)
+        else:
+            empty = lambda *shape: torch.empty(shape, device=self.device, dtype=self.dtype)
+            scores = empty(n, self.batch_size, self.n_outputs)
+            masks = tuple(empty(n, *shape) for shape in self.mask_shapes)
+            labels = torch.empty(n, dtype=torch.int64, device=self.device)
+        sent = [broadcast(t, owner, group) for t in (scores, *masks)]
+        if not self.replicates:
+            return sent[0], tuple(sent[1:]), None
+        assert labels is not None  # an accumulator with replicates labels every mask
+        return sent[0], tuple(sent[1:]), broadcast(labels, owner, group)
 
     def saliency(self, p_keep: float, normalization: str = "expectation") -> list[Tensor]:
         r"""The saliency maps, ``(B, K, *rest_i)`` per input.
@@ -531,6 +587,39 @@ def _weighted_sum(scores: Tensor, mask: Tensor) -> Tensor:
         # (B*K, n) @ (n, P): one matmul for every example and output.
         return scores.permute(1, 2, 0).reshape(-1, n) @ flat[:, 0]
     return torch.einsum("nbk,nbp->bkp", scores, flat)
+
+
+def _joined(rows: list[_Chunk], dtype: torch.dtype) -> _Chunk:
+    """``rows`` as one chunk in fresh memory, scores and masks in ``dtype``."""
+    scores = torch.cat([r[0] for r in rows]).to(dtype)
+    masks = tuple(torch.cat(parts).to(dtype) for parts in zip(*(r[1] for r in rows)))
+    labels = [r[2] for r in rows if r[2] is not None]
+    return scores, masks, torch.cat(labels) if labels else None
+
+
+def _on_device(node: _Node, device: torch.device) -> _Node:
+    """``node`` with its sums or masks on ``device``."""
+    if node.rows is None:
+        assert node.sums is not None
+        return _Node(node.lo, node.hi, node.level, sums=[s.to(device) for s in node.sums])
+    rows = [
+        (s.to(device), tuple(m.to(device) for m in masks), None if r is None else r.to(device))
+        for s, masks, r in node.rows
+    ]
+    return _Node(node.lo, node.hi, node.level, rows=rows)
+
+
+ALIGNMENT = 64
+"""Bytes: the alignment of fresh tensors on the CPU (PyTorch's allocator), and a
+multiple of every vector width. A BLAS kernel may round otherwise at an address not
+aligned so, so a block's matmul always reads memory aligned to it."""
+
+
+def _aligned(tensor: Tensor) -> Tensor:
+    """``tensor`` if contiguous at an address aligned to :data:`ALIGNMENT`, else a copy."""
+    if tensor.is_contiguous() and tensor.data_ptr() % ALIGNMENT == 0:
+        return tensor
+    return tensor.clone(memory_format=torch.contiguous_format)
 
 
 def _cat(parts: list[Tensor]) -> Tensor:

@@ -60,6 +60,14 @@ def all_reduce(
     return on_backend.to(tensor.device)
 
 
+def broadcast(tensor: Tensor, source: int, group: dist.ProcessGroup) -> Tensor:
+    """``tensor`` of the rank ``source`` of ``group`` on every rank, on ``tensor``'s device
+    and in its dtype (the others pass a tensor of the same shape)."""
+    on_backend = tensor.to(_collective_device(group, tensor.device)).contiguous()
+    dist.broadcast(on_backend, src=dist.get_global_rank(group, source), group=group)
+    return on_backend.to(tensor.device)
+
+
 def agree_on_seed(seed: int | None, group: ProcessGroup) -> int:
     """``seed``, or for ``seed=None`` one draw from torch's global generator
     (:func:`captum_rise._validation.resolve_seed`, Captum's convention).
@@ -71,7 +79,4 @@ def agree_on_seed(seed: int | None, group: ProcessGroup) -> int:
     if group is None or seed is not None:
         return resolve_seed(seed)
     drawn = torch.tensor([resolve_seed(None)], dtype=torch.int64)
-    source = dist.get_global_rank(group, 0)
-    on_backend = drawn.to(_collective_device(group, drawn.device))
-    dist.broadcast(on_backend, src=source, group=group)
-    return int(on_backend.item())
+    return int(broadcast(drawn, 0, group).item())

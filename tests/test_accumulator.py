@@ -57,6 +57,7 @@ def random_bounds(n, generator):
     return bounds
 
 
+@pytest.mark.bits
 @pytest.mark.parametrize("replicates", [0, 4])
 def test_sums_are_the_same_bits_whatever_the_chunks(replicates):
     """Chunks of any sizes (or one chunk of everything) give equal sums, to the bit:
@@ -94,9 +95,14 @@ def test_sums_are_the_same_bits_whatever_the_chunks(replicates):
     )
 
 
-def test_contiguous_parts_merged_or_reduced_give_the_whole_to_the_bit():
-    """Ranks' contiguous shares (aligned to blocks or not), merged in any order."""
-    generator = torch.Generator().manual_seed(1)
+@pytest.mark.bits
+@pytest.mark.parametrize("seed", range(10))
+def test_contiguous_parts_merged_give_the_whole_to_the_bit(seed):
+    """Contiguous parts, cut at blocks or inside them, each added in chunks of its own,
+    merged in any order: the sums of one accumulator of every mask, to the bit. (Cut
+    inside a block, a part keeps its masks until the rest of the block joins it; 9
+    features of float32 put chunks at addresses no vector width divides.)"""
+    generator = torch.Generator().manual_seed(seed)
     n = 777
     scores, masks = (
         torch.rand(n, 1, 1, generator=generator),
@@ -104,15 +110,37 @@ def test_contiguous_parts_merged_or_reduced_give_the_whole_to_the_bit():
     )
     new = lambda: SaliencyAccumulator(1, 1, [(1, 9)], torch.device("cpu"))
     whole = chunked(new(), scores, masks, random_bounds(n, generator))
-    for cuts in ([0, 128, 256, 777], [0, 3, 500, 640, 777], [0, 777]):
-        parts = [chunked(new(), scores, masks, [(lo, hi)]) for lo, hi in itertools.pairwise(cuts)]
+    inside = sorted(torch.randperm(n - 1, generator=generator)[:4].add(1).tolist())
+    for cuts in ([0, 128, 256, 777], [0, 3, 500, 640, 777], [0, *inside, 777], [0, 777]):
+        parts = []
+        for lo, hi in itertools.pairwise(cuts):
+            bounds = [(a + lo, b + lo) for a, b in random_bounds(hi - lo, generator)]
+            parts.append(chunked(new(), scores, masks, bounds))
         merged = new()
-        for part in reversed(parts):
-            merged.merge(part)
+        for index in torch.randperm(len(parts), generator=generator).tolist():
+            merged.merge(parts[index])
         assert merged.n_masks == n
         assert torch.equal(merged.saliency(0.5)[0], whole.saliency(0.5)[0]), cuts
 
 
+@pytest.mark.bits
+def test_a_block_at_an_unaligned_address_is_summed_from_an_aligned_copy():
+    """The same block of masks, read from a chunk at an address that is not a multiple
+    of 64 bytes or from fresh memory, gives the same bits (a BLAS kernel need not)."""
+    generator = torch.Generator().manual_seed(3)
+    scores, masks = (
+        torch.rand(65, 3, 1, generator=generator),
+        torch.rand(65, 1, 13, generator=generator),
+    )
+    for offset in range(1, 8):
+        aligned = SaliencyAccumulator(3, 1, [(1, 13)], torch.device("cpu"))
+        aligned.add(scores[offset : offset + 64].clone(), (masks[offset : offset + 64].clone(),))
+        shifted = SaliencyAccumulator(3, 1, [(1, 13)], torch.device("cpu"))
+        shifted.add(scores[offset : offset + 64], (masks[offset : offset + 64],))
+        assert torch.equal(aligned.weighted_sums[0], shifted.weighted_sums[0]), offset
+
+
+@pytest.mark.bits
 def test_reading_the_sums_midway_changes_nothing():
     """Anytime runs read the sums after each round; the pending block stays pending."""
     generator = torch.Generator().manual_seed(2)

@@ -99,6 +99,37 @@ def _explain_deterministic(process_group):
         torch.use_deterministic_algorithms(False)
 
 
+def _accumulated(process_group):
+    """Sums of 777 masks (with 4 replicates) split at 300, inside a block of 64: each
+    rank adds its range in chunks of its own, then :meth:`all_reduce`; beside them, one
+    accumulator of all the masks in other chunks (in the same process: same threads)."""
+    from captum_rise import SaliencyAccumulator
+
+    generator = torch.Generator().manual_seed(7)
+    n, shapes = 777, [(1, 1, 5, 5), (2, 7)]
+    scores = torch.rand(n, 2, 3, generator=generator)
+    masks = tuple(torch.rand(n, *shape, generator=generator) for shape in shapes)
+    labels = torch.arange(n) % 4
+    new = lambda: SaliencyAccumulator(2, 3, shapes, torch.device("cpu"), replicates=4)
+
+    def add(accumulator, lo, hi, step):
+        for first in range(lo, hi, step):
+            last = min(hi, first + step)
+            accumulator.add(scores[first:last], tuple(m[first:last] for m in masks),
+                            labels[first:last], first=first)  # fmt: skip
+        return accumulator
+
+    rank = dist.get_rank(process_group)
+    mine = add(new(), *((0, 300) if rank == 0 else (300, n)), 37 + 20 * rank).all_reduce(
+        process_group
+    )
+    whole = add(new(), 0, n, 100)
+    return [
+        (a.saliency(0.5, "centred"), a.relative_standard_error(0.5, "centred"))
+        for a in (mine, whole)
+    ]
+
+
 def _worker(rank: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE)
@@ -106,6 +137,7 @@ def _worker(rank: int, store: str, out: str) -> None:
         results = {
             **_explain(dist.group.WORLD),
             "deterministic": _explain_deterministic(dist.group.WORLD),
+            "accumulated": _accumulated(dist.group.WORLD),
         }
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
@@ -152,6 +184,7 @@ def test_split_masks_equal_one_process(rank_maps, case):
 
 
 @pytest.mark.parametrize("case", ["rise", "random", "classes", "hsic", "sobol", "tolerance"])
+@pytest.mark.bits
 def test_split_masks_are_the_one_process_bits_in_deterministic_mode(rank_maps, case):
     """Deterministic mode: the ranks make the one process's calls (shares aligned to the
     chunks and to the blocks of sums) and rebuild its tree of sums: equal to the bit."""
@@ -162,6 +195,16 @@ def test_split_masks_are_the_one_process_bits_in_deterministic_mode(rank_maps, c
             assert all(torch.equal(g, e) for g, e in zip(got, expected))
         else:
             assert torch.equal(got, expected)
+
+
+@pytest.mark.bits
+def test_ranks_cut_inside_a_block_give_the_one_process_sums_to_the_bit(rank_maps):
+    """A rank's part of a block travels as masks and meets the other part: the block is
+    summed whole, as in one process (:meth:`SaliencyAccumulator.all_reduce`)."""
+    for maps in rank_maps:
+        (split_maps, split_error), (whole_maps, whole_error) = maps["accumulated"]
+        assert all(torch.equal(a, b) for a, b in zip(split_maps, whole_maps))
+        assert torch.equal(split_error, whole_error)
 
 
 def test_fresh_seed_is_shared_by_the_ranks(rank_maps):

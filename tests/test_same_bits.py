@@ -19,6 +19,8 @@ import torch
 from captum_rise import RISE, HSICAttribution, SobolAttribution, batching
 from captum_rise.testing import FakeClock
 
+pytestmark = pytest.mark.bits
+
 CLOCK = FakeClock()
 """Advanced by every call of the models below by a random time: 4 ms plus 1 ms per
 row, times a factor drawn between 0.3 and 3, as on a busy machine."""
