@@ -25,9 +25,11 @@ from captum._utils.common import (
     _format_additional_forward_args,
     _format_output,
     _format_tensor_into_tuples,
+    _is_tuple,
 )
 from captum._utils.progress import NullProgress, Progress
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
+from captum.attr import PerturbationAttribution
 from torch import Tensor
 
 from captum_rise._coverage import Coverage
@@ -50,8 +52,20 @@ from captum_rise.batching import (
     run_in_chunks,
     sizer_for,
 )
-from captum_rise.distributed import ProcessGroup, all_reduce, group_rank_and_size, share
-from captum_rise.masks import CellMaskSampler, DesignMaskSampler, GroupIndex, GroupMaskSampler
+from captum_rise.distributed import (
+    ProcessGroup,
+    agree_on_seed,
+    all_reduce,
+    group_rank_and_size,
+    share,
+)
+from captum_rise.masks import (
+    CellMaskSampler,
+    DesignMaskSampler,
+    GroupIndex,
+    GroupMaskSampler,
+    make_generator,
+)
 
 MasksOf = Callable[[int, int], tuple[Tensor, ...]]
 """``masks_of(lo, hi)``: the masks of items ``lo .. hi - 1``, one ``(hi - lo, *mask_shape_i)``
@@ -308,19 +322,105 @@ def format_inputs(inputs: TensorOrTupleOfTensorsGeneric, target: TargetType) -> 
     return formatted
 
 
-def target_scorer(
-    forward_func: Callable[..., Tensor],
-    inputs: tuple[Tensor, ...],
-    additional_forward_args: object | None,
-    target: TargetType,
-) -> ModelScorer:
-    """The model's score for ``target`` of each perturbed copy of the batch ``inputs``."""
-    return ModelScorer(
-        forward_func,
-        inputs[0].shape[0],
-        _format_additional_forward_args(additional_forward_args),
-        target=target,
-    )
+@dataclass(frozen=True)
+class AttributionCall:
+    """One call of a perturbation method: what Captum's ``attribute`` received, formatted
+    and checked, and how its forwards run. A method makes it first
+    (:meth:`of`), then asks it for its seed and to run perturbations (:meth:`scores`,
+    :meth:`run`); :func:`dataclasses.replace` gives the call with other ``baselines``
+    (e.g. blurred references).
+
+    Attributes:
+        forward_func: the model or a function running it.
+        label: the method's name, for the progress bar.
+        inputs: the formatted inputs, each ``(B, ...)``.
+        is_inputs_tuple: whether the method was given a tuple of inputs.
+        baselines, target, additional_forward_args: as Captum's (``target`` checked).
+        execution: the execution options, checked (:class:`Execution`).
+    """
+
+    forward_func: Callable[..., Any]
+    label: str
+    inputs: tuple[Tensor, ...]
+    is_inputs_tuple: bool
+    baselines: BaselineType
+    target: TargetType
+    additional_forward_args: object | None
+    execution: Execution
+
+    @classmethod
+    def of(
+        cls,
+        method: "PerturbationAttribution",
+        inputs: TensorOrTupleOfTensorsGeneric,
+        baselines: BaselineType,
+        target: TargetType,
+        additional_forward_args: object | None,
+        execution: Mapping[str, Any],
+    ) -> "AttributionCall":
+        """The call of ``method`` (its ``forward_func`` and ``get_name()``) on Captum's
+        arguments and its ``**execution`` keywords; a ``ValueError``/``TypeError`` names
+        what is wrong, before any forward."""
+        formatted = format_inputs(inputs, target)
+        return cls(
+            method.forward_func, method.get_name(), formatted, _is_tuple(inputs), baselines,
+            target, additional_forward_args, Execution.of(execution),
+        )  # fmt: skip
+
+    @property
+    def device(self) -> torch.device:
+        return self.inputs[0].device
+
+    @property
+    def batch_size(self) -> int:
+        return self.inputs[0].shape[0]
+
+    def seed(self, seed: int | None) -> int:
+        """``seed``, or one draw from torch's global generator for None, the same on every
+        rank of the call's process group (:func:`captum_rise.distributed.agree_on_seed`)."""
+        return agree_on_seed(seed, self.execution.process_group)
+
+    def generator(self, seed: int | None) -> torch.Generator:
+        """A private CPU generator seeded by :meth:`seed`: the samplers draw on the
+        CPU, so a seed gives the same masks on every device
+        (:func:`~captum_rise.masks.make_generator`)."""
+        return make_generator(self.seed(seed))
+
+    def scorer(self, multi_output: bool = False) -> ModelScorer:
+        """The model's scores for the call's target of each perturbed copy of the batch."""
+        args = _format_additional_forward_args(self.additional_forward_args)
+        return ModelScorer(self.forward_func, self.batch_size, args, self.target, multi_output)
+
+    def run(
+        self,
+        scorer: ModelScorer,
+        masks_of: MasksOf,
+        sink: Sink[Gathered],
+        n_items: int,
+        unit: str = "it",
+        done: Callable[[Gathered], bool] | None = None,
+        round_items: int = 256,
+    ) -> Gathered:
+        """Items ``0 .. n_items - 1`` (masks by ``masks_of``, scores by ``scorer``) in one
+        pipeline run into ``sink``, whose gathered result it returns
+        (:meth:`Perturbations.run`; ``unit``: what the progress bar counts)."""
+        pipeline = Perturbations(
+            self.forward_func, self.inputs, self.baselines, scorer, masks_of, self.execution,
+            self.label, unit,
+        )  # fmt: skip
+        return pipeline.run(sink, n_items, done, round_items)
+
+    def scores(self, masks_of: MasksOf, n_items: int, unit: str = "it") -> Tensor:
+        """The ``(n_items, B)`` scores of the model for the target of the items whose
+        masks ``masks_of`` makes (a :class:`ScoreTable`), in one pipeline run."""
+        table = ScoreTable(n_items, self.batch_size, self.device)
+        return self.run(self.scorer(), masks_of, table, n_items, unit)
+
+    def design_run(
+        self, sampler: DesignMaskSampler, designs: Tensor | None, scores: Tensor
+    ) -> "DesignRun":
+        """What the run gave the estimator (:class:`DesignRun`)."""
+        return DesignRun(self.is_inputs_tuple, self.inputs, sampler, designs, scores)
 
 
 @dataclass
@@ -358,27 +458,6 @@ class DesignRun:
         as a tensor or a tuple like the method's inputs."""
         maps = design_attributions(values, self.sampler, self.inputs, smooth_map)
         return _format_output(self.is_inputs_tuple, maps)
-
-
-def run_designs(
-    forward_func: Callable[..., Any],
-    label: str,
-    inputs: tuple[Tensor, ...],
-    baselines: BaselineType,
-    target: TargetType,
-    additional_forward_args: object | None,
-    masks_of: MasksOf,
-    n_items: int,
-    execution: Execution,
-    unit: str,
-) -> Tensor:
-    """The ``(n_items, B)`` scores of the model for ``target`` of the items whose masks
-    ``masks_of`` makes, in one pipeline run (``label`` and ``unit``: the progress bar's)."""
-    scorer = target_scorer(forward_func, inputs, additional_forward_args, target)
-    pipeline = Perturbations(
-        forward_func, inputs, baselines, scorer, masks_of, execution, label, unit
-    )
-    return pipeline.run(ScoreTable(n_items, len(inputs[0]), inputs[0].device), n_items)
 
 
 def design_attributions(

@@ -319,9 +319,7 @@ class SaliencyAccumulator:
     def _sums(self) -> list[Tensor]:
         """All the sums: the subtrees and the parts of blocks, added in mask order."""
         if self._total is None:
-            sums = [
-                n.sums if n.rows is None else self._block_sums(n.rows) for n in self._with_pending()
-            ]
+            sums = [self._node_sums(node) for node in self._with_pending()]
             if not sums:
                 return self._zeros()
             total = sums[0]
@@ -329,6 +327,13 @@ class SaliencyAccumulator:
                 total = [a + b for a, b in zip(total, node_sums)]
             self._total = total
         return self._total
+
+    def _node_sums(self, node: _Node) -> list[Tensor]:
+        """The sums of ``node``: its own, or those of its masks (a part of a block)."""
+        if node.rows is not None:
+            return self._block_sums(node.rows)
+        assert node.sums is not None
+        return node.sums
 
     def _zeros(self) -> list[Tensor]:
         """Sums of no masks."""

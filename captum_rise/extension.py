@@ -4,23 +4,26 @@ A method is what it perturbs and how it estimates; the pipeline run owns the res
 (formatting Captum's inputs and targets, chunks, calls in flight, retries, process
 groups, stopping at a tolerance, progress), as :class:`ExecutionOptions` says. The
 parts, in the order a method uses them (guide: ``docs/guide/extending.md``; a whole
-example in 60 lines: ``examples/grid_kernel_shap.py``):
+example in 45 lines: ``examples/grid_kernel_shap.py``):
 
-* **inputs**: :func:`format_inputs` checks and formats Captum's inputs and targets;
-  :class:`Execution` ``.of(execution)`` checks the ``**execution`` keywords.
+* **the call**: :class:`AttributionCall` ``.of(method, inputs, baselines, target,
+  additional_forward_args, execution)`` checks and formats Captum's arguments and the
+  ``**execution`` keywords, once; the method asks it for its seed
+  (:meth:`AttributionCall.seed`, :meth:`AttributionCall.generator`: every rank of a
+  process group draws alike) and to run perturbations.
 * **sampler**: :func:`choose_coverage` picks the grid or the ``feature_mask``
   groups; :func:`design_sampler` makes one binary variable per cell or group
   (:meth:`~captum_rise.masks.DesignMaskSampler.keep`,
   :meth:`~captum_rise.masks.DesignMaskSampler.expand` to masks);
   :class:`ParamStream` draws the variables of perturbations ``0, 1, 2, ...`` from
-  the seeded stream RISE uses, the same whatever the chunks (``seed`` through
-  :func:`agree_on_seed`, so a process group draws alike).
-* **run and sink**: :func:`run_designs` runs perturbations through the model and
-  returns their ``(n, B)`` scores (a :class:`ScoreTable`); for a method that sums
-  as it goes instead, any :class:`Sink` (``block``, ``__call__(lo, hi, chunk)``,
-  ``gathered(process_group)``) goes to :meth:`Perturbations.run`, which can also
-  stop after a round whose gathered result is good enough.
-* **estimator**: :class:`DesignRun` holds the designs and their scores;
+  the seeded stream RISE uses, the same whatever the chunks.
+* **run and sink**: :meth:`AttributionCall.scores` runs perturbations through the
+  model and returns their ``(n, B)`` scores (a :class:`ScoreTable`); for a method
+  that sums as it goes instead, any :class:`Sink` (``block``, ``__call__(lo, hi,
+  chunk)``, ``gathered(process_group)``) goes to :meth:`AttributionCall.run`, which
+  can also stop after a round whose gathered result is good enough.
+* **estimator**: :meth:`AttributionCall.design_run` holds the designs and their scores
+  (a :class:`DesignRun`);
   :meth:`DesignRun.per_example` applies an estimator ``(designs, scores_b) ->
   (V,)`` to each example and :meth:`DesignRun.attributions` upsamples the values
   per cell or group to maps with the inputs' shapes.
@@ -32,6 +35,7 @@ Captum's conventions.
 from captum_rise._base import MaskAttribution
 from captum_rise._coverage import DEFAULT_GRID_SIZE, choose_coverage
 from captum_rise._pipeline import (
+    AttributionCall,
     Chunk,
     DesignRun,
     Execution,
@@ -41,13 +45,13 @@ from captum_rise._pipeline import (
     Sink,
     design_sampler,
     format_inputs,
-    run_designs,
 )
 from captum_rise.distributed import agree_on_seed
 from captum_rise.masks import ParamStream, make_generator
 
 __all__ = [
     "DEFAULT_GRID_SIZE",
+    "AttributionCall",
     "Chunk",
     "DesignRun",
     "Execution",
@@ -62,5 +66,4 @@ __all__ = [
     "design_sampler",
     "format_inputs",
     "make_generator",
-    "run_designs",
 ]

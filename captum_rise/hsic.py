@@ -9,7 +9,6 @@ import math
 
 import numpy as np
 import torch
-from captum._utils.common import _is_tuple
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from scipy.stats import qmc
 from torch import Tensor
@@ -18,20 +17,15 @@ from typing_extensions import Unpack
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import DEFAULT_GRID_SIZE, choose_coverage
 from captum_rise._pipeline import (
+    AttributionCall,
     DesignRun,
-    Execution,
     ExecutionOptions,
     design_sampler,
-    format_inputs,
-    run_designs,
 )
 from captum_rise._validation import (
     attribution_dtype,
     check_int,
     check_probability,
-)
-from captum_rise.distributed import (
-    agree_on_seed,
 )
 from captum_rise.masks import (
     GridSize,
@@ -335,23 +329,19 @@ class HSICAttribution(MaskAttribution):
     ) -> DesignRun:
         """HSIC's sampler (binary designs of grid cells or groups) handed to one
         pipeline run, after checking the arguments: the designs and their scores."""
-        formatted = format_inputs(inputs, target)
+        call = AttributionCall.of(
+            self, inputs, baselines, target, additional_forward_args, execution
+        )
         n_designs = check_int("n_designs", n_designs, minimum=2)
         check_int("estimator_batch_size", estimator_batch_size)
         # p_keep = 1 keeps every cell in every design: no dependence to measure.
         p_keep = check_probability("p_keep", p_keep, include_one=False)
         if input_kernel not in INPUT_KERNELS:
             raise ValueError(f"input_kernel must be one of {INPUT_KERNELS}, got {input_kernel!r}")
-        options = Execution.of(execution)
-        device, dtype = formatted[0].device, attribution_dtype(formatted[0])
-        coverage = choose_coverage(formatted, feature_mask, grid_size, DEFAULT_GRID_SIZE)
-        masks = design_sampler(formatted, coverage, p_keep, device, dtype)
-        seed = agree_on_seed(seed, options.process_group)
-        points = sample_designs(n_designs, masks.n_params, sampler, seed)
-        params = torch.as_tensor(points, dtype=torch.float32, device=device)
-        scores = run_designs(
-            self.forward_func, self.get_name(), formatted, baselines, target,
-            additional_forward_args, lambda lo, hi: masks.render(params[lo:hi]), n_designs,
-            options, "design",
-        )  # fmt: skip
-        return DesignRun(_is_tuple(inputs), formatted, masks, masks.keep(params), scores)
+        dtype = attribution_dtype(call.inputs[0])
+        coverage = choose_coverage(call.inputs, feature_mask, grid_size, DEFAULT_GRID_SIZE)
+        masks = design_sampler(call.inputs, coverage, p_keep, call.device, dtype)
+        points = sample_designs(n_designs, masks.n_params, sampler, call.seed(seed))
+        params = torch.as_tensor(points, dtype=torch.float32, device=call.device)
+        scores = call.scores(lambda lo, hi: masks.render(params[lo:hi]), n_designs, "design")
+        return call.design_run(masks, masks.keep(params), scores)

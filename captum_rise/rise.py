@@ -14,11 +14,9 @@ from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import DEFAULT_GRID_SIZE, Coverage, choose_coverage
 from captum_rise._forward import ClassScorer, ModelScorer
 from captum_rise._pipeline import (
-    Execution,
+    AttributionCall,
     ExecutionOptions,
-    Perturbations,
     design_sampler,
-    format_inputs,
 )
 from captum_rise._validation import (
     attribution_dtype,
@@ -35,7 +33,6 @@ from captum_rise.accumulator import (
 )
 from captum_rise.distributed import (
     ProcessGroup,
-    agree_on_seed,
     all_reduce,
 )
 from captum_rise.masks import (
@@ -45,7 +42,6 @@ from captum_rise.masks import (
     GroupMaskSampler,
     MaskSampler,
     ParamStream,
-    make_generator,
     replicate_unit,
 )
 
@@ -284,21 +280,19 @@ class RISE(MaskAttribution):
             with ``return_convergence_delta``, ``(attributions, delta)`` with
             ``delta`` the ``(B,)`` (or ``(B, K)``) relative standard errors.
         """
-        is_inputs_tuple = _is_tuple(inputs)
-        formatted_inputs = format_inputs(inputs, target)
-        args = _format_additional_forward_args(additional_forward_args)
-        batch_size = formatted_inputs[0].shape[0]
-        scorer = ModelScorer(self.forward_func, batch_size, args, target, multi_output=True)
+        call = AttributionCall.of(
+            self, inputs, baselines, target, additional_forward_args, execution
+        )
         maps, errors = self._estimate(
-            formatted_inputs, baselines, scorer, feature_mask, n_masks, grid_size, p_keep, seed,
-            normalization, mask_sampling, tolerance, return_convergence_delta, execution,
+            call, call.scorer(multi_output=True), feature_mask, n_masks, grid_size, p_keep, seed,
+            normalization, mask_sampling, tolerance, return_convergence_delta,
         )  # fmt: skip
         n_outputs = maps[0].shape[1]
         attributions = tuple(  # (B, ...) for one output, else (B, K, ...)
             saliency.expand(inp.shape[0], n_outputs, *inp.shape[1:]).squeeze(1).contiguous()
-            for saliency, inp in zip(maps, formatted_inputs)
+            for saliency, inp in zip(maps, call.inputs)
         )
-        output = _format_output(is_inputs_tuple, attributions)
+        output = _format_output(_is_tuple(inputs), attributions)
         if return_convergence_delta:
             assert errors is not None
             return output, errors[:, 0] if n_outputs == 1 else errors
@@ -339,25 +333,23 @@ class RISE(MaskAttribution):
             channels is returned as an expanded view (``.contiguous()`` makes
             a copy).
         """
-        is_inputs_tuple = _is_tuple(inputs)
-        formatted_inputs = format_inputs(inputs, None)
+        call = AttributionCall.of(self, inputs, baselines, None, additional_forward_args, execution)
         args = _format_additional_forward_args(additional_forward_args)
-        class_index = _class_index(classes, formatted_inputs[0].device)
-        scorer = ClassScorer(self.forward_func, formatted_inputs[0].shape[0], args, class_index)
+        class_index = _class_index(classes, call.device)
+        scorer = ClassScorer(self.forward_func, call.batch_size, args, class_index)
         maps, _ = self._estimate(
-            formatted_inputs, baselines, scorer, feature_mask, n_masks, grid_size, p_keep, seed,
-            normalization, mask_sampling, tolerance, False, execution,
+            call, scorer, feature_mask, n_masks, grid_size, p_keep, seed, normalization,
+            mask_sampling, tolerance, False,
         )  # fmt: skip
         attributions = tuple(
             saliency.expand(inp.shape[0], saliency.shape[1], *inp.shape[1:])
-            for saliency, inp in zip(maps, formatted_inputs)
+            for saliency, inp in zip(maps, call.inputs)
         )
-        return _format_output(is_inputs_tuple, attributions)
+        return _format_output(_is_tuple(inputs), attributions)
 
     def _estimate(
         self,
-        inputs: tuple[Tensor, ...],
-        baselines: BaselineType,
+        call: AttributionCall,
         scorer: ModelScorer,
         feature_mask: FeatureMaskType,
         n_masks: int,
@@ -368,7 +360,6 @@ class RISE(MaskAttribution):
         mask_sampling: str,
         tolerance: float | None,
         track_error: bool,
-        execution: ExecutionOptions,
     ) -> tuple[list[Tensor], Tensor | None]:
         """The sampler and the sink of RISE, handed to one pipeline run (in rounds of
         :data:`ROUND_MASKS` until the relative standard error is at most
@@ -383,24 +374,22 @@ class RISE(MaskAttribution):
         if normalization is None:
             normalization = getattr(self.forward_func, "default_normalization", "expectation")
         check_normalization(normalization, p_keep)  # before any forward
-        run = Execution.of(execution)
         tolerance = None if tolerance is None else check_positive("tolerance", tolerance)
         track_error = track_error or tolerance is not None
         replicates, min_masks = _error_replicates(mask_sampling, n_masks, track_error)
         default_grid = getattr(self.forward_func, "default_grid_size", DEFAULT_GRID_SIZE)
-        coverage = choose_coverage(inputs, feature_mask, grid_size, default_grid)
-        sampler = _make_sampler(inputs, coverage, p_keep, attribution_dtype(inputs[0]))
-        generator = make_generator(agree_on_seed(seed, run.process_group))
-        stream = ParamStream(sampler, generator, mask_sampling, replicates if track_error else 1)
-        sums = MaskSums(inputs[0].shape[0], sampler, stream, track_error, p_keep, normalization)
-        pipeline = Perturbations(
-            self.forward_func, inputs, baselines, scorer,
-            lambda lo, hi: sampler.render(stream.params(lo, hi)), run, self.get_name(), "mask",
+        coverage = choose_coverage(call.inputs, feature_mask, grid_size, default_grid)
+        sampler = _make_sampler(call.inputs, coverage, p_keep, attribution_dtype(call.inputs[0]))
+        replicates = replicates if track_error else 1
+        stream = ParamStream(sampler, call.generator(seed), mask_sampling, replicates)
+        sums = MaskSums(call.batch_size, sampler, stream, track_error, p_keep, normalization)
+        accumulator = call.run(
+            scorer, lambda lo, hi: sampler.render(stream.params(lo, hi)), sums, n_masks, "mask",
+            sums.stop_rule(tolerance, min_masks), ROUND_MASKS,
         )  # fmt: skip
-        accumulator = pipeline.run(sums, n_masks, sums.stop_rule(tolerance, min_masks), ROUND_MASKS)
         self.n_masks_used = accumulator.n_masks
         errors = sums.errors(accumulator) if track_error else None
-        return sums.maps(accumulator, inputs), errors
+        return sums.maps(accumulator, call.inputs), errors
 
 
 class MaskSums:

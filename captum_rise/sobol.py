@@ -20,8 +20,9 @@ forwards, and Jansen's estimator gives (:func:`jansen_total_indices`)
                    \frac{1}{N} \sum_k \left(f(A_k) - f(C_{i,k})\right)^2
 """
 
+from dataclasses import replace
+
 import torch
-from captum._utils.common import _is_tuple
 from captum._utils.typing import BaselineType, TargetType, TensorOrTupleOfTensorsGeneric
 from scipy.stats import qmc
 from torch import Tensor
@@ -30,12 +31,9 @@ from typing_extensions import Unpack
 from captum_rise._base import MaskAttribution, log_usage
 from captum_rise._coverage import choose_coverage
 from captum_rise._pipeline import (
-    DesignRun,
-    Execution,
+    AttributionCall,
     ExecutionOptions,
     design_sampler,
-    format_inputs,
-    run_designs,
 )
 from captum_rise._validation import (
     attribution_dtype,
@@ -43,7 +41,6 @@ from captum_rise._validation import (
     check_positive,
     is_integer_input,
 )
-from captum_rise.distributed import agree_on_seed
 from captum_rise.masks import DesignMaskSampler, GridSize
 from captum_rise.meaningful_perturbation import gaussian_blur
 
@@ -183,24 +180,24 @@ class SobolAttribution(MaskAttribution):
         Returns:
             Attributions with the shape and tuple-ness of ``inputs``.
         """
-        formatted = format_inputs(inputs, target)
+        call = AttributionCall.of(
+            self, inputs, baselines, target, additional_forward_args, execution
+        )
         n_designs = check_int("n_designs", n_designs, minimum=2)
         if n_designs & (n_designs - 1):
             raise ValueError(f"n_designs must be a power of two (Sobol' points), got {n_designs}")
-        options = Execution.of(execution)
-        references = _references(formatted, baselines, perturbation, blur_sigma)
-        seed = agree_on_seed(seed, options.process_group)
-        device, dtype = formatted[0].device, attribution_dtype(formatted[0])
-        coverage = choose_coverage(formatted, feature_mask, grid_size, DEFAULT_GRID_SIZE)
-        sampler = design_sampler(formatted, coverage, 0.5, device, dtype)
-        design = SaltelliDesign(n_designs, sampler.n_params, seed, device)
-        binary = any(is_integer_input(inp) for inp in formatted)
-        scores = run_designs(
-            self.forward_func, self.get_name(), formatted, references, target,
-            additional_forward_args, lambda lo, hi: _masks(sampler, design.rows(lo, hi), binary),
-            design.n_rows, options, "forward",
-        )  # fmt: skip
-        run = DesignRun(_is_tuple(inputs), formatted, sampler, None, scores)
+        references = _references(call.inputs, baselines, perturbation, blur_sigma)
+        call = replace(call, baselines=references)
+        seed = call.seed(seed)
+        dtype = attribution_dtype(call.inputs[0])
+        coverage = choose_coverage(call.inputs, feature_mask, grid_size, DEFAULT_GRID_SIZE)
+        sampler = design_sampler(call.inputs, coverage, 0.5, call.device, dtype)
+        design = SaltelliDesign(n_designs, sampler.n_params, seed, call.device)
+        binary = any(is_integer_input(inp) for inp in call.inputs)
+        scores = call.scores(
+            lambda lo, hi: _masks(sampler, design.rows(lo, hi), binary), design.n_rows, "forward"
+        )
+        run = call.design_run(sampler, None, scores)
         return run.attributions(jansen_total_indices(scores, n_designs), smooth_map)
 
 

@@ -1,45 +1,30 @@
 """KernelSHAP on grid cells, built on captum_rise's pipeline (docs/guide/extending.md)."""
 
 import torch
-from captum._utils.common import _is_tuple
 from torch import Tensor
 
 from captum_rise import extension as ext
 
 
 class GridKernelShap(ext.MaskAttribution):
-    """Shapley values of grid cells or ``feature_mask`` groups: KernelSHAP's weighted least
-    squares (Lundberg & Lee, 2017) on the empty, the full and complementary pairs of
-    coalitions (Covert & Lee, 2021) from the shared mask stream."""
+    """Shapley values of grid cells or groups: KernelSHAP's weighted least squares (Lundberg &
+    Lee, 2017) on the ends and complementary pairs of coalitions (Covert & Lee, 2021)."""
 
     method_name = "GridKernelShap"
 
     def attribute(
-        self,
-        inputs,
-        baselines=None,
-        target=None,
-        additional_forward_args=None,
-        feature_mask=None,
-        n_samples=1024,
-        grid_size=None,
-        seed=None,
-        **execution,
-    ):
-        formatted = ext.format_inputs(inputs, target)
-        options = ext.Execution.of(execution)
-        coverage = ext.choose_coverage(formatted, feature_mask, grid_size, ext.DEFAULT_GRID_SIZE)
-        sampler = ext.design_sampler(formatted, coverage, 0.5, formatted[0].device, torch.float32)
-        generator = ext.make_generator(ext.agree_on_seed(seed, options.process_group))
-        params = ext.ParamStream(sampler, generator, "antithetic").params(0, n_samples)
+        self, inputs, baselines=None, target=None, additional_forward_args=None,
+        feature_mask=None, n_samples=1024, grid_size=None, seed=None, **execution,
+    ):  # fmt: skip
+        args = (baselines, target, additional_forward_args, execution)
+        call = ext.AttributionCall.of(self, inputs, *args)
+        coverage = ext.choose_coverage(call.inputs, feature_mask, grid_size, ext.DEFAULT_GRID_SIZE)
+        sampler = ext.design_sampler(call.inputs, coverage, 0.5, call.device, torch.float32)
+        params = ext.ParamStream(sampler, call.generator(seed), "antithetic").params(0, n_samples)
         ends = torch.stack([params[0] * 0, params[0] * 0 + 1])  # nothing kept, all kept
         designs = torch.cat([ends, sampler.keep(params)])  # (2 + n, V) coalitions
-        scores = ext.run_designs(
-            self.forward_func, self.get_name(), formatted, baselines, target,
-            additional_forward_args, lambda lo, hi: sampler.expand(designs[lo:hi], fill=1.0),
-            len(designs), options, "coalition",
-        )  # fmt: skip
-        run = ext.DesignRun(_is_tuple(inputs), formatted, sampler, designs, scores)
+        masks_of = lambda lo, hi: sampler.expand(designs[lo:hi], fill=1.0)
+        run = call.design_run(sampler, designs, call.scores(masks_of, len(designs), "coalition"))
         return run.attributions(run.per_example(shapley_regression), smooth_map=False)
 
 

@@ -45,7 +45,7 @@ def per_cell(maps, cells):
 
 
 def test_the_example_is_a_page():
-    assert len(EXAMPLE.read_text().splitlines()) <= 60
+    assert len(EXAMPLE.read_text().splitlines()) <= 45
     assert set(extension.__all__) <= set(dir(extension))
 
 
