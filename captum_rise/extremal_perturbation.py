@@ -155,17 +155,7 @@ class ExtremalPerturbation(MaskAttribution):
             The masks are learned in float32; the model sees perturbed images
             in the inputs' dtype.
         """
-        if not isinstance(inputs, Tensor) or inputs.dim() != 4:
-            raise ValueError("inputs must be a (B, C, H, W) tensor")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        area_list = [areas] if not isinstance(areas, Sequence) else list(areas)
-        if not area_list or not all(
-            isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a < 1 for a in area_list
-        ):
-            raise ValueError(f"areas must be fractions in (0, 1), got {areas!r}")
-        batch, _, height, width = inputs.shape
-        check_target(target, batch)
+        area_list = _checked_areas(inputs, target, areas, variant)
         n_iter = check_int("n_iter", n_iter)
         step = check_int("step", step)
         for name, value in (
@@ -174,18 +164,15 @@ class ExtremalPerturbation(MaskAttribution):
             ("temperature", temperature),
         ):
             check_positive(name, value)
+        batch, _, height, width = inputs.shape
 
         n_areas = len(area_list)
         inputs = inputs.detach()
         blurred = gaussian_blur(inputs, blur_sigma)
         # Rows are area-major (area k, example b at k * B + b), Captum's perturbation layout.
         area_of_row = torch.tensor(area_list, device=inputs.device).repeat_interleave(batch)
-        scorer = ModelScorer(
-            self.forward_func,
-            batch,
-            _format_additional_forward_args(additional_forward_args),
-            target=target,
-        )
+        args = _format_additional_forward_args(additional_forward_args)
+        scorer = ModelScorer(self.forward_func, batch, args, target=target)
         generator = SmoothMaxMask(height, width, step, sigma, temperature, inputs.device)
         params = torch.full(
             (n_areas * batch, 1, *generator.grid), 0.5, device=inputs.device, requires_grad=True
@@ -215,3 +202,21 @@ class ExtremalPerturbation(MaskAttribution):
             final = generator(params).reshape(n_areas, batch, 1, height, width).transpose(0, 1)
         final = final.to(inputs.dtype).expand(batch, n_areas, *inputs.shape[1:]).contiguous()
         return final[:, 0] if n_areas == 1 else final
+
+
+def _checked_areas(
+    inputs: Tensor, target: TargetType, areas: float | Sequence[float], variant: str
+) -> list[float]:
+    """The areas as a list, after checking the arguments of
+    :meth:`ExtremalPerturbation.attribute` that shape the run."""
+    if not isinstance(inputs, Tensor) or inputs.dim() != 4:
+        raise ValueError("inputs must be a (B, C, H, W) tensor")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    area_list = [areas] if not isinstance(areas, Sequence) else list(areas)
+    if not area_list or not all(
+        isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a < 1 for a in area_list
+    ):
+        raise ValueError(f"areas must be fractions in (0, 1), got {areas!r}")
+    check_target(target, inputs.shape[0])
+    return area_list

@@ -170,28 +170,14 @@ class MeaningfulPerturbation(MaskAttribution):
             over channels. The mask is learned in float32; the model sees
             perturbed images in the inputs' dtype.
         """
-        if not isinstance(inputs, Tensor) or inputs.dim() != 4:
-            raise ValueError("inputs must be a (B, C, H, W) tensor")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        batch, _, height, width = inputs.shape
-        check_target(target, batch)
+        mask_shape = _checked_mask_shape(inputs, target, variant, mask_shape)
         n_iter = check_int("n_iter", n_iter)
         max_jitter = check_int("max_jitter", max_jitter, minimum=0)
-        mask_shape = mask_shape or (max(1, height // 8), max(1, width // 8))
-        if len(mask_shape) != 2 or not all(
-            1 <= s <= d for s, d in zip(mask_shape, (height, width))
-        ):
-            raise ValueError(f"mask_shape must be (h, w) within the image size, got {mask_shape!r}")
-
+        batch, _, height, width = inputs.shape
         inputs = inputs.detach()
         blurred = gaussian_blur(inputs, blur_sigma)
-        scorer = ModelScorer(
-            self.forward_func,
-            batch,
-            _format_additional_forward_args(additional_forward_args),
-            target=target,
-        )
+        args = _format_additional_forward_args(additional_forward_args)
+        scorer = ModelScorer(self.forward_func, batch, args, target=target)
         generator = make_generator(seed, torch.device("cpu"))
         initial = 1.0 if variant == "delete" else 0.5
         mask = torch.full(
@@ -208,10 +194,7 @@ class MeaningfulPerturbation(MaskAttribution):
                     mask, size=(height, width), mode="bilinear", align_corners=False
                 )
                 perturbed = perturb(inputs, blurred, upsampled)
-                shift = torch.randint(
-                    -max_jitter, max_jitter + 1, (2,), generator=generator
-                ).tolist()
-                perturbed = torch.roll(perturbed, shifts=shift, dims=(2, 3))
+                perturbed = _jittered(perturbed, max_jitter, generator)
                 raw = scorer.forward_raw((perturbed,), 1)
                 if softmax is None:
                     softmax = needs_softmax(raw.detach())
@@ -243,3 +226,26 @@ class MeaningfulPerturbation(MaskAttribution):
             return score if variant == "delete" else -score
         log_p, log_not_p = log_probability_and_complement(raw, scorer.target_columns(raw, 1))
         return -log_not_p if variant == "delete" else -log_p
+
+
+def _checked_mask_shape(
+    inputs: Tensor, target: TargetType, variant: str, mask_shape: tuple[int, int] | None
+) -> tuple[int, int]:
+    """The mask's ``(h, w)`` (default ``(H // 8, W // 8)``), after checking the
+    arguments of :meth:`MeaningfulPerturbation.attribute` that shape the run."""
+    if not isinstance(inputs, Tensor) or inputs.dim() != 4:
+        raise ValueError("inputs must be a (B, C, H, W) tensor")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    batch, _, height, width = inputs.shape
+    check_target(target, batch)
+    mask_shape = mask_shape or (max(1, height // 8), max(1, width // 8))
+    if len(mask_shape) != 2 or not all(1 <= s <= d for s, d in zip(mask_shape, (height, width))):
+        raise ValueError(f"mask_shape must be (h, w) within the image size, got {mask_shape!r}")
+    return mask_shape
+
+
+def _jittered(images: Tensor, max_jitter: int, generator: torch.Generator) -> Tensor:
+    """``images`` rolled by a random shift of up to ``max_jitter`` pixels on each axis."""
+    shift = torch.randint(-max_jitter, max_jitter + 1, (2,), generator=generator).tolist()
+    return torch.roll(images, shifts=shift, dims=(2, 3))

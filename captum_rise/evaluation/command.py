@@ -73,6 +73,13 @@ def add_evaluate_parser(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "data", help="folder of images, searched recursively (ImageFolder layout works)"
     )
     evaluate.add_argument("--out", required=True, help="results folder (a rerun resumes it)")
+    _add_model_arguments(evaluate)
+    _add_run_arguments(evaluate)
+    _add_output_arguments(evaluate)
+
+
+def _add_model_arguments(evaluate: argparse.ArgumentParser) -> None:
+    """The model and what its images need (weights, crop, normalisation)."""
     evaluate.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -103,6 +110,10 @@ def add_evaluate_parser(commands: "argparse._SubParsersAction[argparse.ArgumentP
         "(images are explained as pixels in [0, 1]; the normalisation goes in front of the model)",
     )
     evaluate.add_argument("--std", type=float_list, default=None, help="with --mean")
+
+
+def _add_run_arguments(evaluate: argparse.ArgumentParser) -> None:
+    """What the run explains: the methods, the images, their classes and boxes, the seed."""
     evaluate.add_argument(
         "--methods",
         type=method_list,
@@ -127,6 +138,10 @@ def add_evaluate_parser(commands: "argparse._SubParsersAction[argparse.ArgumentP
         default=None,
         help="CSV image,x0,y0,x1,y1 of object boxes in original-image pixels (pointing game)",
     )
+
+
+def _add_output_arguments(evaluate: argparse.ArgumentParser) -> None:
+    """What the run writes and where it runs."""
     evaluate.add_argument(
         "--curve-steps",
         type=positive_int,

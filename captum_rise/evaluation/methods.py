@@ -133,12 +133,19 @@ def make_methods(
     (:func:`check_model_for_methods`). ``gradcam_layer`` defaults to
     :func:`last_convolution`."""
     check_model_for_methods(check_method_names(names), model)
-    probs = probabilities(model)
+    explainers = {
+        **_black_box_explainers(model, n_masks, n_designs),
+        **_white_box_explainers(model, gradcam_layer),
+    }
+    settings = _settings(n_masks, n_designs, gradcam_layer)
+    return [Method(name, settings[name], explainers[name]) for name in check_method_names(names)]
 
-    def white_box() -> nn.Module:
-        """The torch model of the white-box methods (checked above)."""
-        assert isinstance(model, nn.Module)
-        return model
+
+def _black_box_explainers(
+    model: Callable[..., Any], n_masks: int, n_designs: int
+) -> dict[str, Explain]:
+    """The methods that only call ``model`` (on its softmax, but RISE's own scores)."""
+    probs = probabilities(model)
 
     def rise(x: Tensor, target: int, seed: int) -> Tensor:
         return rise_map(
@@ -152,22 +159,6 @@ def make_methods(
 
     def sobol(x: Tensor, target: int, seed: int) -> Tensor:
         return SobolAttribution(probs).attribute(x, target=target, seed=seed)[:, :1]
-
-    def meaningful(x: Tensor, target: int, seed: int) -> Tensor:
-        return MeaningfulPerturbation(white_box()).attribute(x, target=target, seed=seed)[:, :1]
-
-    def extremal(x: Tensor, target: int, seed: int) -> Tensor:
-        masks = ExtremalPerturbation(white_box()).attribute(
-            x, target=target, areas=EXTREMAL_AREAS, n_iter=EXTREMAL_ITERATIONS
-        )
-        return masks[:, :, :1].sum(dim=1)
-
-    def gradcam(x: Tensor, target: int, seed: int) -> Tensor:
-        layer = gradcam_layer if gradcam_layer is not None else last_convolution(white_box())
-        return gradcam_map(white_box(), x, target, layer)
-
-    def integrated_gradients(x: Tensor, target: int, seed: int) -> Tensor:
-        return integrated_gradients_map(white_box(), x, target, n_steps=50)
 
     def occlusion(x: Tensor, target: int, seed: int) -> Tensor:
         window = max(1, round(min(x.shape[2:]) / 7))
@@ -194,18 +185,54 @@ def make_methods(
             )
         return attributions[:, :1]
 
-    explainers: dict[str, Explain] = {
+    return {
         "rise": rise,
         "hsic": hsic,
         "sobol": sobol,
+        "occlusion": occlusion,
+        "kernelshap": kernelshap,
+    }
+
+
+def _white_box_explainers(
+    model: Callable[..., Any], gradcam_layer: nn.Module | None
+) -> dict[str, Explain]:
+    """The methods that need ``model``'s gradients (a torch module, checked when chosen)."""
+
+    def white_box() -> nn.Module:
+        """The torch model of the white-box methods (checked above)."""
+        assert isinstance(model, nn.Module)
+        return model
+
+    def meaningful(x: Tensor, target: int, seed: int) -> Tensor:
+        return MeaningfulPerturbation(white_box()).attribute(x, target=target, seed=seed)[:, :1]
+
+    def extremal(x: Tensor, target: int, seed: int) -> Tensor:
+        masks = ExtremalPerturbation(white_box()).attribute(
+            x, target=target, areas=EXTREMAL_AREAS, n_iter=EXTREMAL_ITERATIONS
+        )
+        return masks[:, :, :1].sum(dim=1)
+
+    def gradcam(x: Tensor, target: int, seed: int) -> Tensor:
+        layer = gradcam_layer if gradcam_layer is not None else last_convolution(white_box())
+        return gradcam_map(white_box(), x, target, layer)
+
+    def integrated_gradients(x: Tensor, target: int, seed: int) -> Tensor:
+        return integrated_gradients_map(white_box(), x, target, n_steps=50)
+
+    return {
         "meaningful_perturbation": meaningful,
         "extremal_perturbation": extremal,
         "gradcam": gradcam,
         "ig": integrated_gradients,
-        "occlusion": occlusion,
-        "kernelshap": kernelshap,
     }
-    settings: dict[str, dict[str, object]] = {
+
+
+def _settings(
+    n_masks: int, n_designs: int, gradcam_layer: nn.Module | None
+) -> dict[str, dict[str, object]]:
+    """Each method's settings, as recorded in ``run.json`` and the summary."""
+    return {
         "rise": {
             "n_masks": n_masks,
             "grid_size": 7,
@@ -233,7 +260,6 @@ def make_methods(
         "occlusion": {"window": "1/7 side", "stride": "1/2 window", "baseline": 0},
         "kernelshap": {"n_samples": 500, "superpixels": "slic 50", "baseline": 0},
     }
-    return [Method(name, settings[name], explainers[name]) for name in check_method_names(names)]
 
 
 def superpixels(image: Tensor) -> Tensor:

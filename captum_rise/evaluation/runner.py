@@ -165,11 +165,7 @@ def evaluate_dataset(
     """
     out_dir = Path(out_dir)
     chosen = make_methods(methods, model, n_masks, n_designs, gradcam_layer)
-    ids = list(image_ids) if image_ids is not None else image_ids_of(dataset)
-    if len(ids) != len(dataset) or len(set(ids)) != len(ids):  # type: ignore[arg-type]
-        raise ValueError("image_ids must give one distinct id per item of the dataset")
-    if n_images is not None:
-        ids = ids[: check_int("n_images", n_images)]
+    ids = _chosen_ids(dataset, image_ids, n_images)
     if curve_steps is not None:
         check_int("curve_steps", curve_steps)
     rank, world_size = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
@@ -181,78 +177,108 @@ def evaluate_dataset(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     with _hold_folder(out_dir, rank):
-        _check_same_settings(out_dir, config)
-        done = {key for key, row in read_rows(out_dir).items() if is_success(row)}
-        todo = [
-            i
-            for i, image_id in enumerate(ids)
-            if any((image_id, m.name) not in done for m in chosen)
-        ]
-        if rank == 0:
-            _write_config(out_dir, config, class_names)
-            shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
-        if world_size > 1:
-            dist.barrier()  # every rank has read what was done before any writes
-
-        device = device_of(model)
-        bar = (
-            progress_bar("images, all ranks", len(todo), unit="image")
-            if show_progress and rank == 0
-            else NullProgress()
-        )
-        writer = PartWriter(out_dir, rank)
+        done, todo = _start(out_dir, config, class_names, ids, chosen, rank, world_size)
+        progress = _ImagesProgress(out_dir, world_size, len(todo), show_progress and rank == 0)
+        report_dir = out_dir / REPORT_DIR if report else None
         run = _ImageRun(
-            model,
-            chosen,
-            out_dir,
-            device,
-            memory_format,
-            boxes,
-            curve_steps,
-            save_maps,
-            out_dir / REPORT_DIR if report else None,
-            model_name,
-            rank,
-            seed,
-        )
-        mine = todo[rank::world_size]
-        shown = 0  # images the bar shows as done
-
-        def show_done() -> None:
-            nonlocal shown
-            done = _images_done(out_dir, world_size)
-            bar.update(done - shown)
-            shown = done
-
+            model, chosen, out_dir, device_of(model), memory_format, boxes, curve_steps,
+            save_maps, report_dir, model_name, rank, seed,
+        )  # fmt: skip
+        writer = PartWriter(out_dir, rank)
         try:
-            for count, index in enumerate(mine, start=1):
+            for count, index in enumerate(todo[rank::world_size], start=1):
                 for row in run.rows(dataset, index, ids[index], done):
                     writer.write(row)
                 _report_progress(out_dir, rank, count, finished=False)
-                if rank == 0:
-                    show_done()
-            _report_progress(out_dir, rank, len(mine), finished=True)
+                progress.update()
+            _report_progress(out_dir, rank, len(todo[rank::world_size]), finished=True)
         finally:
             writer.close()
         if rank != 0:
             return None
-        while not _all_finished(out_dir, world_size):
-            show_done()
-            time.sleep(POLL_SECONDS)
-        show_done()
-        bar.close()
-        rows = merge_parts(out_dir)
+        progress.wait_for_all()
+        return _finish(out_dir, config, world_size, report)
+
+
+def _chosen_ids(
+    dataset: Dataset[Any], image_ids: Sequence[str] | None, n_images: int | None
+) -> list[str]:
+    """The ids of the items to explain: one distinct id per item, the first ``n_images``."""
+    ids = list(image_ids) if image_ids is not None else image_ids_of(dataset)
+    if len(ids) != len(dataset) or len(set(ids)) != len(ids):  # type: ignore[arg-type]
+        raise ValueError("image_ids must give one distinct id per item of the dataset")
+    if n_images is not None:
+        ids = ids[: check_int("n_images", n_images)]
+    return ids
+
+
+def _start(
+    out_dir: Path,
+    config: "RunSettings",
+    class_names: Sequence[str] | None,
+    ids: list[str],
+    chosen: list[Method],
+    rank: int,
+    world_size: int,
+) -> tuple[set[tuple[str, str]], list[int]]:
+    """The ``(image id, method)`` pairs done by an earlier run of the same settings (other
+    settings are refused) and the indices of the images with a method still to do. Rank 0
+    writes the settings and clears the ranks' progress; every rank has read what was done
+    before any writes."""
+    _check_same_settings(out_dir, config)
+    done = {key for key, row in read_rows(out_dir).items() if is_success(row)}
+    todo = [
+        i for i, image_id in enumerate(ids) if any((image_id, m.name) not in done for m in chosen)
+    ]
+    if rank == 0:
+        _write_config(out_dir, config, class_names)
         shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
-        header = {
-            "model": model_name,
-            "seed": seed,
-            "ranks": world_size,
-            **{f"{k} settings": v for k, v in config["methods"].items()},
-        }
-        write_summary(rows, out_dir, header)
-        if report:
-            write_report(out_dir)
-        return rows
+    if world_size > 1:
+        dist.barrier()
+    return done, todo
+
+
+class _ImagesProgress:
+    """A progress bar of the images every rank has done (from their progress files),
+    shown by rank 0 only (``shown``)."""
+
+    def __init__(self, out_dir: Path, world_size: int, total: int, shown: bool) -> None:
+        self.out_dir, self.world_size, self.shown = out_dir, world_size, shown
+        self.bar = (
+            progress_bar("images, all ranks", total, unit="image") if shown else NullProgress()
+        )
+        self.counted = 0  # images the bar shows as done
+
+    def update(self) -> None:
+        if self.shown:
+            done = _images_done(self.out_dir, self.world_size)
+            self.bar.update(done - self.counted)
+            self.counted = done
+
+    def wait_for_all(self) -> None:
+        """Until every rank has finished its images, updating the bar; then closes it."""
+        while not _all_finished(self.out_dir, self.world_size):
+            self.update()
+            time.sleep(POLL_SECONDS)
+        self.update()
+        self.bar.close()
+
+
+def _finish(out_dir: Path, config: "RunSettings", world_size: int, report: bool) -> list[Row]:
+    """Rank 0, once every rank is done: the ranks' parts merged into ``results.csv``, the
+    summary and, with ``report``, the HTML report. Returns all rows."""
+    rows = merge_parts(out_dir)
+    shutil.rmtree(out_dir / PROGRESS_DIR, ignore_errors=True)
+    header = {
+        "model": config["model"],
+        "seed": config["seed"],
+        "ranks": world_size,
+        **{f"{k} settings": v for k, v in config["methods"].items()},
+    }
+    write_summary(rows, out_dir, header)
+    if report:
+        write_report(out_dir)
+    return rows
 
 
 class _ImageRun:

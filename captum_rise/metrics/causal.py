@@ -210,15 +210,7 @@ def causal_curve(
     if apply_softmax is None:
         apply_softmax = getattr(model, "default_apply_softmax", None)
     batch = start.shape[0]
-    if start.dim() == 4:
-        if feature_mask is not None:
-            raise ValueError("feature_mask is for (B, T) inputs; images move pixel by pixel")
-        rank = pixel_rank(attributions, start)
-        units = torch.full((batch,), rank.shape[1], device=start.device)
-        default_step = start.shape[3]
-    else:
-        rank, units = _group_rank(attributions, start, feature_mask)
-        default_step = 1
+    rank, units, default_step = _ranked_units(start, attributions, feature_mask)
     n_units = int(units.max())
     step = _resolve_step(step, n_steps, n_units, default_step)
     batch_size = check_chunk_size("batch_size", batch_size)
@@ -258,17 +250,29 @@ def causal_curve(
 
     with torch.no_grad():
         run_in_chunks(
-            jobs_sample.numel(),
-            begin,
-            consume,
-            batch_size,
-            lambda: sizer_for(model, (start[:1],)),
-            start.device,
-            NullProgress(),
-        )
+            jobs_sample.numel(), begin, consume, batch_size,
+            lambda: sizer_for(model, (start[:1],)), start.device, NullProgress(),
+        )  # fmt: skip
     scores = scores.reshape(batch, total_steps + 1)
     fractions = fractions.to(scores)
     return CausalCurve(fractions, scores, torch.trapezoid(scores, fractions, dim=1))
+
+
+def _ranked_units(
+    start: Tensor, attributions: Tensor, feature_mask: Tensor | None
+) -> tuple[Tensor, Tensor, int]:
+    """What moves, in order: ``(rank, units, default_step)``, each unit's rank by
+    decreasing saliency (:func:`pixel_rank` for images, groups of ``feature_mask`` or
+    single features for ``(B, T)`` inputs), the ``(B,)`` units of each example, and the
+    default units per step (a row of pixels for images, else 1)."""
+    if start.dim() == 4:
+        if feature_mask is not None:
+            raise ValueError("feature_mask is for (B, T) inputs; images move pixel by pixel")
+        rank = pixel_rank(attributions, start)
+        units = torch.full((start.shape[0],), rank.shape[1], device=start.device)
+        return rank, units, start.shape[3]
+    rank, units = _group_rank(attributions, start, feature_mask)
+    return rank, units, 1
 
 
 class _Mover:
