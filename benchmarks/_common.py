@@ -95,9 +95,10 @@ def compile_openvino(converted, threads: int = 2):
     return ov.Core().compile_model(converted, "CPU", {"INFERENCE_NUM_THREADS": threads})
 
 
-def export_onnxruntime(module: torch.nn.Module, threads: int = 2):
+def export_onnxruntime(module: torch.nn.Module, threads: int = 2, spinning: bool = True):
     """``module`` (224x224 RGB images, any batch size) exported to ONNX, as an ONNX Runtime
-    session on the CPU with ``threads`` intra-op threads."""
+    session on the CPU with ``threads`` intra-op threads, which spin between calls
+    (ONNX Runtime's default) unless ``spinning`` is False."""
     import tempfile
     from pathlib import Path
 
@@ -115,6 +116,8 @@ def export_onnxruntime(module: torch.nn.Module, threads: int = 2):
         )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -252,7 +252,14 @@ class Perturbations:
         (the rest padding): their masks now, and the call that blends and scores
         them (their scores and masks)."""
         masks = self.masks_of(lo, hi)
-        return lambda: (self.scorer(self.blender(masks, batch), hi - lo, batch), masks)
+
+        def call() -> Chunk:
+            perturbed = self.blender(masks, batch)
+            scores = self.scorer(perturbed, hi - lo, batch)
+            self.blender.release(perturbed, scores)
+            return scores, masks
+
+        return call
 
     def _run_items(self, lo: int, hi: int, sink: Sink[Any], progress: Progress) -> None:
         """Items ``lo .. hi - 1``, all of them in this process, through the model."""

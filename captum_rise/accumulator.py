@@ -163,6 +163,7 @@ class SaliencyAccumulator:
         self._pending: list[_Chunk] = []
         self._pending_lo = self._pending_hi = 0
         self._total: list[Tensor] | None = None  # the sums, until the next add
+        self._buffers: dict[int, Tensor] = {}  # per input, a block's masks joined (_rows)
 
     # -- the sums, by name ------------------------------------------------------------
     @property
@@ -264,11 +265,12 @@ class SaliencyAccumulator:
 
     def _block_sums(self, chunks: list[_Chunk]) -> list[Tensor]:
         """The sums of the masks of ``chunks`` (weighted, mask and score sums per input,
-        then the replicates'), one matmul per input, on fresh aligned copies where the
-        chunks' memory is not (:func:`_aligned`)."""
+        then the replicates'), one matmul per input, on contiguous aligned memory
+        (:meth:`_rows`)."""
         scores = _aligned(_cat([c[0] for c in chunks]).to(self.dtype))
         masks = tuple(
-            _aligned(_cat(list(parts)).to(self.dtype)) for parts in zip(*(c[1] for c in chunks))
+            self._rows(i, [part.to(self.dtype) for part in parts])
+            for i, parts in enumerate(zip(*(c[1] for c in chunks)))
         )
         self._scores_finite &= torch.isfinite(scores).all()
         weighted_sums, mask_sums = [], []
@@ -294,6 +296,22 @@ class SaliencyAccumulator:
             replicate_mask_sums.append((one_hot.T @ flat).reshape(self.replicates, *shape))
         replicate_scores = torch.einsum("nbk,nr->rbk", scores, one_hot)
         return [*sums, *replicate_sums, *replicate_mask_sums, replicate_scores, one_hot.sum(dim=0)]
+
+    def _rows(self, index: int, parts: list[Tensor]) -> Tensor:
+        """Input ``index``'s masks of a block, ``parts`` joined: a part that is contiguous
+        and aligned (:func:`_aligned`) as it is, else copied into a buffer of the
+        accumulator's own, reused from block to block (fresh memory would cost the
+        operating system's page faults, more than the copy)."""
+        if len(parts) == 1 and parts[0].is_contiguous() and _aligned(parts[0]) is parts[0]:
+            return parts[0]
+        n = sum(part.shape[0] for part in parts)
+        first = parts[0]
+        buffer = self._buffers.get(index)
+        if buffer is None or buffer.shape[0] < n or buffer.shape[1:] != first.shape[1:]:
+            shape = (max(n, self.block), *first.shape[1:])
+            buffer = torch.empty(shape, dtype=self.dtype, device=first.device)
+            self._buffers[index] = buffer
+        return torch.cat(parts, out=buffer[:n])
 
     def _push(self, node: _Node) -> None:
         """Adds ``node`` after the others: a part of a block joins the part before it
