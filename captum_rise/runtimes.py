@@ -123,7 +123,10 @@ class OnnxRuntimeForward(RuntimeForward):
     """An ONNX Runtime ``InferenceSession`` as a forward function.
 
     ``session.run`` may be called from several threads at once (ONNX
-    Runtime allows it), so ``concurrent_calls`` works with it.
+    Runtime allows it), so ``concurrent_calls`` works with it. On few cores,
+    create the session with ``session.intra_op.allow_spinning`` set to ``"0"``:
+    its threads spin between calls by default and starve the blending and sums
+    that run between them (docs: "Deployed models").
 
     Args:
         session: ``onnxruntime.InferenceSession``.
