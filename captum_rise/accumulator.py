@@ -299,10 +299,10 @@ class SaliencyAccumulator:
 
     def _rows(self, index: int, parts: list[Tensor]) -> Tensor:
         """Input ``index``'s masks of a block, ``parts`` joined: a part that is contiguous
-        and aligned (:func:`_aligned`) as it is, else copied into a buffer of the
+        and aligned (:func:`_is_aligned`) as it is, else copied into a buffer of the
         accumulator's own, reused from block to block (fresh memory would cost the
         operating system's page faults, more than the copy)."""
-        if len(parts) == 1 and parts[0].is_contiguous() and _aligned(parts[0]) is parts[0]:
+        if len(parts) == 1 and _is_aligned(parts[0]):
             return parts[0]
         n = sum(part.shape[0] for part in parts)
         first = parts[0]
@@ -638,11 +638,14 @@ multiple of every vector width. A BLAS kernel may round otherwise at an address 
 aligned so, so a block's matmul always reads memory aligned to it."""
 
 
+def _is_aligned(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is contiguous at an address aligned to :data:`ALIGNMENT`."""
+    return tensor.is_contiguous() and tensor.data_ptr() % ALIGNMENT == 0
+
+
 def _aligned(tensor: Tensor) -> Tensor:
-    """``tensor`` if contiguous at an address aligned to :data:`ALIGNMENT`, else a copy."""
-    if tensor.is_contiguous() and tensor.data_ptr() % ALIGNMENT == 0:
-        return tensor
-    return tensor.clone(memory_format=torch.contiguous_format)
+    """``tensor`` if :func:`_is_aligned`, else a contiguous copy (fresh, so aligned)."""
+    return tensor if _is_aligned(tensor) else tensor.clone(memory_format=torch.contiguous_format)
 
 
 def _cat(parts: list[Tensor]) -> Tensor:

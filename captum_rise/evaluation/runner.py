@@ -184,14 +184,15 @@ def evaluate_dataset(
             model, chosen, out_dir, device_of(model), memory_format, boxes, curve_steps,
             save_maps, report_dir, model_name, rank, seed,
         )  # fmt: skip
+        mine = todo[rank::world_size]
         writer = PartWriter(out_dir, rank)
         try:
-            for count, index in enumerate(todo[rank::world_size], start=1):
+            for count, index in enumerate(mine, start=1):
                 for row in run.rows(dataset, index, ids[index], done):
                     writer.write(row)
                 _report_progress(out_dir, rank, count, finished=False)
                 progress.update()
-            _report_progress(out_dir, rank, len(todo[rank::world_size]), finished=True)
+            _report_progress(out_dir, rank, len(mine), finished=True)
         finally:
             writer.close()
         if rank != 0:
